@@ -1,0 +1,1 @@
+"""Registered attacks, one file each, composing `mibench.gan` and `mibench.inversion`."""

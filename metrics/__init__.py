@@ -1,0 +1,1 @@
+"""Registered metrics (thin wrappers) over the pure functions in `mibench.metrics.functional`."""

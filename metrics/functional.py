@@ -1,0 +1,88 @@
+"""Pure metric functions: tensors in, numbers out. Each is tested against a brute-force or scipy oracle."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean per row: is `labels[i]` among the `k` largest `logits[i]`? (k is capped at the number of classes)."""
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Fraction of rows whose label is in the top-k logits (AA-k when `logits` come from the evaluation model)."""
+    if logits.shape[0] == 0:
+        raise ValueError("top-k accuracy of an empty set is undefined")
+    return topk_correct(logits, labels, k).double().mean().item()
+
+
+def nearest_same_class_sq_distance(
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    references: torch.Tensor,
+    reference_labels: torch.Tensor,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """For each query, the squared L2 distance to the nearest reference of the same label (float64, N values).
+
+    This is the per-image term of GMI's "KNN Dist" (Zhang et al. 2020; spec §6.2): squared, not rooted, and searched
+    only among private training images of the reconstruction's intended class.
+    """
+    queries, references = queries.double(), references.double()
+    out = torch.empty(queries.shape[0], dtype=torch.float64)
+    for label in query_labels.unique():
+        q_idx = (query_labels == label).nonzero().squeeze(1)
+        refs = references[reference_labels == label]
+        if refs.shape[0] == 0:
+            raise ValueError(f"no reference images of class {int(label)} to measure KNN distance against")
+        ref_sq = (refs * refs).sum(1)
+        for start in range(0, q_idx.numel(), chunk):
+            idx = q_idx[start : start + chunk]
+            q = queries[idx]
+            d = (q * q).sum(1, keepdim=True) + ref_sq.view(1, -1) - 2.0 * q @ refs.T
+            out[idx] = d.min(dim=1).values.clamp_min(0.0)
+    return out
+
+
+def knn_distance(
+    queries: torch.Tensor, query_labels: torch.Tensor, references: torch.Tensor, reference_labels: torch.Tensor
+) -> float:
+    """Mean over queries of `nearest_same_class_sq_distance` (GMI's KNN Dist)."""
+    return nearest_same_class_sq_distance(queries, query_labels, references, reference_labels).mean().item()
+
+
+def gaussian_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance (ddof 1, as numpy's `cov`) of N x D features, in float64."""
+    x = features.double()
+    if x.shape[0] < 2:
+        raise ValueError("Fréchet distance needs at least 2 samples per set")
+    mu = x.mean(0)
+    centred = x - mu
+    return mu, centred.T @ centred / (x.shape[0] - 1)
+
+
+def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(matrix)
+    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017, Eq. in Sec. 3.3).
+
+    d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}). The trace term is computed as
+    tr((S1^{1/2} S2 S1^{1/2})^{1/2}) with symmetric eigendecompositions in float64, which equals the scipy `sqrtm`
+    form for positive semi-definite inputs and never produces the complex parts `sqrtm` does.
+    """
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_sqrt = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp_min(0).sqrt().sum()
+    diff = mu1 - mu2
+    return (diff @ diff + sigma1.trace() + sigma2.trace() - 2.0 * trace_sqrt).item()
+
+
+def frechet_distance_of_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between the Gaussian fits of two feature sets."""
+    return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))

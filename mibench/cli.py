@@ -1,0 +1,166 @@
+"""The `mibench` command: run, report, list, validate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mibench.errors import MibenchError
+
+FORMATS = ("markdown", "latex", "csv")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mibench", description="Benchmark defenses against model-inversion attacks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite (resumes; finished artifacts are reused)")
+    run.add_argument("suite", type=Path, help="suite YAML file")
+    run.add_argument("--out", type=Path, help="run folder for records and tables (default: the suite's output.dir)")
+    run.add_argument("--cache", type=Path, help="artifact cache (default: the suite's output.cache)")
+    run.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rebuild a stage and everything downstream: all, evaluator, target, prior, invert, measure",
+    )
+    run.add_argument("--dry-run", action="store_true", help="list the jobs and what is cached; run nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+
+    report = sub.add_parser("report", help="tables from a run folder's records")
+    report.add_argument("run_dir", type=Path)
+    fmt = report.add_mutually_exclusive_group()
+    for name in FORMATS:
+        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name)
+    report.add_argument("--layout", default=None, help="table layout (default: the suite's report.layout)")
+    report.add_argument("--out", type=Path, help="write to a file instead of stdout")
+
+    lst = sub.add_parser("list", help="registered defenses, attacks, metrics, datasets and architectures")
+    lst.add_argument("kind", nargs="?", choices=("defenses", "attacks", "metrics", "datasets", "architectures"))
+
+    validate = sub.add_parser("validate", help="check a suite file without running it")
+    validate.add_argument("suite", type=Path)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a suite, then write and print its table."""
+    import torch
+
+    from mibench.context import default_device
+    from mibench.plan import build_plan
+    from mibench.progress import Reporter
+    from mibench.report import build_table, render_latex, render_markdown
+    from mibench.runner import describe_plan, run_plan
+    from mibench.store import ArtifactStore
+    from mibench.suite import load_suite
+
+    rs = load_suite(args.suite)
+    plan = build_plan(rs)
+    store = ArtifactStore(args.cache or Path(rs.suite.output.cache))
+    if args.dry_run:
+        print(describe_plan(plan, store))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise MibenchError("--device cuda was asked for, but torch sees no CUDA device")
+    device = torch.device(args.device) if args.device else default_device()
+    run_dir = args.out or rs.suite.output_dir
+    reporter = Reporter(quiet=args.quiet)
+    reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
+    summary = run_plan(plan, store=store, run_dir=run_dir, device=device, reporter=reporter, force=args.force)
+    table = build_table(summary.records, rs.suite.report.layout, rs.suite.report.caption)
+    (run_dir / "table.md").write_text(render_markdown(table))
+    (run_dir / "table.tex").write_text(render_latex(table))
+    reporter.log(
+        f"ran {len(summary.ran)} jobs, reused {len(summary.cached)} cached, in {summary.wall_time_s:.1f}s; "
+        f"{len(summary.records)} records in {run_dir / 'records.jsonl'}"
+    )
+    print(render_markdown(table))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render a run's records as a table."""
+    from mibench.report import build_table, load_run_records, render_csv, render_latex, render_markdown
+    from mibench.runner import load_plan_info
+
+    records = load_run_records(args.run_dir)
+    fmt = args.format or "markdown"
+    layout, caption = args.layout, None
+    if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():
+        report_spec = load_plan_info(args.run_dir)["suite"].get("report", {})
+        layout = layout or report_spec.get("layout")
+        caption = report_spec.get("caption")
+    if fmt == "csv":
+        text = render_csv(records)
+    else:
+        table = build_table(records, layout or "table1", caption)
+        text = render_latex(table) if fmt == "latex" else render_markdown(table)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the registries."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mibench.registry import REGISTRIES
+
+    console = Console()
+    for kind, registry in REGISTRIES.items():
+        if args.kind and kind != args.kind:
+            continue
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name")
+        table.add_column("paper")
+        extra = "access" if kind == "attacks" else ("scope" if kind == "metrics" else None)
+        if extra:
+            table.add_column(extra)
+        for name, cls in registry:
+            row = [name, cls.paper]
+            if extra:
+                row.append(str(getattr(cls, extra).value if kind == "attacks" else cls.scope))
+            table.add_row(*row)
+        console.print(table)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a suite and summarise its plan."""
+    from mibench.plan import build_plan
+    from mibench.suite import load_suite
+
+    rs = load_suite(args.suite)
+    plan = build_plan(rs)
+    counts = {stage: len(jobs) for stage, jobs in plan.by_stage().items()}
+    s = rs.suite
+    print(
+        f"{args.suite}: valid. {len(rs.defenses)} defenses x {len(rs.attacks)} attacks x {len(s.seeds)} seeds, "
+        f"{len(s.classes())} attacked classes; jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "validate": cmd_validate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for errors in the user's input)."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (MibenchError, FileNotFoundError, ValueError) as exc:
+        print(f"mibench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

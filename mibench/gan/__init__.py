@@ -1,0 +1,1 @@
+"""Shared GAN networks and training loops, composed by attacks."""

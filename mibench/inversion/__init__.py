@@ -1,0 +1,1 @@
+"""Shared latent-search machinery: identity losses, latent optimisers, per-sample seeding, batched search."""

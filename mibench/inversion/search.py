@@ -1,0 +1,73 @@
+"""Batched latent search: per-sample seeded initialisation, GMI's momentum step, and the chunked driver.
+
+Batching across classes and restarts must not change the result (spec §10.1): each latent is drawn from its own
+generator seeded by (job seed, class, restart), and losses are summed and divided by a fixed reference batch size,
+so a latent's update does not depend on how many others share its physical batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mibench.context import RunContext
+
+
+def per_sample_normal(ctx: RunContext, keys: list[tuple[int, ...]], dim: int) -> torch.Tensor:
+    """One N(0, I_dim) vector per key, each from a generator seeded by (ctx.seed, "latent", *key)."""
+    return torch.stack([torch.randn(dim, generator=ctx.generator("latent", *key)) for key in keys])
+
+
+class GMIMomentum:
+    """GMI's latent update (spec §2.6), a Nesterov reformulation with z clamped to [-clip, clip] after every step.
+
+    v_prev = v; v = mu v - lr grad; z = z - mu v_prev + (1 + mu) v. v starts at 0 and is never clipped; z is not
+    clipped before the first step.
+    """
+
+    def __init__(self, lr: float = 0.02, momentum: float = 0.9, clip: float | None = 1.0):
+        self.lr, self.momentum, self.clip = lr, momentum, clip
+        self.velocity: torch.Tensor | None = None
+
+    def step(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The next z."""
+        if self.velocity is None:
+            self.velocity = torch.zeros_like(z)
+        previous = self.velocity
+        self.velocity = self.momentum * previous - self.lr * grad
+        z = z - self.momentum * previous + (1 + self.momentum) * self.velocity
+        return z.clamp(-self.clip, self.clip) if self.clip is not None else z
+
+
+# objective(z, labels) -> per-sample losses (N,)
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def momentum_search(
+    z0: torch.Tensor,
+    labels: torch.Tensor,
+    objective: Objective,
+    *,
+    iterations: int,
+    lr: float,
+    momentum: float,
+    clip: float | None,
+    reference_batch: int,
+    advance: Callable[[int], None] = lambda n: None,
+) -> torch.Tensor:
+    """Minimise sum_i objective_i / reference_batch over z with `GMIMomentum`; returns the final z (detached)."""
+    z = z0.clone()
+    opt = GMIMomentum(lr, momentum, clip)
+    for _ in range(iterations):
+        z.requires_grad_(True)
+        loss = objective(z, labels).sum() / reference_batch
+        (grad,) = torch.autograd.grad(loss, z)
+        z = opt.step(z.detach(), grad)
+        advance(1)
+    return z.detach()
+
+
+def in_chunks(n: int, chunk: int) -> list[slice]:
+    """Slices covering range(n) in pieces of at most `chunk` (the physical batch)."""
+    return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]

@@ -1,0 +1,136 @@
+"""The Metric interface: reconstructions and references in, numbers out.
+
+Metrics are thin registered wrappers around pure functions in `mibench.metrics.functional`. Each value is a
+`Measurement` carrying its direction. **Direction is from the defender's point of view**, the benchmark's subject:
+utility and distances up is better, attack accuracy down is better; informational values have `None`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mibench.attack import Reconstructions
+from mibench.context import RunContext
+from mibench.data.base import DataBundle, iterate_batches, resize_images, to_float
+from mibench.params import Params
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value.
+
+    Attributes:
+        metric: Key of the value ("acc", "aa1", "knn_dist", ...); tables pick columns by it.
+        value: The number, in `unit`.
+        higher_is_better: Direction for the defender; None for informational values.
+        unit: "fraction" (shown as %), "distance", "seconds", "count" or "score".
+        details: Provenance of the number (feature extractor, sample counts, ...).
+    """
+
+    metric: str
+    value: float
+    higher_is_better: bool | None
+    unit: str = "score"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class MeasureInputs:
+    """Everything a metric may read, with memoised evaluator passes shared between metrics of one job.
+
+    Args:
+        target: The deployed target, frozen.
+        evaluator: The evaluation model, frozen.
+        evaluator_accuracy: Its test accuracy (reported in captions).
+        data: The private/public data at the target's resolution.
+        eval_data: The same data at the evaluator's resolution.
+        classes: The attacked classes.
+        reconstructions: The attack's output (None for target-scope metrics).
+        device: Where to compute.
+    """
+
+    def __init__(
+        self,
+        *,
+        target: nn.Module,
+        evaluator: nn.Module,
+        evaluator_accuracy: float,
+        data: DataBundle,
+        eval_data: DataBundle,
+        classes: torch.Tensor,
+        reconstructions: Reconstructions | None,
+        device: torch.device,
+        batch_size: int = 256,
+    ):
+        self.target = target
+        self.evaluator = evaluator
+        self.evaluator_accuracy = evaluator_accuracy
+        self.data = data
+        self.eval_data = eval_data
+        self.classes = classes
+        self.reconstructions = reconstructions
+        self.device = device
+        self.batch_size = batch_size
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Compute once per job and share between metrics."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    @property
+    def eval_size(self) -> int:
+        """The evaluator's input resolution."""
+        return self.eval_data.image_size
+
+    @torch.no_grad()
+    def evaluator_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluator (features, logits) of float [0, 1] images at any resolution, resized to the evaluator's."""
+        feats, logits = [], []
+        for idx in iterate_batches(images.shape[0], self.batch_size):
+            x = resize_images(images[idx].to(self.device), self.eval_size)
+            out = self.evaluator(x)
+            feats.append(out.features.float().cpu())
+            logits.append(out.logits.float().cpu())
+        return torch.cat(feats), torch.cat(logits)
+
+    def reconstruction_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluator features and logits of the reconstructions (memoised)."""
+        assert self.reconstructions is not None, "attack-scope metric called without reconstructions"
+        return self.memo("recon", lambda: self.evaluator_pass(self.reconstructions.images))
+
+    def private_train_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Evaluator features, logits and labels of the private training images of the attacked classes.
+
+        The images are read at the evaluator's native resolution (as the official KNN code loads them at 112).
+        """
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            subset = self.eval_data.private_train.of_classes(self.classes)
+            feats, logits = self.evaluator_pass(to_float(subset.images))
+            return feats, logits, subset.labels
+
+        return self.memo("private", compute)
+
+
+class Metric(ABC):
+    """Base class of registered metrics. `scope` says whether it needs reconstructions ("attack") or not ("target")."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[Params]]
+    scope: ClassVar[Literal["target", "attack"]]
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    @abstractmethod
+    def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
+        """Measure; returns one or more values."""

@@ -1,0 +1,66 @@
+"""The classifier interface every target and evaluation model implements.
+
+All MI codebases of the GMI/KED-MI/PLG-MI lineage have `forward(x) -> (feature, logits)` and index the tuple
+positionally; VIB models break that convention. mibench makes it a named tuple, so attacks and metrics read
+`.features` and `.logits`, never `[-1]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from mibench.params import Params
+from mibench.registry import ARCHITECTURES, build_params
+
+
+class ClassifierOutput(NamedTuple):
+    """Penultimate features (N x D) and class logits (N x K)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class Classifier(nn.Module):
+    """Base class of registered architectures.
+
+    Args:
+        num_classes: Size of the logit layer.
+        in_channels: Image channels.
+        image_size: Side of the square [0, 1] input the network is built for.
+        params: The architecture's `Params`.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[Params]]
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, params: Params):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.params = params
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:  # pragma: no cover - interface
+        """Features and logits of [0, 1] images (N x C x H x W)."""
+        raise NotImplementedError
+
+
+def build_classifier(
+    architecture: str, params: dict[str, Any] | None, *, num_classes: int, in_channels: int, image_size: int
+) -> Classifier:
+    """Instantiate a registered architecture by name."""
+    cls = ARCHITECTURES.get(architecture)
+    return cls(num_classes, in_channels, image_size, build_params(cls, params))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put `model` in eval mode and stop gradients into its weights (inputs may still get gradients)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

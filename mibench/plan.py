@@ -1,0 +1,244 @@
+"""Expand a suite into a DAG of content-addressed jobs.
+
+Stages, in dependency order:
+
+* `evaluator`: the evaluation model, once per (data, architecture, recipe); shared by every run.
+* `target`: one per defense x seed.
+* `prior`: an attack's learnt prior (GAN, ...). Shared by every target and seed when the attack's prior does not
+  depend on the target (GMI's GAN: seeded from the suite's base seed), else one per target.
+* `invert`: one per attack x target.
+* `measure`: target-scope metrics once per target; attack-scope metrics once per inversion.
+
+A job's key hashes its payload: everything that determines its output (method names, versions and validated
+params, seeds, data definition, upstream keys, the cache version), and nothing that does not (labels, paths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mibench import CACHE_VERSION
+from mibench.hashing import content_key, derive_seed
+from mibench.suite import ResolvedMethod, ResolvedSuite
+
+STAGES = ("evaluator", "target", "prior", "invert", "measure")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work.
+
+    Attributes:
+        stage: One of `STAGES`.
+        key: Content hash of `payload`.
+        payload: JSON-serialisable description of everything that determines the output.
+        deps: Ids ("stage/key") of upstream jobs.
+        label: Human-readable description.
+        runtime: What the job needs but must not be keyed on (data folders).
+    """
+
+    stage: str
+    key: str
+    payload: dict[str, Any]
+    deps: tuple[str, ...]
+    label: str
+    runtime: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The id "stage/key", unique within a plan."""
+        return f"{self.stage}/{self.key}"
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    """Which job's values become records under which labels."""
+
+    job_id: str
+    seed: int | None
+    defense: str | None
+    attack: str | None
+
+
+@dataclass
+class Plan:
+    """Jobs in a valid execution order, and where records come from."""
+
+    suite: ResolvedSuite
+    jobs: dict[str, Job] = field(default_factory=dict)
+    sources: list[RecordSource] = field(default_factory=list)
+
+    def add(self, job: Job) -> Job:
+        """Add a job unless an identical one is planned already; returns the planned one."""
+        self.jobs.setdefault(job.id, job)
+        return self.jobs[job.id]
+
+    def descendants(self, roots: set[str]) -> set[str]:
+        """`roots` and every job that depends on them, transitively."""
+        out = set(roots)
+        for job in self.jobs.values():  # insertion order is topological
+            if any(d in out for d in job.deps):
+                out.add(job.id)
+        return out
+
+    def by_stage(self) -> dict[str, list[Job]]:
+        """Jobs grouped by stage."""
+        groups: dict[str, list[Job]] = {s: [] for s in STAGES}
+        for job in self.jobs.values():
+            groups[job.stage].append(job)
+        return groups
+
+
+def _method(m: ResolvedMethod) -> dict[str, Any]:
+    return {"name": m.name, "version": m.cls.version, "params": m.params_json()}
+
+
+def _job(stage: str, payload: dict[str, Any], deps: tuple[str, ...], label: str, runtime: dict | None = None) -> Job:
+    payload = {"stage": stage, "cache_version": CACHE_VERSION, **payload}
+    return Job(stage, content_key(payload), payload, deps, label, runtime or {})
+
+
+def data_payload(rs: ResolvedSuite, image_size: int) -> dict[str, Any]:
+    """What determines the data bundle (not where its files are)."""
+    public = None
+    if rs.public_dataset is not None:
+        public = _method(rs.public_dataset)
+    return {"dataset": _method(rs.dataset), "image_size": image_size, "public": public}
+
+
+def data_runtime(rs: ResolvedSuite) -> dict[str, Any]:
+    """Data folders, passed to jobs outside the key."""
+    public = rs.suite.data.public
+    return {"root": rs.suite.data.root, "public_root": public.root if public else None}
+
+
+def build_plan(rs: ResolvedSuite) -> Plan:
+    """Expand the suite (see module docstring)."""
+    suite = rs.suite
+    plan = Plan(rs)
+    size = suite.data.image_size
+    eval_size = suite.evaluator.input_size or size
+    data, eval_data, runtime = data_payload(rs, size), data_payload(rs, eval_size), data_runtime(rs)
+    classes = suite.classes()
+
+    evaluator = plan.add(
+        _job(
+            "evaluator",
+            {
+                "architecture": _method(rs.evaluator_arch),
+                "train": suite.evaluator.train.model_dump(mode="json"),
+                "data": eval_data,
+                "seed": derive_seed(suite.seed, "evaluator"),
+                "checkpoint": suite.evaluator.checkpoint,
+            },
+            (),
+            f"evaluator {rs.evaluator_arch.name}",
+            runtime,
+        )
+    )
+    plan.sources.append(RecordSource(evaluator.id, None, None, None))
+    target_metrics = [_method(m) for m in rs.metrics if m.cls.scope == "target"]
+    attack_metrics = [_method(m) for m in rs.metrics if m.cls.scope == "attack"]
+
+    for seed in suite.seeds:
+        for defense in rs.defenses:
+            target = plan.add(
+                _job(
+                    "target",
+                    {
+                        "defense": _method(defense),
+                        "architecture": _method(rs.target_arch),
+                        "train": suite.target.train.model_dump(mode="json"),
+                        "data": data,
+                        "seed": derive_seed(seed, "target"),
+                    },
+                    (),
+                    f"target {defense.label} seed={seed}",
+                    runtime,
+                )
+            )
+            plan.sources.append(RecordSource(target.id, seed, defense.label, None))
+            common = {"target": target.key, "evaluator": evaluator.key, "data": data, "eval_data": eval_data}
+            if target_metrics:
+                m = plan.add(
+                    _job(
+                        "measure",
+                        {"metrics": target_metrics, **common},
+                        (target.id, evaluator.id),
+                        f"measure {defense.label} seed={seed}",
+                        runtime,
+                    )
+                )
+                plan.sources.append(RecordSource(m.id, seed, defense.label, None))
+            for attack in rs.attacks:
+                _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense)
+    return plan
+
+
+def _plan_attack(
+    plan: Plan,
+    rs: ResolvedSuite,
+    attack: ResolvedMethod,
+    target: Job,
+    seed: int,
+    data: dict,
+    runtime: dict,
+    classes: list[int],
+    attack_metrics: list[dict],
+    common: dict,
+    defense: ResolvedMethod,
+) -> None:
+    cls = attack.cls
+    instance = cls(attack.params)
+    prior_key, deps = None, [target.id]
+    prior_params = instance.prior_params()
+    if cls.prior_name is not None:
+        uses_target = cls.prior_uses_target
+        prior = plan.add(
+            _job(
+                "prior",
+                {
+                    "prior": cls.prior_name,
+                    "version": cls.prior_version,
+                    "params": prior_params.model_dump(mode="json") if prior_params is not None else {},
+                    "data": data,
+                    "target": target.key if uses_target else None,
+                    "seed": derive_seed(seed if uses_target else rs.suite.seed, "prior", cls.prior_name),
+                },
+                (target.id,) if uses_target else (),
+                f"prior {cls.prior_name}" + (f" for {target.label}" if uses_target else ""),
+                # Any attack naming this prior builds the same module, so which one builds it is not part of the key.
+                {**runtime, "builder": _method(attack)},
+            )
+        )
+        prior_key = prior.key
+        deps.append(prior.id)
+    invert = plan.add(
+        _job(
+            "invert",
+            {
+                "attack": _method(attack),
+                "prior": prior_key,
+                "target": target.key,
+                "classes": classes,
+                "data": data,
+                "seed": derive_seed(seed, "invert", attack.name),
+            },
+            tuple(deps),
+            f"invert {attack.label} on {defense.label} seed={seed}",
+            runtime,
+        )
+    )
+    plan.sources.append(RecordSource(invert.id, seed, defense.label, attack.label))
+    if attack_metrics:
+        m = plan.add(
+            _job(
+                "measure",
+                {"metrics": attack_metrics, "invert": invert.key, "classes": classes, **common},
+                (invert.id, target.id, f"evaluator/{common['evaluator']}"),
+                f"measure {attack.label} on {defense.label} seed={seed}",
+                runtime,
+            )
+        )
+        plan.sources.append(RecordSource(m.id, seed, defense.label, attack.label))

@@ -1,0 +1,66 @@
+"""Records: one JSON object per measured value, with its provenance. Reports are computed from records only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+RECORDS_FILE = "records.jsonl"
+
+
+class Record(BaseModel):
+    """A measured value and where it came from.
+
+    `higher_is_better` is the direction for the defender (see `mibench.metric`); `value` is None when undefined
+    (e.g. a Fréchet distance over fewer than two successful reconstructions).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    suite: str
+    seed: int | None
+    defense: str | None
+    attack: str | None
+    metric: str
+    value: float | None
+    higher_is_better: bool | None
+    unit: str
+    stage: str
+    job_key: str
+    details: dict[str, Any]
+    versions: dict[str, Any]
+    device: str
+    wall_time_s: float
+    created: str
+
+
+def clean_value(value: float) -> float | None:
+    """NaN and infinities become None (JSON has no NaN)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def write_records(path: Path, records: list[Record]) -> None:
+    """Write JSON lines atomically (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w") as f:
+        for r in records:
+            f.write(json.dumps(r.model_dump(mode="json"), sort_keys=True, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_records(path: Path) -> list[Record]:
+    """Read a records file; a malformed line raises with its line number."""
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(Record.model_validate_json(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{i}: not a valid record: {exc}") from None
+    return records

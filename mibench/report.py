@@ -1,0 +1,279 @@
+"""Tables from records: mean ± std over seeds, laid out like the Trap-MID paper's Table 1.
+
+Rows are defenses grouped in one block per attack; columns are Acc, AA-1, AA-5, KNN Dist and FID (or a labelled
+Fréchet distance on other features). The best value of each column within a block is bold, by the direction the
+records carry (the defender's). Reports never recompute anything: they read `records.jsonl` only.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from mibench.records import RECORDS_FILE, Record, read_records
+
+NO_ATTACK = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: the first of `metrics` present in the records fills it."""
+
+    metrics: tuple[str, ...]
+    label: str
+
+
+LAYOUTS: dict[str, tuple[Column, ...]] = {
+    "table1": (
+        Column(("acc",), "Acc"),
+        Column(("aa1",), "AA-1"),
+        Column(("aa5",), "AA-5"),
+        Column(("knn_dist",), "KNN Dist"),
+        Column(("fid", "fd_evaluator"), "FID"),
+    ),
+}
+
+# Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
+STAND_IN_LABELS = {"fd_evaluator": "FD-eval"}
+STAND_IN_NOTES = {
+    "fd_evaluator": "FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Mean ± std of one metric over seeds; `bold` marks the best of its column within an attack block."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    unit: str
+    bold: bool = False
+
+    def text(self, decimals: int = 2) -> str:
+        """The cell text "mean ± std" (fractions as percentages)."""
+        if self.mean is None:
+            return "–"
+        scale = 100.0 if self.unit == "fraction" else 1.0
+        mean = f"{self.mean * scale:.{decimals}f}"
+        if self.std is None or self.n < 2:
+            return mean
+        return f"{mean} ± {self.std * scale:.{decimals}f}"
+
+    def rounded(self, decimals: int = 2) -> float | None:
+        """The mean as displayed, for comparisons a reader can check."""
+        if self.mean is None:
+            return None
+        return round(self.mean * (100.0 if self.unit == "fraction" else 1.0), decimals)
+
+
+@dataclass(frozen=True)
+class HeaderCell:
+    """A column header: label, the metric filling it, and the defender's better direction."""
+
+    label: str
+    metric: str | None
+    higher_is_better: bool | None
+
+    @property
+    def arrow(self) -> str:
+        """↑, ↓ or nothing."""
+        return {True: "↑", False: "↓"}.get(self.higher_is_better, "")
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: header, attack blocks of (defense, cells) rows, caption."""
+
+    header: list[HeaderCell]
+    blocks: list[tuple[str, list[tuple[str, list[Cell]]]]]
+    caption: str
+    label: str
+
+
+def records_frame(records: list[Record]) -> pd.DataFrame:
+    """One row per record value, attack None written as ''."""
+    rows = [
+        {
+            "attack": r.attack or NO_ATTACK,
+            "defense": r.defense,
+            "metric": r.metric,
+            "seed": r.seed,
+            "value": r.value,
+            "higher_is_better": r.higher_is_better,
+            "unit": r.unit,
+        }
+        for r in records
+    ]
+    return pd.DataFrame(rows, columns=["attack", "defense", "metric", "seed", "value", "higher_is_better", "unit"])
+
+
+def summarize(records: list[Record]) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and n over seeds per (attack, defense, metric), in first-appearance order."""
+    df = records_frame(records)
+    df = df[df["defense"].notna()]
+    keys = ["attack", "defense", "metric"]
+    grouped = df.groupby(keys, sort=False, dropna=False)
+    out = grouped["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+    meta = grouped[["higher_is_better", "unit"]].first().reset_index()
+    return out.merge(meta, on=keys, how="left")
+
+
+def _cell(summary: pd.DataFrame, attack: str, defense: str, metric: str) -> Cell | None:
+    row = summary[(summary.attack == attack) & (summary.defense == defense) & (summary.metric == metric)]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    mean = None if pd.isna(r["mean"]) else float(r["mean"])
+    std = None if pd.isna(r["std"]) else float(r["std"])
+    return Cell(mean, std, int(r["n"]), str(r["unit"]))
+
+
+def _mark_best(rows: list[tuple[str, list[Cell]]], header: list[HeaderCell]) -> None:
+    if len(rows) < 2:
+        return
+    for j, head in enumerate(header):
+        if head.higher_is_better is None:
+            continue
+        values = [cells[j].rounded() for _, cells in rows if cells[j].rounded() is not None]
+        if not values:
+            continue
+        best = max(values) if head.higher_is_better else min(values)
+        for _, cells in rows:
+            if cells[j].rounded() == best:
+                cells[j] = Cell(cells[j].mean, cells[j].std, cells[j].n, cells[j].unit, bold=True)
+
+
+def build_table(records: list[Record], layout: str = "table1", caption_prefix: str | None = None) -> Table:
+    """Lay out `records` (see module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown report layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+    summary = summarize(records)
+    present = set(summary.metric)
+    header, keys = [], []
+    for col in LAYOUTS[layout]:
+        metric = next((m for m in col.metrics if m in present), None)
+        direction = None
+        if metric is not None:
+            direction = summary[summary.metric == metric]["higher_is_better"].iloc[0]
+            direction = None if pd.isna(direction) else bool(direction)
+        header.append(HeaderCell(STAND_IN_LABELS.get(metric, col.label), metric, direction))
+        keys.append(metric)
+
+    defenses = list(dict.fromkeys(summary.defense))
+    attacks = [a for a in dict.fromkeys(summary.attack) if a != NO_ATTACK]
+    blocks = []
+    for attack in attacks or [NO_ATTACK]:
+        rows = []
+        for defense in defenses:
+            cells = []
+            for metric in keys:
+                cell = None
+                if metric is not None:
+                    cell = _cell(summary, attack, defense, metric) or _cell(summary, NO_ATTACK, defense, metric)
+                cells.append(cell or Cell(None, None, 0, "score"))
+            if any(c.mean is not None for c in cells):
+                rows.append((defense, cells))
+        _mark_best(rows, header)
+        blocks.append((attack, rows))
+    suite = records[0].suite if records else "suite"
+    return Table(header, blocks, _caption(records, keys, caption_prefix), f"tab:{suite}-{layout}")
+
+
+def _caption(records: list[Record], keys: list[str | None], prefix: str | None) -> str:
+    seeds = sorted({r.seed for r in records if r.seed is not None})
+    parts = [prefix] if prefix else []
+    parts.append(f"Mean ± std (sample std, ddof=1) over {len(seeds)} seed{'s' * (len(seeds) != 1)}")
+    evaluator = [r for r in records if r.metric == "evaluator_acc" and r.value is not None]
+    if evaluator:
+        arch = evaluator[0].details.get("architecture", "evaluation model")
+        parts.append(f"AA-1/AA-5 by the evaluation model {arch} ({100 * evaluator[0].value:.2f}% test accuracy)")
+    n_recon = sorted({r.details.get("n") for r in records if r.metric == "aa1"} - {None})
+    if n_recon:
+        parts.append(f"{'/'.join(map(str, n_recon))} reconstructions per attack")
+    if "knn_dist" in keys:
+        parts.append("KNN Dist: squared L2 in evaluation-model features to the nearest private image")
+    parts += [STAND_IN_NOTES[k] for k in keys if k in STAND_IN_NOTES]
+    parts.append("best per attack in bold; arrows give the better direction for the defender")
+    return ". ".join(parts) + "."
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Renderers
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_text(text: str) -> str:
+    return latex_escape(text).replace("±", "$\\pm$")
+
+
+def render_latex(table: Table) -> str:
+    """A booktabs table; attack names span their block with multirow."""
+    arrows = {"↑": " $\\uparrow$", "↓": " $\\downarrow$", "": ""}
+    head = ["Attack", "Defense"] + [latex_escape(h.label) + arrows[h.arrow] for h in table.header]
+    lines = [
+        "% Requires \\usepackage{booktabs} and \\usepackage{multirow}.",
+        "\\begin{table}[t]",
+        "  \\centering",
+        f"  \\caption{{{_latex_text(table.caption)}}}",
+        f"  \\label{{{table.label}}}",
+        f"  \\begin{{tabular}}{{ll{'c' * len(table.header)}}}",
+        "    \\toprule",
+        "    " + " & ".join(head) + " \\\\",
+    ]
+    for attack, rows in table.blocks:
+        lines.append("    \\midrule")
+        for i, (defense, cells) in enumerate(rows):
+            first = f"\\multirow{{{len(rows)}}}{{*}}{{{latex_escape(attack or '–')}}}" if i == 0 else ""
+            texts = [_latex_text(c.text()) for c in cells]
+            texts = [f"\\textbf{{{t}}}" if c.bold else t for t, c in zip(texts, cells, strict=True)]
+            lines.append("    " + " & ".join([first, latex_escape(defense), *texts]) + " \\\\")
+    lines += ["    \\bottomrule", "  \\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table with the caption below it."""
+    head = ["Attack", "Defense"] + [f"{h.label} {h.arrow}".strip() for h in table.header]
+    body = []
+    for attack, rows in table.blocks:
+        for i, (defense, cells) in enumerate(rows):
+            texts = [f"**{c.text()}**" if c.bold else c.text() for c in cells]
+            body.append([attack or "–" if i == 0 else "", defense, *texts])
+    return tabulate(body, headers=head, tablefmt="github", disable_numparse=True) + f"\n\n{table.caption}\n"
+
+
+def render_csv(records: list[Record]) -> str:
+    """The tidy summary (attack, defense, metric, mean, std, n, direction, unit) as CSV."""
+    buf = io.StringIO()
+    summarize(records).to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def load_run_records(run_dir: Path) -> list[Record]:
+    """Records of a run folder (or a records file given directly)."""
+    path = run_dir / RECORDS_FILE if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RECORDS_FILE} in {run_dir}: run `mibench run SUITE` first")
+    return read_records(path)

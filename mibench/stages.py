@@ -1,0 +1,313 @@
+"""What each job stage does: build inputs from upstream artifacts, call the method, publish the artifact.
+
+Every stage reads only its job's payload and the store, so any process (or cluster node) can run any job. An
+artifact folder holds `job.json` (the payload), `values.json` (measurements to turn into records), tensor files,
+and `done.json` (written last by the store).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import mibench
+from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.context import RunContext, seed_everything
+from mibench.data.base import DataBundle
+from mibench.defense import Defense
+from mibench.hashing import content_key, derive_seed
+from mibench.metric import MeasureInputs, Measurement
+from mibench.models.base import build_classifier, freeze
+from mibench.oracle import TargetOracle
+from mibench.plan import Job
+from mibench.progress import Reporter
+from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, build_params
+from mibench.store import ArtifactStore, write_json_atomic
+from mibench.suite import TrainSpec
+from mibench.training import train_classifier
+
+
+class Workspace:
+    """Per-process state shared by the jobs it runs: the store, the device, and memoised data and models."""
+
+    def __init__(self, store: ArtifactStore, device: torch.device, reporter: Reporter):
+        self.store = store
+        self.device = device
+        self.reporter = reporter
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, build: Any) -> Any:
+        """Build once per process."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def data(self, payload: dict[str, Any], runtime: dict[str, Any]) -> DataBundle:
+        """The data bundle a payload describes (loaded once per process)."""
+        return self.memo(f"data/{content_key(payload)}", lambda: load_data(payload, runtime, self.store.root / "data"))
+
+
+def instantiate(registry: Registry, spec: dict[str, Any]) -> Any:
+    """A method object from its payload entry {name, version, params}."""
+    cls = registry.get(spec["name"])
+    return cls(build_params(cls, spec["params"]))
+
+
+def load_data(payload: dict[str, Any], runtime: dict[str, Any], cache_dir: Path) -> DataBundle:
+    """Load the private/public bundle, taking public images from another dataset when the suite says so."""
+    dataset = instantiate(DATASETS, payload["dataset"])
+    size = payload["image_size"]
+    root = Path(runtime["root"]) if runtime.get("root") else None
+    bundle = dataset.load(root, size, cache_dir)
+    if payload.get("public"):
+        public = instantiate(DATASETS, payload["public"])
+        public_root = Path(runtime["public_root"]) if runtime.get("public_root") else None
+        bundle = replace(bundle, public=public.load_public(public_root, size, cache_dir))
+    return bundle
+
+
+def build_network(arch: dict[str, Any], data: DataBundle) -> nn.Module:
+    """The architecture of a payload, sized for `data`."""
+    return build_classifier(
+        arch["name"],
+        arch["params"],
+        num_classes=data.num_classes,
+        in_channels=data.channels,
+        image_size=data.image_size,
+    )
+
+
+@cache
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(mibench.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions(payload: dict[str, Any]) -> dict[str, Any]:
+    """Software versions and the method versions a payload names."""
+    methods = {}
+    for key in ("defense", "attack", "architecture"):
+        if isinstance(payload.get(key), dict):
+            methods[payload[key]["name"]] = payload[key]["version"]
+    for m in payload.get("metrics", []):
+        methods[m["name"]] = m["version"]
+    return {"mibench": mibench.__version__, "torch": torch.__version__, "git": _git_revision(), "methods": methods}
+
+
+def _measurement_json(m: Measurement) -> dict[str, Any]:
+    from mibench.records import clean_value
+
+    return {
+        "metric": m.metric,
+        "value": clean_value(m.value),
+        "higher_is_better": m.higher_is_better,
+        "unit": m.unit,
+        "details": m.details,
+    }
+
+
+def read_values(store: ArtifactStore, stage: str, key: str) -> list[dict[str, Any]]:
+    """The measurements a finished job published."""
+    return json.loads((store.path(stage, key) / "values.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading artifacts
+
+
+def load_state(path: Path) -> Any:
+    """Tensors or a state dict written by a stage (never arbitrary pickles)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_evaluator(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Module, float]:
+    """The frozen evaluation model and its test accuracy."""
+
+    def build() -> tuple[nn.Module, float]:
+        folder = ws.store.path("evaluator", key)
+        payload = json.loads((folder / "job.json").read_text())
+        data = ws.data(payload["data"], runtime)
+        model = build_network(payload["architecture"], data)
+        model.load_state_dict(load_state(folder / "model.pt"))
+        acc = next(v["value"] for v in read_values(ws.store, "evaluator", key) if v["metric"] == "evaluator_acc")
+        return freeze(model).to(ws.device), acc
+
+    return ws.memo(f"evaluator/{key}", build)
+
+
+def load_target(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Module, DataBundle]:
+    """The deployed, frozen target: architecture, defense wrap, strict weights, defense state, deploy."""
+
+    def build() -> tuple[nn.Module, DataBundle]:
+        folder = ws.store.path("target", key)
+        payload = json.loads((folder / "job.json").read_text())
+        data = ws.data(payload["data"], runtime)
+        defense: Defense = instantiate(DEFENSES, payload["defense"])
+        model = defense.wrap(build_network(payload["architecture"], data))
+        model.load_state_dict(load_state(folder / "model.pt"))
+        defense.restore(model, load_state(folder / "extras.pt"))
+        return freeze(defense.deploy(model)).to(ws.device), data
+
+    return ws.memo(f"target/{key}", build)
+
+
+def data_info(data: DataBundle) -> DataInfo:
+    """Shape facts of a bundle, for building attack networks."""
+    return DataInfo(data.channels, data.image_size, data.num_classes)
+
+
+def make_oracle(model: nn.Module, attack: Attack, data: DataBundle) -> TargetOracle:
+    """The target behind the access the attack declared."""
+    shape = (data.channels, data.image_size, data.image_size)
+    return TargetOracle(model, attack.access, num_classes=data.num_classes, image_shape=shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def _publish(ws: Workspace, job: Job, files: dict[str, Any], values: list[Measurement], wall_time_s: float) -> None:
+    with ws.store.build(job.stage, job.key) as (out, meta):
+        for name, obj in files.items():
+            if isinstance(obj, Reconstructions):
+                obj.save(out / name)
+            else:
+                torch.save(obj, out / name)
+        write_json_atomic(out / "job.json", job.payload)
+        write_json_atomic(out / "values.json", [_measurement_json(v) for v in values])
+        meta.update(
+            label=job.label,
+            stage=job.stage,
+            key=job.key,
+            wall_time_s=wall_time_s,
+            device=str(ws.device),
+            versions=versions(job.payload),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+
+
+def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """Train the evaluation model on the private data; publish weights and its accuracy."""
+    p = job.payload
+    data = ws.data(p["data"], job.runtime)
+    model = build_network(p["architecture"], data)
+    if p.get("checkpoint"):
+        raise NotImplementedError("loading an evaluator checkpoint arrives with the real-data issue")
+    result = train_classifier(
+        model, data.private_train, data.private_test, TrainSpec(**p["train"]), ctx, description="evaluator"
+    )
+    details = {
+        "architecture": p["architecture"]["name"],
+        "n_test": len(data.private_test),
+        "best_epoch": result.best_epoch,
+    }
+    values = [Measurement("evaluator_acc", result.test_accuracy, None, "fraction", details)]
+    _publish(ws, job, {"model.pt": model.state_dict()}, values, result.wall_time_s)
+
+
+def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """Train a target with a defense; publish weights, defense extras and training time."""
+    p = job.payload
+    data = ws.data(p["data"], job.runtime)
+    defense: Defense = instantiate(DEFENSES, p["defense"])
+    trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
+    values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", {"device": str(ws.device)})]
+    values += [Measurement(k, v, None, "score") for k, v in trained.stats.items()]
+    files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}
+    _publish(ws, job, files, values, trained.wall_time_s)
+
+
+def _load_prior(ws: Workspace, attack: Attack, key: str | None, data: DataBundle) -> nn.Module | None:
+    if key is None:
+        return None
+    prior = attack.build_prior(data_info(data))
+    prior.load_state_dict(load_state(ws.store.path("prior", key) / "prior.pt"))
+    return prior
+
+
+def run_prior(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """Train an attack's prior on public data (and the target, if it uses it)."""
+    p = job.payload
+    data = ws.data(p["data"], job.runtime)
+    attack: Attack = instantiate(ATTACKS, job.runtime["builder"])
+    prior = attack.build_prior(data_info(data))
+    oracle = None
+    if p["target"] is not None:
+        target, _ = load_target(ws, p["target"], job.runtime)
+        oracle = make_oracle(target, attack, data)
+    start = time.perf_counter()
+    attack.train_prior(prior, data.public, oracle, ctx)
+    _publish(ws, job, {"prior.pt": prior.state_dict()}, [], time.perf_counter() - start)
+
+
+def run_invert(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """Run an attack against the deployed target; publish reconstructions and query counts."""
+    p = job.payload
+    attack: Attack = instantiate(ATTACKS, p["attack"])
+    target, data = load_target(ws, p["target"], job.runtime)
+    prior = _load_prior(ws, attack, p["prior"], data)
+    oracle = make_oracle(target, attack, data)
+    start = time.perf_counter()
+    recon = attack.invert(prior, oracle, torch.tensor(p["classes"], dtype=torch.long), ctx)
+    wall = time.perf_counter() - start
+    recon.stats["target_queries"] = float(oracle.queries)
+    values = [Measurement(k, v, None, "count") for k, v in recon.stats.items()]
+    values.append(Measurement("attack_time_s", wall, None, "seconds"))
+    _publish(ws, job, {"reconstructions.pt": recon}, values, wall)
+
+
+def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """Compute the job's metrics."""
+    p = job.payload
+    target, data = load_target(ws, p["target"], job.runtime)
+    evaluator, evaluator_acc = load_evaluator(ws, p["evaluator"], job.runtime)
+    recon = Reconstructions.load(ws.store.path("invert", p["invert"]) / "reconstructions.pt") if "invert" in p else None
+    inputs = MeasureInputs(
+        target=target,
+        evaluator=evaluator,
+        evaluator_accuracy=evaluator_acc,
+        data=data,
+        eval_data=ws.data(p["eval_data"], job.runtime),
+        classes=torch.tensor(p.get("classes", []), dtype=torch.long),
+        reconstructions=recon,
+        device=ws.device,
+    )
+    start = time.perf_counter()
+    values: list[Measurement] = []
+    for spec in p["metrics"]:
+        values += instantiate(METRICS, spec).compute(inputs, ctx)
+    _publish(ws, job, {}, values, time.perf_counter() - start)
+
+
+RUNNERS = {
+    "evaluator": run_evaluator,
+    "target": run_target,
+    "prior": run_prior,
+    "invert": run_invert,
+    "measure": run_measure,
+}
+
+
+def run_job(job: Job, ws: Workspace) -> None:
+    """Seed, then run the job's stage. Global RNGs are seeded so that layer initialisation is reproducible too."""
+    seed = job.payload.get("seed", derive_seed(job.key))
+    seed_everything(seed)
+    RUNNERS[job.stage](job, ws, RunContext(ws.device, seed, ws.reporter))

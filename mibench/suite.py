@@ -1,0 +1,335 @@
+"""The suite file: schema, loading and validation.
+
+A suite is YAML read with `yaml.safe_load` and validated twice: first its shape (pydantic models with
+`extra="forbid"`), then every method it names against the registries and each method's own `Params`. All problems
+are collected and raised together, each naming the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from mibench.errors import ConfigError, suggest, unknown_name_message
+from mibench.params import Params
+from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class MethodSpec(Params):
+    """A registered method and its parameters; `label` is how tables name it (default: the name)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        """The label tables use."""
+        return self.label or self.name
+
+
+def _shorthand(value: Any) -> Any:
+    """Allow `- gmi` for `- {name: gmi}` in method lists."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class PublicDataSpec(Params):
+    """Take the public (auxiliary) images from another dataset, e.g. FFHQ for the distribution-shift setting."""
+
+    dataset: str
+    root: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSpec(Params):
+    """Private (classifier) and public (attacker) data."""
+
+    dataset: str
+    root: str | None = None
+    image_size: int = Field(64, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    public: PublicDataSpec | None = None
+
+
+class TrainSpec(Params):
+    """Classifier training hyperparameters; defaults are the KED-MI/Trap-MID VGG16 recipe (spec §3)."""
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    milestones: list[int] = Field(default_factory=list, description="MultiStepLR epochs; none in the official recipe")
+    gamma: float = Field(0.1, gt=0)
+    hflip: bool = Field(True, description="random horizontal flip, p = 0.5 (the dataset-level augmentation)")
+    drop_last: bool = True
+    # The official code keeps the epoch with the best *test* accuracy (test-set model selection). It is the
+    # default for faithfulness; `last` is the methodologically clean choice.
+    selection: Literal["best_test", "last"] = "best_test"
+
+
+class ModelSpec(Params):
+    """A classifier: architecture, its parameters, how to train it, or a checkpoint to load instead."""
+
+    architecture: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    input_size: int | None = Field(None, gt=0, description="input resolution; default: data.image_size")
+    checkpoint: str | None = None
+
+
+class OutputSpec(Params):
+    """Where the run's records and tables go, and the artifact cache (shared between suites)."""
+
+    dir: str | None = Field(None, description="default: results/<suite name>")
+    cache: str = "results/cache"
+
+
+class ReportSpec(Params):
+    """Which table layout `mibench report` renders by default, and an optional caption prefix."""
+
+    layout: str = "table1"
+    caption: str | None = None
+
+
+class Suite(Params):
+    """A benchmark suite: defenses x attacks x seeds on one data setting."""
+
+    name: str
+    description: str = ""
+    seed: int = Field(0, description="base seed of artifacts shared across runs (evaluator, target-free priors)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    data: DataSpec
+    target: ModelSpec
+    evaluator: ModelSpec
+    defenses: list[MethodSpec] = Field(min_length=1)
+    attacks: list[MethodSpec] = Field(default_factory=list)
+    attacked_classes: int | list[int] = Field(300, description="N for classes 0..N-1, or an explicit list")
+    metrics: list[MethodSpec] = Field(min_length=1)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @field_validator("defenses", "attacks", "metrics", mode="before")
+    @classmethod
+    def _shorthands(cls, v: Any) -> Any:
+        return [_shorthand(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '_', '.', '-' (it names the output folder)")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Suite:
+        for section in ("defenses", "attacks"):
+            labels = [m.display for m in getattr(self, section)]
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            if dup:
+                raise ValueError(f"{section}: labels must be distinct, repeated: {dup}; set `label:` to separate them")
+        return self
+
+    def classes(self) -> list[int]:
+        """The attacked class indices."""
+        if isinstance(self.attacked_classes, int):
+            return list(range(self.attacked_classes))
+        return list(self.attacked_classes)
+
+    @property
+    def output_dir(self) -> Path:
+        """The run folder."""
+        return Path(self.output.dir or f"results/{self.name}")
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A method entry after validation: its class and typed parameters."""
+
+    name: str
+    label: str
+    cls: type
+    params: Params
+
+    def params_json(self) -> dict[str, Any]:
+        """Validated params with defaults filled in, as JSON (what cache keys hash)."""
+        return self.params.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class ResolvedSuite:
+    """A validated suite with every method and architecture resolved against the registries."""
+
+    suite: Suite
+    source: str
+    defenses: list[ResolvedMethod]
+    attacks: list[ResolvedMethod]
+    metrics: list[ResolvedMethod]
+    dataset: ResolvedMethod
+    public_dataset: ResolvedMethod | None
+    target_arch: ResolvedMethod
+    evaluator_arch: ResolvedMethod
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_suite(path: str | os.PathLike[str]) -> ResolvedSuite:
+    """Read, validate and resolve a suite file; raises `ConfigError` listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read the suite file: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    return resolve_suite(raw, source)
+
+
+def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
+    """Validate a parsed suite mapping (see `load_suite`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the top level must be a mapping of keys (name, data, target, ...)"])
+    raw = expand_env(raw, source)
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, pydantic_problems(exc, Suite)) from None
+
+    problems: list[str] = []
+
+    def resolve(registry: Registry, spec: Any, where: str, label: str | None = None) -> ResolvedMethod | None:
+        name = spec.name if isinstance(spec, MethodSpec) else spec.dataset
+        if name not in registry:
+            problems.append(f"{where}.name: {unknown_name_message(registry.kind, name, registry.names())}")
+            return None
+        cls = registry.get(name)
+        try:
+            params = cls.Params.model_validate(spec.params)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, cls.Params, prefix=f"{where}.params"))
+            return None
+        return ResolvedMethod(name, label or name, cls, params)
+
+    def resolve_list(registry: Registry, specs: Sequence[MethodSpec], section: str) -> list[ResolvedMethod]:
+        out = [resolve(registry, s, f"{section}[{i}]", s.display) for i, s in enumerate(specs)]
+        return [r for r in out if r is not None]
+
+    def resolve_arch(spec: ModelSpec, where: str) -> ResolvedMethod | None:
+        return resolve(ARCHITECTURES, MethodSpec(name=spec.architecture, params=spec.params), where)
+
+    defenses = resolve_list(DEFENSES, suite.defenses, "defenses")
+    attacks = resolve_list(ATTACKS, suite.attacks, "attacks")
+    metrics = resolve_list(METRICS, suite.metrics, "metrics")
+    dataset = resolve(DATASETS, suite.data, "data")
+    public = resolve(DATASETS, suite.data.public, "data.public") if suite.data.public else None
+    target_arch = resolve_arch(suite.target, "target.architecture")
+    evaluator_arch = resolve_arch(suite.evaluator, "evaluator.architecture")
+    problems = [p.replace(".architecture.name:", ".architecture:") for p in problems]
+    for where, spec in (("data", suite.data), ("data.public", suite.data.public)):
+        if spec is not None and spec.dataset in DATASETS and DATASETS.get(spec.dataset).needs_root and not spec.root:
+            problems.append(f"{where}.root: dataset {spec.dataset!r} reads files; give the folder that holds them")
+    if problems:
+        raise ConfigError(source, problems)
+    return ResolvedSuite(suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: Any, source: str, where: str = "") -> Any:
+    """Expand `${VAR}` in every string (data roots come from the environment); an unset variable is an error."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        missing = [a or b for a, b in _ENV.findall(value) if (a or b) not in os.environ]
+        if missing:
+            raise ConfigError(source, [f"{where}: environment variable {missing[0]} is not set (used in {value!r})"])
+        return os.path.expandvars(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def format_loc(loc: Sequence[Any]) -> str:
+    """('defenses', 0, 'params') -> 'defenses[0].params'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `Foo | None` or `list[Foo]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _submodel(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    """Walk `loc` (field names and list indices) down nested models."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        sub = _submodel(field.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def pydantic_problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Turn pydantic errors into 'key.path: what is wrong; what is allowed' lines."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = format_loc(((prefix,) if prefix else ()) + loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            hint = suggest(str(loc[-1]), allowed)
+            text = f"{path}: unknown key"
+            if hint:
+                text += f"; did you mean {hint[0]!r}?"
+            problems.append(text + (f" allowed: {', '.join(allowed)}" if allowed else ""))
+        elif kind == "missing":
+            problems.append(f"{path}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {msg} (got {err.get('input')!r})")
+    return problems

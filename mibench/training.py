@@ -1,0 +1,139 @@
+"""The one classifier training loop. Defenses change what a step computes, never the loop itself.
+
+The default recipe is the KED-MI/Trap-MID one (spec §3): SGD, lr 0.01, momentum 0.9, weight decay 1e-4, batch 64,
+random horizontal flip, cross-entropy, no LR schedule unless milestones are given, and the epoch with the best test
+accuracy kept (test-set model selection, as the official code does; `selection: last` avoids it).
+
+Data stays in memory as uint8 tensors and batches are made on the device, so an epoch does not decode images.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mibench.context import RunContext
+from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.models.base import ClassifierOutput
+from mibench.suite import TrainSpec
+
+# A training step: (model, images in [0, 1], labels, epoch) -> named loss terms, of which "loss" is optimised.
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+def cross_entropy_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int
+) -> dict[str, torch.Tensor]:
+    """The undefended step: mean cross-entropy of the logits."""
+    out: ClassifierOutput = model(images)
+    loss = F.cross_entropy(out.logits, labels)
+    return {"loss": loss, "ce": loss.detach()}
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the selected model and how it got there."""
+
+    model: nn.Module
+    test_accuracy: float
+    best_epoch: int
+    wall_time_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_optimizer(params: list[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay, or Adam, as the spec says."""
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability 0.5 (independently per sample)."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    flip = flip.to(images.device)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 256) -> float:
+    """Top-1 accuracy on every image of `data` (no drop_last, no shuffling), in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for idx in iterate_batches(len(data), batch_size):
+        logits = model(to_float(data.images[idx], device)).logits
+        correct += (logits.argmax(1).cpu() == data.labels[idx]).sum().item()
+    model.train(was_training)
+    return correct / max(len(data), 1)
+
+
+def train_classifier(
+    model: nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    spec: TrainSpec,
+    ctx: RunContext,
+    *,
+    step: StepFn = cross_entropy_step,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` on `train`, selecting an epoch by accuracy on `test` (see module docstring).
+
+    Args:
+        model: The network (already wrapped by a defense if it changes the architecture).
+        train: Training images and labels.
+        test: Test images and labels; all of them are evaluated every epoch.
+        spec: Hyperparameters.
+        ctx: Device, seed and progress.
+        step: Computes the loss terms of one batch (see `StepFn`).
+        description: Label of the progress bar.
+    """
+    device = ctx.device
+    model.to(device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
+    scheduler = None
+    if spec.milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
+    shuffle = ctx.generator("shuffle")
+    flips = ctx.generator("hflip")
+    images, labels = train.images.to(device), train.labels.to(device)
+    per_epoch = max(1, len(train) // spec.batch_size if spec.drop_last else -(-len(train) // spec.batch_size))
+
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    with ctx.reporter.bar(description, spec.epochs * per_epoch) as advance:
+        for epoch in range(spec.epochs):
+            model.train()
+            totals: dict[str, float] = {}
+            for idx in iterate_batches(len(train), spec.batch_size, generator=shuffle, drop_last=spec.drop_last):
+                idx = idx.to(device)
+                x = to_float(images[idx])
+                if spec.hflip:
+                    x = random_hflip(x, flips)
+                terms = step(model, x, labels[idx], epoch)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                for k, v in terms.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                advance(1)
+            if scheduler is not None:
+                scheduler.step()
+            acc = evaluate_accuracy(model, test, device)
+            history.append({"epoch": epoch, "test_accuracy": acc, **{k: v / per_epoch for k, v in totals.items()}})
+            if spec.selection == "last" or acc > best_acc:
+                best_acc, best_epoch = acc, epoch
+                if spec.selection == "best_test":
+                    best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, best_acc, best_epoch, time.perf_counter() - start, history)
