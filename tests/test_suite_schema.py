@@ -1,0 +1,108 @@
+"""Suite validation: every problem is reported with file, key path and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mibench.errors import ConfigError
+from mibench.suite import load_suite, resolve_suite
+from tests.conftest import write_suite
+
+
+def problems_of(raw, source="s.yaml") -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        resolve_suite(raw, source)
+    assert str(info.value).startswith(source)
+    return info.value.problems
+
+
+def test_valid_tiny_suite_resolves(tiny_suite):
+    rs = resolve_suite(tiny_suite)
+    assert [d.name for d in rs.defenses] == ["none"]
+    assert rs.attacks[0].params.iterations == 5
+    assert rs.attacks[0].params.lr == 0.02  # paper default filled in
+    assert rs.suite.classes() == [0, 1, 2, 3]
+
+
+def test_unknown_key_names_path_and_suggests(tiny_suite):
+    tiny_suite["data"]["imgsize"] = 32
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("data.imgsize: unknown key")
+    assert "did you mean 'image_size'?" in problem
+    assert "allowed: dataset, image_size, params, public, root" in problem
+
+
+def test_unknown_method_suggests_closest(tiny_suite):
+    tiny_suite["attacks"][0]["name"] = "gmii"
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("attacks[0].name: unknown attack 'gmii'; did you mean 'gmi'?")
+    assert "allowed:" in problem and "gmi" in problem
+
+
+def test_wrong_type_names_key_and_value(tiny_suite):
+    tiny_suite["target"]["train"]["epochs"] = "many"
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("target.train.epochs:")
+    assert "'many'" in problem
+
+
+def test_method_params_validated_against_method_schema(tiny_suite):
+    tiny_suite["attacks"][0]["params"]["iteratons"] = 3
+    tiny_suite["attacks"][0]["params"]["gan"]["epochs"] = -1
+    problems = problems_of(tiny_suite)
+    assert any(p.startswith("attacks[0].params.iteratons: unknown key; did you mean 'iterations'?") for p in problems)
+    assert any(p.startswith("attacks[0].params.gan.epochs:") for p in problems)
+
+
+def test_all_problems_reported_together(tiny_suite):
+    tiny_suite["defenses"][0]["name"] = "nonee"
+    tiny_suite["metrics"].append("knn-dist")
+    tiny_suite["target"]["architecture"] = "tiny-cnm"
+    problems = problems_of(tiny_suite)
+    assert len(problems) == 3
+    assert any("unknown defense 'nonee'; did you mean 'none'?" in p for p in problems)
+    assert any(p.startswith("metrics[4].name: unknown metric 'knn-dist'") for p in problems)
+    assert any(p.startswith("target.architecture: unknown architecture 'tiny-cnm'") for p in problems)
+
+
+def test_missing_required_key(tiny_suite):
+    del tiny_suite["evaluator"]
+    assert problems_of(tiny_suite) == ["evaluator: required key is missing"]
+
+
+def test_duplicate_labels_rejected(tiny_suite):
+    tiny_suite["defenses"].append({"name": "none", "label": "-"})
+    (problem,) = problems_of(tiny_suite)
+    assert "labels must be distinct" in problem
+
+
+def test_environment_variables_expand_and_unset_ones_fail(tiny_suite, monkeypatch):
+    tiny_suite["data"]["root"] = "${MIBENCH_TEST_ROOT}/celeba"
+    monkeypatch.setenv("MIBENCH_TEST_ROOT", "/data")
+    assert resolve_suite(tiny_suite).suite.data.root == "/data/celeba"
+    monkeypatch.delenv("MIBENCH_TEST_ROOT")
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("data.root: environment variable MIBENCH_TEST_ROOT is not set")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 1 problem\n  - not valid YAML"):
+        load_suite(bad)
+    with pytest.raises(ConfigError, match="cannot read the suite file"):
+        load_suite(tmp_path / "missing.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path, tiny_suite):
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    path.write_text("name: !!python/object/apply:os.system ['true']\n" + path.read_text().split("\n", 1)[1])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_suite(path)
+
+
+def test_shipped_smoke_suite_is_valid():
+    rs = load_suite("suites/smoke.yaml")
+    assert rs.suite.name == "smoke"
+    assert yaml.safe_load(open("suites/smoke.yaml"))["attacks"][0]["name"] == "gmi"
