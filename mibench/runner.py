@@ -85,6 +85,16 @@ def run_plan(
     return summary
 
 
+def _upstream_methods(plan: Plan, store: ArtifactStore, job_id: str) -> dict[str, int]:
+    """Versions of every method in a job's upstream chain (a measurement depends on the attack and defense too)."""
+    methods: dict[str, int] = {}
+    for dep in plan.jobs[job_id].deps:
+        methods.update(_upstream_methods(plan, store, dep))
+    stage, key = job_id.split("/")
+    methods.update(store.meta(stage, key)["versions"]["methods"])
+    return methods
+
+
 def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
     """Join each finished job's values with the labels the plan gives it."""
     records = []
@@ -92,6 +102,7 @@ def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
     for source in plan.sources:
         stage, key = source.job_id.split("/")
         meta = store.meta(stage, key)
+        versions = {**meta["versions"], "methods": _upstream_methods(plan, store, source.job_id)}
         for v in read_values(store, stage, key):
             records.append(
                 Record(
@@ -106,7 +117,7 @@ def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
                     stage=stage,
                     job_key=key,
                     details=v["details"],
-                    versions=meta["versions"],
+                    versions=versions,
                     device=meta["device"],
                     wall_time_s=meta["wall_time_s"],
                     created=meta["created"],
