@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from mibench.metrics.functional import topk_correct
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
+from mibench.metrics.functional import topk_correct
 from mibench.params import NoParams
 from mibench.registry import METRICS
 

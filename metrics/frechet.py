@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from mibench.metrics.functional import frechet_distance_of_features, topk_correct
-
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
+from mibench.metrics.functional import frechet_distance_of_features, topk_correct
 from mibench.params import Params
 from mibench.registry import METRICS
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from mibench.metrics.functional import knn_distance
-
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
+from mibench.metrics.functional import knn_distance
 from mibench.params import NoParams
 from mibench.registry import METRICS
 

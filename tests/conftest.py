@@ -19,19 +19,35 @@ TINY_SUITE: dict[str, Any] = {
     "data": {
         "dataset": "synthetic-identities",
         "image_size": 16,
-        "params": {"num_private": 6, "num_public": 8, "train_per_identity": 16, "test_per_identity": 6,
-                   "public_per_identity": 16},
+        "params": {
+            "num_private": 6,
+            "num_public": 8,
+            "train_per_identity": 16,
+            "test_per_identity": 6,
+            "public_per_identity": 16,
+        },
     },
     "target": {"architecture": "tiny-cnn", "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "selection": "last"}},
-    "evaluator": {"architecture": "tiny-resnet", "input_size": 16,
-                  "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "selection": "last"}},
+    "evaluator": {
+        "architecture": "tiny-resnet",
+        "input_size": 16,
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "selection": "last"},
+    },
     "defenses": [{"name": "none", "label": "-"}],
-    "attacks": [{"name": "gmi", "label": "GMI", "params": {"gan": {"z_dim": 8, "width": 8, "epochs": 2,
-                                                                   "batch_size": 32},
-                                                           "iterations": 5, "restarts": 2}}],
+    "attacks": [
+        {
+            "name": "gmi",
+            "label": "GMI",
+            "params": {"gan": {"z_dim": 8, "width": 8, "epochs": 2, "batch_size": 32}, "iterations": 5, "restarts": 2},
+        }
+    ],
     "attacked_classes": 4,
-    "metrics": ["test-accuracy", "attack-accuracy", "knn-distance",
-                {"name": "frechet-distance", "params": {"fake_subset": "all"}}],
+    "metrics": [
+        "test-accuracy",
+        "attack-accuracy",
+        "knn-distance",
+        {"name": "frechet-distance", "params": {"fake_subset": "all"}},
+    ],
 }
 
 

@@ -10,9 +10,9 @@ import torch
 import mibench.stages as stages
 from mibench.cli import main
 from mibench.plan import build_plan
+from mibench.progress import SILENT
 from mibench.records import read_records
 from mibench.runner import run_plan
-from mibench.progress import SILENT
 from mibench.store import ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import write_suite
@@ -22,13 +22,17 @@ pytestmark = pytest.mark.slow
 
 def run(suite_path, cache, run_dir, force=()):
     plan = build_plan(load_suite(suite_path))
-    return run_plan(plan, store=ArtifactStore(cache), run_dir=run_dir, device=torch.device("cpu"),
-                    reporter=SILENT, force=force)
+    return run_plan(
+        plan, store=ArtifactStore(cache), run_dir=run_dir, device=torch.device("cpu"), reporter=SILENT, force=force
+    )
 
 
 def values(records):
-    return {(r.seed, r.defense, r.attack, r.metric): r.value for r in records if r.metric not in
-            ("train_time_s", "attack_time_s")}
+    return {
+        (r.seed, r.defense, r.attack, r.metric): r.value
+        for r in records
+        if r.metric not in ("train_time_s", "attack_time_s")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,8 @@ def test_cli_run_writes_records_and_tables_then_reuses_everything(tmp_path, tiny
     run_dir = tmp_path / "run"
     records = read_records(run_dir / "records.jsonl")
     metrics = {r.metric for r in records}
-    assert {"acc", "aa1", "aa5", "knn_dist", "fd_evaluator", "evaluator_acc", "train_time_s", "target_queries"} <= metrics
+    expected = {"acc", "aa1", "aa5", "knn_dist", "fd_evaluator", "evaluator_acc", "train_time_s", "target_queries"}
+    assert expected <= metrics
     aa1 = [r for r in records if r.metric == "aa1"]
     assert len(aa1) == 2 and {r.seed for r in aa1} == {0, 1}
     r = aa1[0]

@@ -22,10 +22,16 @@ from mibench.training import train_classifier
 def setting():
     """A trained tiny target and a GMI GAN trained on disjoint public identities."""
     torch.manual_seed(0)
-    data = SyntheticIdentities(SyntheticParams(num_private=6, num_public=12, public_per_identity=30)).load(None, 16, None)
+    params = SyntheticParams(num_private=6, num_public=12, public_per_identity=30)
+    data = SyntheticIdentities(params).load(None, 16, None)
     target = build_classifier("tiny-cnn", {}, num_classes=6, in_channels=3, image_size=16)
-    train_classifier(target, data.private_train, data.private_test,
-                     TrainSpec(epochs=6, batch_size=32, lr=0.05, selection="last"), RunContext(seed=1))
+    train_classifier(
+        target,
+        data.private_train,
+        data.private_test,
+        TrainSpec(epochs=6, batch_size=32, lr=0.05, selection="last"),
+        RunContext(seed=1),
+    )
     freeze(target)
     params = GMIParams(gan=WGANGPParams(z_dim=16, width=16, epochs=80, batch_size=32), iterations=60, restarts=3)
     attack = GMI(params)
@@ -75,7 +81,8 @@ def test_best_logit_selection_keeps_one_per_class(setting):
     recon = GMI(params).invert(prior, oracle(target), torch.arange(6), RunContext(seed=3))
     assert sorted(recon.labels.tolist()) == list(range(6))
     all_restarts = GMI(params.model_copy(update={"selection": "all"})).invert(
-        prior, oracle(target), torch.arange(6), RunContext(seed=3))
+        prior, oracle(target), torch.arange(6), RunContext(seed=3)
+    )
     with torch.no_grad():
         own = target(all_restarts.images).logits.gather(1, all_restarts.labels.view(-1, 1)).squeeze(1)
         kept = target(recon.images).logits.gather(1, recon.labels.view(-1, 1)).squeeze(1)

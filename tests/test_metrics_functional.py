@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -78,7 +80,8 @@ def test_knn_matches_brute_force(n_query, n_ref, dim, n_classes, seed):
     ref_labels = torch.cat([torch.arange(n_classes), torch.randint(0, n_classes, (n_ref,), generator=g)])
     queries = torch.randn(n_query, dim, generator=g) * 3
     query_labels = torch.randint(0, n_classes, (n_query,), generator=g)
-    expected = brute_force_knn(queries.double().numpy(), query_labels.numpy(), refs.double().numpy(), ref_labels.numpy())
+    q64, r64 = queries.double().numpy(), refs.double().numpy()
+    expected = brute_force_knn(q64, query_labels.numpy(), r64, ref_labels.numpy())
     got = nearest_same_class_sq_distance(queries, query_labels, refs, ref_labels, chunk=7).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     assert knn_distance(queries, query_labels, refs, ref_labels) == pytest.approx(expected.mean(), rel=1e-9)
@@ -112,6 +115,6 @@ def test_topk_monotone_in_k_and_full_k_is_one(n, k_classes, seed):
     g = torch.Generator().manual_seed(seed)
     logits, labels = torch.randn(n, k_classes, generator=g), torch.randint(0, k_classes, (n,), generator=g)
     accs = [topk_accuracy(logits, labels, k) for k in range(1, k_classes + 1)]
-    assert all(a <= b for a, b in zip(accs, accs[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(accs))
     assert accs[-1] == 1.0
     assert accs[0] == pytest.approx((logits.argmax(1) == labels).float().mean().item())

@@ -105,4 +105,5 @@ def test_yaml_is_loaded_safely(tmp_path, tiny_suite):
 def test_shipped_smoke_suite_is_valid():
     rs = load_suite("suites/smoke.yaml")
     assert rs.suite.name == "smoke"
-    assert yaml.safe_load(open("suites/smoke.yaml"))["attacks"][0]["name"] == "gmi"
+    with open("suites/smoke.yaml") as f:
+        assert yaml.safe_load(f)["attacks"][0]["name"] == "gmi"

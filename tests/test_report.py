@@ -1,0 +1,164 @@
+"""Report formatting from a fixed set of records: aggregation, bolding by direction, LaTeX/Markdown/CSV."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from mibench.records import Record, read_records, write_records
+from mibench.report import build_table, latex_escape, render_csv, render_latex, render_markdown, summarize
+
+BASE = {
+    "suite": "golden",
+    "stage": "measure",
+    "job_key": "k" * 20,
+    "details": {},
+    "versions": {},
+    "device": "cpu",
+    "wall_time_s": 1.0,
+    "created": "2026-01-01T00:00:00+0000",
+}
+
+
+def rec(defense, attack, metric, seed, value, hib, unit="fraction", **details):
+    return Record(
+        **{**BASE, "details": details},
+        defense=defense,
+        attack=attack,
+        metric=metric,
+        seed=seed,
+        value=value,
+        higher_is_better=hib,
+        unit=unit,
+    )
+
+
+@pytest.fixture
+def records():
+    out = [rec(None, None, "evaluator_acc", None, 0.9588, None, architecture="facenet")]
+    acc = {"-": (0.86, 0.88), "Trap_MID": (0.80, 0.82)}
+    aa1 = {
+        ("GMI", "-"): (0.14, 0.16),
+        ("GMI", "Trap_MID"): (0.02, 0.04),
+        ("PLG-MI", "-"): (0.90, 0.92),
+        ("PLG-MI", "Trap_MID"): (0.10, 0.20),
+    }
+    for seed in (0, 1):
+        for d in ("-", "Trap_MID"):
+            out.append(rec(d, None, "acc", seed, acc[d][seed], True))
+            out.append(rec(d, None, "train_time_s", seed, 10.0, False, "seconds"))
+            for a in ("GMI", "PLG-MI"):
+                out.append(rec(d, a, "aa1", seed, aa1[a, d][seed], False, n=1500))
+                out.append(
+                    rec(d, a, "knn_dist", seed, 1000.0 + 100 * seed + (500 if d != "-" else 0), True, "distance")
+                )
+                out.append(
+                    rec(
+                        d,
+                        a,
+                        "fd_evaluator",
+                        seed,
+                        None if a == "PLG-MI" and d != "-" else 30.0 + seed,
+                        True,
+                        "distance",
+                    )
+                )
+    return out
+
+
+def test_summary_is_mean_and_sample_std(records):
+    s = summarize(records)
+    row = s[(s.attack == "GMI") & (s.defense == "-") & (s.metric == "aa1")].iloc[0]
+    assert row["mean"] == pytest.approx(0.15) and row["std"] == pytest.approx(0.01414213562, rel=1e-9)
+    assert row["n"] == 2 and not row["higher_is_better"]
+
+
+def test_table_bolds_best_by_direction(records):
+    table = build_table(records)
+    assert [h.label for h in table.header] == ["Acc", "AA-1", "AA-5", "KNN Dist", "FD-eval"]
+    assert [h.arrow for h in table.header] == ["↑", "↓", "", "↑", "↑"]
+    gmi_rows = dict(table.blocks[0][1])
+    assert gmi_rows["-"][0].bold and not gmi_rows["Trap_MID"][0].bold  # accuracy: higher wins
+    assert gmi_rows["Trap_MID"][1].bold and not gmi_rows["-"][1].bold  # attack accuracy: lower wins
+    assert gmi_rows["Trap_MID"][3].bold  # KNN distance: higher wins
+    assert gmi_rows["-"][4].bold and gmi_rows["Trap_MID"][4].bold  # a tie is bold on both rows
+    assert gmi_rows["-"][2].text() == "–"  # no AA-5 records
+    plg_rows = dict(table.blocks[1][1])
+    assert plg_rows["Trap_MID"][4].text() == "–" and plg_rows["-"][4].bold  # undefined values never win
+
+
+GOLDEN_LATEX = r"""% Requires \usepackage{booktabs} and \usepackage{multirow}.
+\begin{table}[t]
+  \centering
+  \caption{Mean $\pm$ std (sample std, ddof=1) over 2 seeds. AA-1/AA-5 by the evaluation model facenet (95.88\% test accuracy). 1500 reconstructions per attack. KNN Dist: squared L2 in evaluation-model features to the nearest private image. FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID. best per attack in bold; arrows give the better direction for the defender.}
+  \label{tab:golden-table1}
+  \begin{tabular}{llccccc}
+    \toprule
+    Attack & Defense & Acc $\uparrow$ & AA-1 $\downarrow$ & AA-5 & KNN Dist $\uparrow$ & FD-eval $\uparrow$ \\
+    \midrule
+    \multirow{2}{*}{GMI} & - & \textbf{87.00 $\pm$ 1.41} & 15.00 $\pm$ 1.41 & – & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
+     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{3.00 $\pm$ 1.41} & – & \textbf{1550.00 $\pm$ 70.71} & \textbf{30.50 $\pm$ 0.71} \\
+    \midrule
+    \multirow{2}{*}{PLG-MI} & - & \textbf{87.00 $\pm$ 1.41} & 91.00 $\pm$ 1.41 & – & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
+     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{15.00 $\pm$ 7.07} & – & \textbf{1550.00 $\pm$ 70.71} & – \\
+    \bottomrule
+  \end{tabular}
+\end{table}
+"""
+
+
+def test_latex_golden(records):
+    assert render_latex(build_table(records)) == GOLDEN_LATEX
+
+
+def test_markdown_layout(records):
+    md = render_markdown(build_table(records))
+    lines = md.splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[:6]]
+    assert cells[0] == ["Attack", "Defense", "Acc ↑", "AA-1 ↓", "AA-5", "KNN Dist ↑", "FD-eval ↑"]
+    assert set(lines[1]) <= {"|", "-"}
+    assert cells[2] == ["GMI", "-", "**87.00 ± 1.41**", "15.00 ± 1.41", "–", "1050.00 ± 70.71", "**30.50 ± 0.71**"]
+    assert cells[3][:4] == ["", "Trap_MID", "81.00 ± 1.41", "**3.00 ± 1.41**"]
+    assert cells[4][:2] == ["PLG-MI", "-"]
+    assert "Mean ± std (sample std, ddof=1) over 2 seeds" in md
+
+
+def test_csv_is_tidy_summary(records):
+    import io
+
+    import pandas as pd
+
+    text = render_csv(records)
+    assert text.splitlines()[0] == "attack,defense,metric,mean,std,n,higher_is_better,unit"
+    df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values={"mean": [""], "std": [""]})
+    row = df[(df.attack == "GMI") & (df.defense == "-") & (df.metric == "aa1")].iloc[0]
+    assert row["mean"] == pytest.approx(0.15) and row["std"] == pytest.approx(2**0.5 / 100)
+    assert (row["n"], row["higher_is_better"], row["unit"]) == (2, False, "fraction")
+    assert len(df) == 2 * 2 + 2 * 2 * 3  # per defense: acc, train time; per defense x attack: aa1, knn, fd
+
+
+def test_single_seed_shows_mean_only_and_records_round_trip(records, tmp_path):
+    one = [r for r in records if r.seed in (0, None)]
+    path = tmp_path / "records.jsonl"
+    write_records(path, one)
+    assert read_records(path) == one
+    table = build_table(read_records(path))
+    assert dict(table.blocks[0][1])["-"][1].text() == "14.00"
+    assert "over 1 seed." in table.caption
+
+
+def test_latex_escaping():
+    assert latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
+def test_latex_compiles(records, tmp_path):
+    doc = (
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage{multirow}\\usepackage[utf8]{inputenc}"
+        "\\begin{document}" + render_latex(build_table(records)) + "\\end{document}"
+    )
+    (tmp_path / "t.tex").write_text(doc)
+    out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+    assert out.returncode == 0, out.stdout[-2000:]
