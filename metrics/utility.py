@@ -12,7 +12,7 @@ from mibench.training import evaluate_accuracy
 
 
 @METRICS.register
-class TestAccuracy(Metric):
+class TargetAccuracy(Metric):
     """Top-1 accuracy of the deployed target on every private test image (the tables' "Acc").
 
     The official code measures 3,008 of 3,009 CelebA test images (shuffle + drop_last) at the best epoch; mibench

@@ -118,3 +118,12 @@ def test_topk_monotone_in_k_and_full_k_is_one(n, k_classes, seed):
     assert all(a <= b for a, b in itertools.pairwise(accs))
     assert accs[-1] == 1.0
     assert accs[0] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+
+
+def test_frechet_metric_rejects_unknown_extractor_with_suggestion(tiny_suite):
+    from mibench.errors import ConfigError
+    from mibench.suite import resolve_suite
+
+    tiny_suite["metrics"][3]["params"]["extractor"] = "evaluater"
+    with pytest.raises(ConfigError, match="unknown feature extractor 'evaluater'; did you mean 'evaluator'"):
+        resolve_suite(tiny_suite)
