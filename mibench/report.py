@@ -198,7 +198,7 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
     if "knn_dist" in keys:
         parts.append("KNN Dist: squared L2 in evaluation-model features to the nearest private image")
     parts += [STAND_IN_NOTES[k] for k in keys if k in STAND_IN_NOTES]
-    parts.append("best per attack in bold; arrows give the better direction for the defender")
+    parts.append("Best per attack in bold; arrows give the better direction for the defender")
     return ". ".join(parts) + "."
 
 

@@ -92,7 +92,7 @@ def test_table_bolds_best_by_direction(records):
 GOLDEN_LATEX = r"""% Requires \usepackage{booktabs} and \usepackage{multirow}.
 \begin{table}[t]
   \centering
-  \caption{Mean $\pm$ std (sample std, ddof=1) over 2 seeds. AA-1/AA-5 by the evaluation model facenet (95.88\% test accuracy). 1500 reconstructions per attack. KNN Dist: squared L2 in evaluation-model features to the nearest private image. FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID. best per attack in bold; arrows give the better direction for the defender.}
+  \caption{Mean $\pm$ std (sample std, ddof=1) over 2 seeds. AA-1/AA-5 by the evaluation model facenet (95.88\% test accuracy). 1500 reconstructions per attack. KNN Dist: squared L2 in evaluation-model features to the nearest private image. FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID. Best per attack in bold; arrows give the better direction for the defender.}
   \label{tab:golden-table1}
   \begin{tabular}{llccccc}
     \toprule
