@@ -84,5 +84,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
 
 
 def frechet_distance_of_features(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Fréchet distance between the Gaussian fits of two feature sets."""
+    """Fréchet distance between the Gaussian fits of two feature sets; NaN when a feature is not finite."""
+    if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
+        return float("nan")
     return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))

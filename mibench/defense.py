@@ -1,31 +1,97 @@
-"""The Defense interface: (model, data, params) -> a trained target.
+"""The Defense interface: (model, data, params) -> a trained target, composable by stacking.
 
-A defense changes training in one or more of four places, and reuses the shared loop for the rest (Opacus's lesson:
-wrap the training objects, don't fork the loop):
+A defense changes training in one or more of these places and reuses the shared loop for the rest (Opacus's
+lesson: wrap the training objects, don't fork the loop):
 
 * `wrap(model)`: change the architecture for training (MID's variational bottleneck).
-* `training_step()`: what one batch computes (extra loss terms, a different criterion, trapdoor batches).
-* `fit(...)`: the whole schedule, overridden only when it truly differs (several updates per batch).
-* `deploy(model)`: what the released model does at inference (MIDAS's bit errors, output purification).
+* `configure(setup)`: change the `TrainingSetup`: the classification criterion (NegLS), additive loss terms
+  (MID's KL, BiDO's dependency terms), the optimiser recipe.
+* `fit(...)`: the whole schedule, only when it truly differs (Trap-MID's three updates per batch); it must use the
+  setup's criterion and extra terms so that stacked defenses still apply.
+* `deploy(model)`: what the released model does at inference (MIDAS's bit errors).
 
-Whatever `fit` returns in `extras` (tensors, e.g. Trap-MID's triggers) is cached with the weights and handed back to
-`restore` when the target is loaded again.
+Defenses stack (Trap-MID with NegLS, Trap-MID paper Table 17): wraps and configures apply in order, deploys in
+order, at most one defense may define `fit`, at most one may replace the criterion. Whatever a defense returns in
+`TrainedTarget.extras` (tensors, e.g. triggers) is cached with the weights and handed back to `restore`.
 """
 
 from __future__ import annotations
 
-from abc import ABC
-from dataclasses import dataclass, field
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mibench.context import RunContext
 from mibench.data.base import DataBundle
+from mibench.models.base import ClassifierOutput
 from mibench.params import Params
 from mibench.suite import TrainSpec
-from mibench.training import StepFn, cross_entropy_step, train_classifier
+from mibench.training import train_classifier
+
+# criterion(logits, labels, epoch) -> scalar loss; epoch lets schedules (NegLS) change the loss over training.
+Criterion = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+# extra_term(model, images, labels, output) -> named additive loss terms (already weighted).
+ExtraTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, ClassifierOutput], dict[str, torch.Tensor]]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The undefended criterion: mean cross-entropy."""
+    return F.cross_entropy(logits, labels)
+
+
+class RecipeParams(Params):
+    """Training-recipe overrides a defense's paper prescribes; None keeps the suite's target recipe."""
+
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    milestones: list[int] | None = None
+    gamma: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How a target is trained: the recipe, the criterion and extra loss terms. Defenses return modified copies."""
+
+    spec: TrainSpec
+    criterion: Criterion = cross_entropy
+    criterion_owner: str | None = None
+    extra_terms: tuple[tuple[str, ExtraTerm], ...] = ()
+
+    def with_criterion(self, owner: str, criterion: Criterion) -> TrainingSetup:
+        """Replace the criterion; two defenses replacing it is an error."""
+        if self.criterion_owner is not None:
+            raise ValueError(f"defenses {self.criterion_owner!r} and {owner!r} both replace the training criterion")
+        return replace(self, criterion=criterion, criterion_owner=owner)
+
+    def with_term(self, name: str, term: ExtraTerm) -> TrainingSetup:
+        """Add a loss term."""
+        return replace(self, extra_terms=(*self.extra_terms, (name, term)))
+
+    def with_recipe(self, recipe: RecipeParams) -> TrainingSetup:
+        """Apply a defense's recipe overrides (None fields keep the current values)."""
+        updates = {k: v for k, v in recipe.model_dump().items() if v is not None}
+        return replace(self, spec=TrainSpec.model_validate({**self.spec.model_dump(), **updates}))
+
+    def loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int
+    ) -> tuple[dict[str, torch.Tensor], ClassifierOutput]:
+        """Criterion plus extra terms on one batch; returns the terms ("loss" is their sum) and the output."""
+        out: ClassifierOutput = model(images)
+        terms = {"ce": self.criterion(out.logits, labels, epoch)}
+        for _, term in self.extra_terms:
+            terms.update(term(model, images, labels, out))
+        return {"loss": sum(terms.values()), **{k: v.detach() for k, v in terms.items()}}, out
+
+    def step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """A `mibench.training.StepFn` for the shared loop."""
+        return self.loss(model, images, labels, epoch)[0]
 
 
 @dataclass
@@ -40,13 +106,14 @@ class TrainedTarget:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class Defense(ABC):
+class Defense:
     """Base class of registered defenses. Subclasses set `name`, `paper`, `Params` (paper defaults) and `version`."""
 
     name: ClassVar[str]
     paper: ClassVar[str]
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
+    defines_fit: ClassVar[bool] = False  # True when `fit` replaces the shared loop
 
     def __init__(self, params: Params):
         self.params = params
@@ -55,20 +122,14 @@ class Defense(ABC):
         """The network as trained (default: unchanged). Must be deterministic given the model: loading rebuilds it."""
         return model
 
-    def training_step(self) -> StepFn:
-        """The per-batch loss (default: cross-entropy)."""
-        return cross_entropy_step
+    def configure(self, setup: TrainingSetup) -> TrainingSetup:
+        """Change the training setup (default: unchanged)."""
+        return setup
 
-    def fit(self, model: nn.Module, data: DataBundle, spec: TrainSpec, ctx: RunContext) -> TrainedTarget:
-        """Train `wrap(model)` on the private data with the shared loop."""
+    def fit(self, model: nn.Module, data: DataBundle, setup: TrainingSetup, ctx: RunContext) -> TrainedTarget:
+        """Train with the shared loop (override only with `defines_fit = True`)."""
         result = train_classifier(
-            self.wrap(model),
-            data.private_train,
-            data.private_test,
-            spec,
-            ctx,
-            step=self.training_step(),
-            description=f"target [{self.name}]",
+            model, data.private_train, data.private_test, setup.spec, ctx, step=setup.step, description="target"
         )
         return TrainedTarget(result.model, result.test_accuracy, result.wall_time_s, result.best_epoch)
 
@@ -78,4 +139,57 @@ class Defense(ABC):
 
     def deploy(self, model: nn.Module) -> nn.Module:
         """The model as released to attackers and evaluated for utility (default: unchanged)."""
+        return model
+
+
+class DefenseStack:
+    """Several defenses applied together; a single defense is a stack of one.
+
+    Extras are namespaced by position ("0.triggers") so stacked defenses never overwrite each other's state.
+    """
+
+    def __init__(self, defenses: list[Defense]):
+        if not defenses:
+            raise ValueError("a defense stack needs at least one defense")
+        fitters = [d for d in defenses if d.defines_fit]
+        if len(fitters) > 1:
+            raise ValueError(f"defenses {[d.name for d in fitters]} each define their own training loop; stack one")
+        self.defenses = defenses
+        self.fitter = fitters[0] if fitters else defenses[0]
+
+    @property
+    def name(self) -> str:
+        """Member names joined by '+'."""
+        return "+".join(d.name for d in self.defenses)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Apply every defense's `wrap` in order."""
+        for d in self.defenses:
+            model = d.wrap(model)
+        return model
+
+    def setup(self, spec: TrainSpec) -> TrainingSetup:
+        """The base setup (suite recipe, cross-entropy) configured by every defense in order."""
+        setup = TrainingSetup(spec)
+        for d in self.defenses:
+            setup = d.configure(setup)
+        return setup
+
+    def fit(self, model: nn.Module, data: DataBundle, spec: TrainSpec, ctx: RunContext) -> TrainedTarget:
+        """Wrap, configure, then train with the one defense that owns the loop (or the shared loop)."""
+        trained = self.fitter.fit(self.wrap(model), data, self.setup(spec), ctx)
+        owner = self.defenses.index(self.fitter)
+        trained.extras = {f"{owner}.{k}": v for k, v in trained.extras.items()}
+        return trained
+
+    def restore(self, model: nn.Module, extras: dict[str, torch.Tensor]) -> None:
+        """Hand each defense its own extras."""
+        for i, d in enumerate(self.defenses):
+            prefix = f"{i}."
+            d.restore(model, {k.removeprefix(prefix): v for k, v in extras.items() if k.startswith(prefix)})
+
+    def deploy(self, model: nn.Module) -> nn.Module:
+        """Apply every defense's `deploy` in order."""
+        for d in self.defenses:
+            model = d.deploy(model)
         return model

@@ -20,7 +20,7 @@ from typing import Any
 
 from mibench import CACHE_VERSION
 from mibench.hashing import content_key, derive_seed
-from mibench.suite import ResolvedMethod, ResolvedSuite
+from mibench.suite import ResolvedDefense, ResolvedMethod, ResolvedSuite
 
 STAGES = ("evaluator", "target", "prior", "invert", "measure")
 
@@ -147,7 +147,7 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                 _job(
                     "target",
                     {
-                        "defense": _method(defense),
+                        "defense": [_method(m) for m in defense.members],
                         "architecture": _method(rs.target_arch),
                         "train": suite.target.train.model_dump(mode="json"),
                         "data": data,
@@ -187,7 +187,7 @@ def _plan_attack(
     classes: list[int],
     attack_metrics: list[dict],
     common: dict,
-    defense: ResolvedMethod,
+    defense: ResolvedDefense,
 ) -> None:
     cls = attack.cls
     instance = cls(attack.params)

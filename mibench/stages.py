@@ -22,7 +22,7 @@ import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.context import RunContext, seed_everything
 from mibench.data.base import DataBundle
-from mibench.defense import Defense
+from mibench.defense import DefenseStack
 from mibench.hashing import content_key, derive_seed
 from mibench.metric import MeasureInputs, Measurement
 from mibench.models.base import build_classifier, freeze
@@ -59,6 +59,11 @@ def instantiate(registry: Registry, spec: dict[str, Any]) -> Any:
     """A method object from its payload entry {name, version, params}."""
     cls = registry.get(spec["name"])
     return cls(build_params(cls, spec["params"]))
+
+
+def defense_stack(specs: list[dict[str, Any]]) -> DefenseStack:
+    """The stacked defenses of a target payload."""
+    return DefenseStack([instantiate(DEFENSES, s) for s in specs])
 
 
 def load_data(payload: dict[str, Any], runtime: dict[str, Any], cache_dir: Path) -> DataBundle:
@@ -104,10 +109,9 @@ def _git_revision() -> str | None:
 def versions(payload: dict[str, Any]) -> dict[str, Any]:
     """Software versions and the method versions a payload names."""
     methods = {}
-    for key in ("defense", "attack", "architecture"):
-        if isinstance(payload.get(key), dict):
-            methods[payload[key]["name"]] = payload[key]["version"]
-    for m in payload.get("metrics", []):
+    entries = [payload[k] for k in ("attack", "architecture") if isinstance(payload.get(k), dict)]
+    entries += payload.get("defense", []) + payload.get("metrics", [])
+    for m in entries:
         methods[m["name"]] = m["version"]
     return {"mibench": mibench.__version__, "torch": torch.__version__, "git": _git_revision(), "methods": methods}
 
@@ -160,7 +164,7 @@ def load_target(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Mo
         folder = ws.store.path("target", key)
         payload = json.loads((folder / "job.json").read_text())
         data = ws.data(payload["data"], runtime)
-        defense: Defense = instantiate(DEFENSES, payload["defense"])
+        defense = defense_stack(payload["defense"])
         model = defense.wrap(build_network(payload["architecture"], data))
         model.load_state_dict(load_state(folder / "model.pt"))
         defense.restore(model, load_state(folder / "extras.pt"))
@@ -227,7 +231,7 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     """Train a target with a defense; publish weights, defense extras and training time."""
     p = job.payload
     data = ws.data(p["data"], job.runtime)
-    defense: Defense = instantiate(DEFENSES, p["defense"])
+    defense = defense_stack(p["defense"])
     trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
     values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", {"device": str(ws.device)})]
     values += [Measurement(k, v, None, "score") for k, v in trained.stats.items()]

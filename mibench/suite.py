@@ -39,6 +39,33 @@ class MethodSpec(Params):
         return self.label or self.name
 
 
+class DefenseSpec(Params):
+    """A defense (`name` + `params`) or a stack of defenses trained together (`stack`, e.g. Trap-MID with NegLS)."""
+
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+    stack: list[MethodSpec] | None = Field(None, min_length=1)
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack_shorthands(cls, v: Any) -> Any:
+        return [_shorthand(x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _name_or_stack(self) -> DefenseSpec:
+        if (self.name is None) == (self.stack is None):
+            raise ValueError("give either `name` (one defense) or `stack` (a list of defenses), not both or neither")
+        if self.stack is not None and self.params:
+            raise ValueError("a stack takes `params` per member, not at the top")
+        return self
+
+    @property
+    def display(self) -> str:
+        """The label tables use."""
+        return self.label or self.name or "+".join(m.name for m in self.stack or [])
+
+
 def _shorthand(value: Any) -> Any:
     """Allow `- gmi` for `- {name: gmi}` in method lists."""
     return {"name": value} if isinstance(value, str) else value
@@ -114,7 +141,7 @@ class Suite(Params):
     data: DataSpec
     target: ModelSpec
     evaluator: ModelSpec
-    defenses: list[MethodSpec] = Field(min_length=1)
+    defenses: list[DefenseSpec] = Field(min_length=1)
     attacks: list[MethodSpec] = Field(default_factory=list)
     attacked_classes: int | list[int] = Field(300, description="N for classes 0..N-1, or an explicit list")
     metrics: list[MethodSpec] = Field(min_length=1)
@@ -176,12 +203,25 @@ class ResolvedMethod:
 
 
 @dataclass(frozen=True)
+class ResolvedDefense:
+    """A defense entry after validation: one or more stacked defenses and the label tables use."""
+
+    label: str
+    members: list[ResolvedMethod]
+
+    @property
+    def name(self) -> str:
+        """Member names joined by '+'."""
+        return "+".join(m.name for m in self.members)
+
+
+@dataclass(frozen=True)
 class ResolvedSuite:
     """A validated suite with every method and architecture resolved against the registries."""
 
     suite: Suite
     source: str
-    defenses: list[ResolvedMethod]
+    defenses: list[ResolvedDefense]
     attacks: list[ResolvedMethod]
     metrics: list[ResolvedMethod]
     dataset: ResolvedMethod
@@ -240,7 +280,14 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     def resolve_arch(spec: ModelSpec, where: str) -> ResolvedMethod | None:
         return resolve(ARCHITECTURES, MethodSpec(name=spec.architecture, params=spec.params), where)
 
-    defenses = resolve_list(DEFENSES, suite.defenses, "defenses")
+    defenses = []
+    for i, spec in enumerate(suite.defenses):
+        if spec.stack is None:
+            members = [resolve(DEFENSES, MethodSpec(name=spec.name, params=spec.params), f"defenses[{i}]")]
+        else:
+            members = [resolve(DEFENSES, m, f"defenses[{i}].stack[{j}]") for j, m in enumerate(spec.stack)]
+        if all(m is not None for m in members):
+            defenses.append(ResolvedDefense(spec.display, members))
     attacks = resolve_list(ATTACKS, suite.attacks, "attacks")
     metrics = resolve_list(METRICS, suite.metrics, "metrics")
     dataset = resolve(DATASETS, suite.data, "data")

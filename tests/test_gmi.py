@@ -121,3 +121,21 @@ def test_identity_losses_on_fixed_logits():
     torch.testing.assert_close(max_margin_identity(logits, labels), torch.tensor([-1.0, 2.0]))
     lse = torch.logsumexp(logits, 1)
     torch.testing.assert_close(cross_entropy_identity(logits, labels), lse - torch.tensor([2.0, 1.0]))
+
+
+def test_search_skips_non_finite_gradients():
+    def objective(z, y):
+        return z.sum(1) * torch.tensor([float("inf"), 1.0])  # row 0 has infinite gradients, row 1 gradient 1
+
+    z = momentum_search(
+        torch.tensor([[0.5, 0.5], [-0.5, -0.5]]),
+        torch.zeros(2),
+        objective,
+        iterations=3,
+        lr=0.1,
+        momentum=0.0,
+        clip=None,
+        reference_batch=1,
+    )
+    assert torch.isfinite(z).all()
+    assert z[1].tolist() == pytest.approx([-0.8, -0.8])  # the finite row still moves: 3 steps of -0.1

@@ -127,3 +127,9 @@ def test_frechet_metric_rejects_unknown_extractor_with_suggestion(tiny_suite):
     tiny_suite["metrics"][3]["params"]["extractor"] = "evaluater"
     with pytest.raises(ConfigError, match="unknown feature extractor 'evaluater'; did you mean 'evaluator'"):
         resolve_suite(tiny_suite)
+
+
+def test_non_finite_features_give_nan_not_an_error():
+    fake = torch.randn(10, 3)
+    fake[2, 1] = float("inf")
+    assert np.isnan(frechet_distance_of_features(torch.randn(10, 3), fake))

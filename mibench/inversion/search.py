@@ -56,14 +56,18 @@ def momentum_search(
     reference_batch: int,
     advance: Callable[[int], None] = lambda n: None,
 ) -> torch.Tensor:
-    """Minimise sum_i objective_i / reference_batch over z with `GMIMomentum`; returns the final z (detached)."""
+    """Minimise sum_i objective_i / reference_batch over z with `GMIMomentum`; returns the final z (detached).
+
+    Non-finite gradient entries are treated as zero.
+    """
     z = z0.clone()
     opt = GMIMomentum(lr, momentum, clip)
     for _ in range(iterations):
         z.requires_grad_(True)
         loss = objective(z, labels).sum() / reference_batch
         (grad,) = torch.autograd.grad(loss, z)
-        z = opt.step(z.detach(), grad)
+        # A stochastic or faulty target (MIDAS's bit errors) can return non-finite gradients; an attacker skips them.
+        z = opt.step(z.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0))
         advance(1)
     return z.detach()
 

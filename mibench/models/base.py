@@ -45,6 +45,10 @@ class Classifier(nn.Module):
         self.image_size = image_size
         self.params = params
 
+    def hidden_layers(self) -> list[nn.Module]:
+        """Modules whose outputs are the hidden representations dependency-based defenses regularise (BiDO)."""
+        return []
+
     def forward(self, x: torch.Tensor) -> ClassifierOutput:  # pragma: no cover - interface
         """Features and logits of [0, 1] images (N x C x H x W)."""
         raise NotImplementedError

@@ -48,6 +48,10 @@ class TinyCNN(Classifier):
         self.feature = nn.Sequential(nn.Linear(flat, params.feature_dim), nn.BatchNorm1d(params.feature_dim), nn.ReLU())
         self.head = nn.Linear(params.feature_dim, num_classes)
 
+    def hidden_layers(self) -> list[nn.Module]:
+        """The two pooled conv stages."""
+        return [self.body[2], self.body[5]]
+
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         """Features after the linear layer, then logits."""
         features = self.feature(self.body(x))
@@ -99,6 +103,10 @@ class TinyResNet(Classifier):
             nn.BatchNorm2d(w), nn.Flatten(), nn.Linear(w * 16, params.feature_dim), nn.BatchNorm1d(params.feature_dim)
         )
         self.head = nn.Linear(params.feature_dim, num_classes)
+
+    def hidden_layers(self) -> list[nn.Module]:
+        """The stem and every residual block."""
+        return [self.stem, *self.blocks]
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         """Output-layer features, then logits."""
