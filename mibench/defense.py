@@ -27,6 +27,7 @@ from torch import nn
 
 from mibench.context import RunContext
 from mibench.data.base import DataBundle
+from mibench.metric import Measurement
 from mibench.models.base import ClassifierOutput
 from mibench.params import Params
 from mibench.suite import TrainSpec
@@ -103,7 +104,7 @@ class TrainedTarget:
     wall_time_s: float
     best_epoch: int = 0
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: list[Measurement] = field(default_factory=list)  # recorded with the target (e.g. trapdoor success)
 
 
 class Defense:

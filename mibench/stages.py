@@ -234,7 +234,7 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     defense = defense_stack(p["defense"])
     trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
     values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", {"device": str(ws.device)})]
-    values += [Measurement(k, v, None, "score") for k, v in trained.stats.items()]
+    values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}
     _publish(ws, job, files, values, trained.wall_time_s)
 

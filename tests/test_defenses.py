@@ -219,3 +219,18 @@ def test_every_defense_trains_above_chance(name, data):
     acc = evaluate_accuracy(deployed, data.private_test, torch.device("cpu"))
     assert acc > 0.5, (name, acc)  # chance is 0.2
     assert trained.wall_time_s > 0
+
+
+def test_midas_activation_errors_change_outputs_but_keep_input_gradients():
+    model = freeze(tiny_model())
+    deployed = MIDAS(MIDASParams(bit_error_rate=1e-3, activations=True)).deploy(model)
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    torch.manual_seed(0)
+    out = deployed(x).logits
+    finite = torch.isfinite(out).all()
+    out[torch.isfinite(out)].sum().backward()
+    assert x.grad is not None
+    clean = model(x).logits
+    assert not torch.equal(out.detach(), clean.detach()) or not finite
+    weights_only = MIDAS(MIDASParams(bit_error_rate=0.0, activations=False)).deploy(model)
+    torch.testing.assert_close(weights_only(x).logits, clean)
