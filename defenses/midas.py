@@ -83,10 +83,6 @@ class ApproximateMemoryModel(nn.Module):
         self.model = model
         self.rate = rate
         self.activations = activations
-        if activations:
-            for module in model.modules():
-                if not list(module.children()):
-                    module.register_forward_hook(self._corrupt_output)
 
     def _corrupt_output(self, module: nn.Module, inputs: object, output: object) -> object:
         if isinstance(output, torch.Tensor) and output.dtype == torch.float32:
@@ -95,12 +91,19 @@ class ApproximateMemoryModel(nn.Module):
         return output
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
-        """One query: corrupt a copy of every float32 parameter, run the model on it."""
+        """One query: corrupt a copy of every float32 parameter (and activations), run the model on it."""
         params = {
             name: flip_bits(p, self.rate) if p.dtype == torch.float32 else p
             for name, p in self.model.named_parameters()
         }
-        return functional_call(self.model, params, (x,))
+        # Activation hooks live for this query only, so the wrapped model itself is never changed.
+        leaves = [m for m in self.model.modules() if not list(m.children())] if self.activations else []
+        handles = [m.register_forward_hook(self._corrupt_output) for m in leaves]
+        try:
+            return functional_call(self.model, params, (x,))
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @DEFENSES.register
