@@ -1,0 +1,82 @@
+"""Reading checkpoints safely and loading them strictly.
+
+Official MI checkpoints are `{'state_dict': DataParallel_model.state_dict()}` with `module.`-prefixed keys, and the
+official attack scripts load them with `strict=False`, so a key mismatch silently leaves random weights (spec §3).
+mibench reads with `weights_only=True`, unwraps and strips prefixes, then loads strictly: a missing, unexpected or
+mis-shaped key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mibench.errors import CheckpointError
+
+_WRAPPERS = ("state_dict", "model", "model_state_dict")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (cache keys and records name checkpoints by content, not by path)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+    while isinstance(obj, Mapping) and len(obj) >= 1 and any(k in obj for k in _WRAPPERS):
+        obj = next(obj[k] for k in _WRAPPERS if k in obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{what} {path} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every parameter and buffer of `module` from `state`; any mismatch raises naming the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_few(unexpected)}")
+    if shapes:
+        problems.append(
+            "shape mismatch " + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:5])
+        )
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)
+
+
+def load_part(module: nn.Module, state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...], source: str) -> None:
+    """Initialise the submodules named by `prefixes` (e.g. a pretrained backbone) strictly; leave the rest."""
+    own = module.state_dict()
+    wanted = {k for k in own if k.startswith(prefixes)}
+    missing = sorted(wanted - set(state))
+    shapes = sorted(k for k in wanted & set(state) if own[k].shape != state[k].shape)
+    if missing or shapes:
+        raise CheckpointError(
+            f"{source} cannot initialise {', '.join(prefixes)}: missing {_few(missing)}, shape mismatch {_few(shapes)}"
+        )
+    module.load_state_dict({**own, **{k: state[k] for k in wanted}})
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
