@@ -1,0 +1,237 @@
+"""CelebA (private and public), FFHQ (public) and generic image folders, preprocessed once into uint8 tensors.
+
+CelebA protocol (KED-MI split used by GMI/KED-MI/PLG-MI/LOMMA/Trap-MID, spec §1): the private set is the 1,000
+identities with the most images (27,018 train / 3,009 test in the official lists), the public set 30,000 images of
+other identities. Each aligned 178x218 image is cropped to the central 108x108 box (top 55, left 35) and resized to
+the target resolution with PIL bilinear (64 for targets, 112 for the FaceNet evaluator). `split: official` reads the
+released split lists (`celeba_trainset.txt`, `celeba_testset.txt`, `celeba_ganset.txt`, lines "<file> <label>");
+`split: protocol` rebuilds an equivalent split from `identity_CelebA.txt`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from mibench.data.base import UNLABELLED, DataBundle, Dataset, ImageSet
+from mibench.data.files import cached_sets, load_images, require_dir, require_file
+from mibench.errors import DataError
+from mibench.params import Params
+from mibench.registry import DATASETS
+
+CELEBA_BOX = (35, 55, 143, 163)  # left, top, right, bottom: 108 x 108 at (55, 35) of a 178 x 218 image
+FFHQ_BOX = (20, 20, 108, 108)  # 88 x 88 at (20, 20) of a 128 x 128 thumbnail
+_SPLIT_HINT = "the KED-MI split lists ship in PLG-MI-Attack/data_files and Trap-MID/data; put them in the CelebA root"
+
+
+class CelebAParams(Params):
+    """File layout and split protocol."""
+
+    images_dir: str = "img_align_celeba"
+    split: Literal["official", "protocol"] = "official"
+    train_list: str = "celeba_trainset.txt"
+    test_list: str = "celeba_testset.txt"
+    public_list: str = "celeba_ganset.txt"
+    identity_file: str = "identity_CelebA.txt"
+    num_private: int = Field(1000, ge=2, description="protocol: identities with the most images")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="protocol: share of each identity's images for test")
+    public_size: int = Field(30000, ge=1, description="protocol: public images from the other identities")
+    seed: int = 0
+
+
+def read_list(path: Path) -> list[tuple[str, int]]:
+    """Lines "<file> <label>" (label may be absent for public lists)."""
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            out.append((parts[0], int(parts[1]) if len(parts) > 1 else UNLABELLED))
+        except ValueError:
+            raise DataError(f"{path}:{i}: expected '<file> <label>', got {line!r}") from None
+    return out
+
+
+def protocol_split(identities: list[tuple[str, int]], p: CelebAParams) -> dict[str, list[tuple[str, int]]]:
+    """Rebuild the MI split from CelebA's identity file.
+
+    Private = the `num_private` identities with most images (ties by id), relabelled 0..K-1 by that rank; per
+    identity the last `test_fraction` of its files (sorted) are test; public = `public_size` files of the other
+    identities, drawn with the seed.
+    """
+    counts = Counter(identity for _, identity in identities)
+    if len(counts) <= p.num_private:
+        raise DataError(f"CelebA has {len(counts)} identities; the protocol needs more than {p.num_private}")
+    ranked = sorted(counts, key=lambda i: (-counts[i], i))[: p.num_private]
+    label = {identity: k for k, identity in enumerate(ranked)}
+    by_identity: dict[int, list[str]] = {}
+    for name, identity in sorted(identities):
+        by_identity.setdefault(identity, []).append(name)
+    train, test = [], []
+    for identity in ranked:
+        files = by_identity[identity]
+        n_test = max(1, round(p.test_fraction * len(files)))
+        train += [(f, label[identity]) for f in files[:-n_test]]
+        test += [(f, label[identity]) for f in files[-n_test:]]
+    others = [f for identity, files in sorted(by_identity.items()) if identity not in label for f in files]
+    order = torch.randperm(len(others), generator=torch.Generator().manual_seed(p.seed))[: p.public_size]
+    return {"train": train, "test": test, "public": [(others[i], UNLABELLED) for i in order.tolist()]}
+
+
+@DATASETS.register
+class CelebA(Dataset):
+    """CelebA aligned faces under the MI protocol (needs `root`: the folder holding img_align_celeba/)."""
+
+    name: ClassVar[str] = "celeba"
+    paper: ClassVar[str] = "Liu et al., Deep Learning Face Attributes in the Wild, ICCV 2015; KED-MI split (ICCV 2021)"
+    Params = CelebAParams
+
+    def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
+        """Read (once) and preprocess the three parts."""
+        p: CelebAParams = self.params
+        root = require_dir(Path(root or "."), "CelebA root folder", "set data.root, e.g. root: ${CELEBA_ROOT}")
+        images = require_dir(root / p.images_dir, "CelebA image folder", "unzip img_align_celeba.zip into the root")
+        split = self._split(root)
+        description = {
+            "dataset": self.name,
+            "params": p.model_dump(),
+            "size": image_size,
+            "files": {k: len(v) for k, v in split.items()},
+            "first": {k: v[:3] for k, v in split.items()},
+        }
+
+        def build() -> dict[str, ImageSet]:
+            return {
+                part: ImageSet(
+                    load_images([images / f for f, _ in rows], CELEBA_BOX, image_size),
+                    torch.tensor([y for _, y in rows], dtype=torch.long),
+                )
+                for part, rows in split.items()
+            }
+
+        sets = cached_sets(cache_dir, description, build)
+        classes = int(sets["train"].labels.max()) + 1 if len(sets["train"]) else 0
+        return DataBundle(sets["train"], sets["test"], sets["public"], classes, self.name)
+
+    def _split(self, root: Path) -> dict[str, list[tuple[str, int]]]:
+        p: CelebAParams = self.params
+        if p.split == "official":
+            rows = {
+                part: read_list(require_file(root / name, f"CelebA {part} split list", _SPLIT_HINT))
+                for part, name in (("train", p.train_list), ("test", p.test_list), ("public", p.public_list))
+            }
+            rows["public"] = [(f, UNLABELLED) for f, _ in rows["public"]]
+            return rows
+        identity_file = require_file(
+            root / p.identity_file,
+            "CelebA identity file",
+            "identity_CelebA.txt comes with the CelebA annotations ('Anno' folder)",
+        )
+        return protocol_split(read_list(identity_file), p)
+
+
+class FFHQParams(Params):
+    """Thumbnail folder and how many images to use (70,000 in the papers)."""
+
+    images_dir: str = "thumbnails128x128"
+    max_images: int | None = Field(None, ge=1)
+
+
+@DATASETS.register
+class FFHQ(Dataset):
+    """FFHQ 128x128 thumbnails as public data (distribution-shift setting): crop 88 at (20, 20), resize (spec §1.1)."""
+
+    name: ClassVar[str] = "ffhq"
+    paper: ClassVar[str] = "Karras et al., A Style-Based Generator Architecture for GANs (FFHQ), CVPR 2019"
+    Params = FFHQParams
+
+    def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
+        """FFHQ has no private part; use it as `data.public` of a suite."""
+        raise DataError("ffhq provides public images only: use it under data.public, with CelebA as data.dataset")
+
+    def load_public(self, root: Path | None, image_size: int, cache_dir: Path) -> ImageSet:
+        """All PNGs below the thumbnail folder, sorted, cropped and resized (cached)."""
+        p: FFHQParams = self.params
+        folder = require_dir(
+            Path(root or ".") / p.images_dir,
+            "FFHQ thumbnail folder",
+            "download thumbnails128x128 from the FFHQ release into data.public.root",
+        )
+        files = sorted(folder.rglob("*.png"))[: p.max_images]
+        if not files:
+            raise DataError(f"no PNG images found below {folder}")
+        description = {
+            "dataset": self.name,
+            "params": p.model_dump(),
+            "size": image_size,
+            "n": len(files),
+            "first": [str(f.relative_to(folder)) for f in files[:3]],
+        }
+        sets = cached_sets(
+            cache_dir,
+            description,
+            lambda: {
+                "public": ImageSet(load_images(files, FFHQ_BOX, image_size), torch.full((len(files),), UNLABELLED))
+            },
+        )
+        return sets["public"]
+
+
+class ImageFolderParams(Params):
+    """Which class folders are private (the rest are public), and the test share."""
+
+    private_classes: int | list[str] = Field(..., description="the first N sorted class folders, or their names")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    crop: tuple[int, int, int, int] | None = Field(None, description="left, top, right, bottom box before resizing")
+
+
+@DATASETS.register
+class ImageFolder(Dataset):
+    """A user's own data: one sub-folder per identity, images inside (jpg, jpeg, png)."""
+
+    name: ClassVar[str] = "image-folder"
+    paper: ClassVar[str] = "generic layout (torchvision ImageFolder convention)"
+    Params = ImageFolderParams
+
+    def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
+        """Private classes split into train/test per class by sorted file name; other classes are public."""
+        p: ImageFolderParams = self.params
+        root = require_dir(Path(root or "."), "image folder root", "set data.root to a folder of class folders")
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        private = classes[: p.private_classes] if isinstance(p.private_classes, int) else list(p.private_classes)
+        unknown = sorted(set(private) - set(classes))
+        if unknown:
+            raise DataError(f"{root}: private class folders not found: {unknown}; present: {classes}")
+        rows: dict[str, list[tuple[Path, int]]] = {"train": [], "test": [], "public": []}
+        for name in classes:
+            files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if name in private:
+                n_test = max(1, round(p.test_fraction * len(files)))
+                rows["train"] += [(f, private.index(name)) for f in files[:-n_test]]
+                rows["test"] += [(f, private.index(name)) for f in files[-n_test:]]
+            else:
+                rows["public"] += [(f, UNLABELLED) for f in files]
+        description = {
+            "dataset": self.name,
+            "root": str(root.resolve()),
+            "params": p.model_dump(),
+            "size": image_size,
+            "files": {k: len(v) for k, v in rows.items()},
+        }
+        sets = cached_sets(
+            cache_dir,
+            description,
+            lambda: {
+                part: ImageSet(
+                    load_images([f for f, _ in r], p.crop, image_size),
+                    torch.tensor([y for _, y in r], dtype=torch.long),
+                )
+                for part, r in rows.items()
+            },
+        )
+        return DataBundle(sets["train"], sets["test"], sets["public"], len(private), self.name)
