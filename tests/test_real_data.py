@@ -9,7 +9,7 @@ from PIL import Image
 
 import mibench.data.files as files
 from mibench.data.base import UNLABELLED
-from mibench.data.celeba import CelebA, CelebAParams, FFHQ, FFHQParams, ImageFolder, ImageFolderParams
+from mibench.data.celeba import FFHQ, CelebA, CelebAParams, FFHQParams, ImageFolder, ImageFolderParams
 from mibench.data.digits import Digits, DigitsProtocolParams, MNIST5k
 from mibench.errors import DataError
 
@@ -47,6 +47,7 @@ def test_celeba_protocol_structure(celeba_root, tmp_path):
     assert (len(bundle.private_train), len(bundle.private_test), len(bundle.public)) == (24, 6, 8)
     assert torch.bincount(bundle.private_train.labels).tolist() == [8, 8, 8]
     assert set(bundle.public.labels.tolist()) == {UNLABELLED}
+
     # Identity-disjoint: public images come from identities 4-6 (red 120..180), private from 1-3 (30..90).
     # The crop keeps only the inverse-coloured centre: red channel 255 - 30 k.
     def near(values, targets):
@@ -106,10 +107,14 @@ def test_image_folder(tmp_path):
     for c, name in enumerate(["alice", "bob", "carol", "dave"]):
         for i in range(5):
             write_image(tmp_path / "faces" / name / f"{i}.png", (c * 60, 0, 0), (20, 20))
-    bundle = ImageFolder(ImageFolderParams(private_classes=["alice", "carol"])).load(tmp_path / "faces", 8,
-                                                                                      tmp_path / "cache")
+    bundle = ImageFolder(ImageFolderParams(private_classes=["alice", "carol"])).load(
+        tmp_path / "faces", 8, tmp_path / "cache"
+    )
     assert bundle.num_classes == 2 and (len(bundle.private_train), len(bundle.private_test), len(bundle.public)) == (
-        8, 2, 10)
+        8,
+        2,
+        10,
+    )
     with pytest.raises(DataError, match=r"private class folders not found: \['eve'\]"):
         ImageFolder(ImageFolderParams(private_classes=["eve"])).load(tmp_path / "faces", 8, tmp_path / "cache")
 
