@@ -16,9 +16,13 @@ params, seeds, data definition, upstream keys, the cache version), and nothing t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from mibench import CACHE_VERSION
+from mibench.checkpoints import file_sha256
+from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
 from mibench.suite import ResolvedDefense, ResolvedMethod, ResolvedSuite
 
@@ -113,6 +117,22 @@ def data_runtime(rs: ResolvedSuite) -> dict[str, Any]:
     return {"root": rs.suite.data.root, "public_root": public.root if public else None}
 
 
+@cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def checkpoint_ref(path: str | None, where: str) -> dict[str, str] | None:
+    """A checkpoint enters keys by content (SHA-256), never by path; a missing file is an error naming the key."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{where}: checkpoint file not found: {p}")
+    stat = p.stat()
+    return {"sha256": _sha256(str(p), stat.st_size, stat.st_mtime_ns)}
+
+
 def build_plan(rs: ResolvedSuite) -> Plan:
     """Expand the suite (see module docstring)."""
     suite = rs.suite
@@ -127,14 +147,14 @@ def build_plan(rs: ResolvedSuite) -> Plan:
             "evaluator",
             {
                 "architecture": _method(rs.evaluator_arch),
-                "train": suite.evaluator.train.model_dump(mode="json"),
+                "train": None if suite.evaluator.checkpoint else suite.evaluator.train.model_dump(mode="json"),
                 "data": eval_data,
                 "seed": derive_seed(suite.seed, "evaluator"),
-                "checkpoint": suite.evaluator.checkpoint,
+                "checkpoint": checkpoint_ref(suite.evaluator.checkpoint, "evaluator.checkpoint"),
             },
             (),
             f"evaluator {rs.evaluator_arch.name}",
-            runtime,
+            {**runtime, "checkpoint_path": suite.evaluator.checkpoint},
         )
     )
     plan.sources.append(RecordSource(evaluator.id, None, None, None))
@@ -149,13 +169,14 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                     {
                         "defense": [_method(m) for m in defense.members],
                         "architecture": _method(rs.target_arch),
-                        "train": suite.target.train.model_dump(mode="json"),
+                        "train": None if suite.target.checkpoint else suite.target.train.model_dump(mode="json"),
                         "data": data,
                         "seed": derive_seed(seed, "target"),
+                        "checkpoint": checkpoint_ref(suite.target.checkpoint, "target.checkpoint"),
                     },
                     (),
                     f"target {defense.label} seed={seed}",
-                    runtime,
+                    {**runtime, "checkpoint_path": suite.target.checkpoint},
                 )
             )
             plan.sources.append(RecordSource(target.id, seed, defense.label, None))

@@ -20,9 +20,10 @@ from torch import nn
 
 import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.checkpoints import load_strict, read_state_dict
 from mibench.context import RunContext, seed_everything
 from mibench.data.base import DataBundle
-from mibench.defense import DefenseStack
+from mibench.defense import DefenseStack, TrainedTarget
 from mibench.hashing import content_key, derive_seed
 from mibench.metric import MeasureInputs, Measurement
 from mibench.models.base import build_classifier, freeze
@@ -32,7 +33,7 @@ from mibench.progress import Reporter
 from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, build_params
 from mibench.store import ArtifactStore, write_json_atomic
 from mibench.suite import TrainSpec
-from mibench.training import train_classifier
+from mibench.training import evaluate_accuracy, train_classifier
 
 
 class Workspace:
@@ -213,17 +214,21 @@ def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     data = ws.data(p["data"], job.runtime)
     model = build_network(p["architecture"], data)
+    details = {"architecture": p["architecture"]["name"], "n_test": len(data.private_test)}
     if p.get("checkpoint"):
-        raise NotImplementedError("loading an evaluator checkpoint arrives with the real-data issue")
-    result = train_classifier(
-        model, data.private_train, data.private_test, TrainSpec(**p["train"]), ctx, description="evaluator"
-    )
-    details = {
-        "architecture": p["architecture"]["name"],
-        "n_test": len(data.private_test),
-        "best_epoch": result.best_epoch,
-    }
-    values = [Measurement("evaluator_acc", result.test_accuracy, None, "fraction", details)]
+        path = job.runtime["checkpoint_path"]
+        load_strict(model, read_state_dict(path, what="evaluator checkpoint"), path)
+        acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
+        values = [Measurement("evaluator_acc", acc, None, "fraction", {**details, "checkpoint": p["checkpoint"]})]
+        _publish(ws, job, {"model.pt": model.state_dict()}, values, 0.0)
+        return
+    spec = TrainSpec(**p["train"])
+    result = train_classifier(model, data.private_train, data.private_test, spec, ctx, description="evaluator")
+    values = [
+        Measurement(
+            "evaluator_acc", result.test_accuracy, None, "fraction", {**details, "best_epoch": result.best_epoch}
+        )
+    ]
     _publish(ws, job, {"model.pt": model.state_dict()}, values, result.wall_time_s)
 
 
@@ -232,7 +237,14 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     data = ws.data(p["data"], job.runtime)
     defense = defense_stack(p["defense"])
-    trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
+    if p.get("checkpoint"):  # a released target: load it (strictly) instead of training
+        model = defense.wrap(build_network(p["architecture"], data))
+        path = job.runtime["checkpoint_path"]
+        load_strict(model, read_state_dict(path, what="target checkpoint"), path)
+        acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
+        trained = TrainedTarget(model, acc, 0.0)
+    else:
+        trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
     values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", {"device": str(ws.device)})]
     values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}

@@ -149,3 +149,33 @@ def test_run_folder_plan_records_provenance(reference):
     plan = json.loads((root / "run" / "plan.json").read_text())
     assert plan["suite"]["name"] == "tiny"
     assert {j["id"].split("/")[0] for j in plan["jobs"]} == {"evaluator", "target", "prior", "invert", "measure"}
+
+
+def test_released_checkpoints_replace_training(tmp_path, tiny_suite):
+    """Official-style checkpoints ({'state_dict': module.-prefixed}) for the evaluator and the target."""
+    from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
+    from mibench.errors import DataError
+    from mibench.models.base import build_classifier
+    from mibench.training import evaluate_accuracy
+
+    data = SyntheticIdentities(SyntheticParams(**tiny_suite["data"]["params"])).load(None, 16, None)
+    paths = {}
+    for role, arch in (("evaluator", "tiny-resnet"), ("target", "tiny-cnn")):
+        torch.manual_seed(7)
+        model = build_classifier(arch, {}, num_classes=6, in_channels=3, image_size=16).eval()
+        paths[role] = tmp_path / f"{role}.tar"
+        torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, paths[role])
+        tiny_suite[role]["checkpoint"] = str(paths[role])
+        expected = evaluate_accuracy(model, data.private_test, torch.device("cpu"))
+        paths[role + "_acc"] = expected
+    tiny_suite["seeds"] = [0]
+    summary = run(write_suite(tmp_path / "s.yaml", tiny_suite), tmp_path / "cache", tmp_path / "run")
+    by_metric = {r.metric: r for r in summary.records}
+    assert by_metric["evaluator_acc"].value == pytest.approx(paths["evaluator_acc"])
+    assert by_metric["acc"].value == pytest.approx(paths["target_acc"])
+    assert len(by_metric["evaluator_acc"].details["checkpoint"]["sha256"]) == 64
+    assert by_metric["train_time_s"].value == 0.0  # loaded, not trained
+
+    paths["evaluator"].unlink()
+    with pytest.raises(DataError, match=r"evaluator\.checkpoint: checkpoint file not found"):
+        run(write_suite(tmp_path / "s.yaml", tiny_suite), tmp_path / "cache", tmp_path / "run")

@@ -185,7 +185,9 @@ class FFHQ(Dataset):
 class ImageFolderParams(Params):
     """Which class folders are private (the rest are public), and the test share."""
 
-    private_classes: int | list[str] = Field(..., description="the first N sorted class folders, or their names")
+    private_classes: int | list[str] | None = Field(
+        None, description="the first N sorted class folders, or their names; default: the first half"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     crop: tuple[int, int, int, int] | None = Field(None, description="left, top, right, bottom box before resizing")
 
@@ -203,7 +205,12 @@ class ImageFolder(Dataset):
         p: ImageFolderParams = self.params
         root = require_dir(Path(root or "."), "image folder root", "set data.root to a folder of class folders")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-        private = classes[: p.private_classes] if isinstance(p.private_classes, int) else list(p.private_classes)
+        if p.private_classes is None:
+            private = classes[: len(classes) // 2]
+        elif isinstance(p.private_classes, int):
+            private = classes[: p.private_classes]
+        else:
+            private = list(p.private_classes)
         unknown = sorted(set(private) - set(classes))
         if unknown:
             raise DataError(f"{root}: private class folders not found: {unknown}; present: {classes}")
