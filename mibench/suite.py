@@ -105,6 +105,10 @@ class TrainSpec(Params):
     # The official code keeps the epoch with the best *test* accuracy (test-set model selection). It is the
     # default for faithfulness; `last` is the methodologically clean choice.
     selection: Literal["best_test", "last"] = "best_test"
+    # Throughput on CUDA only (ignored on CPU): bf16 autocast and channels_last memory format. The official code
+    # trains in float32; set `amp: false` for bit-level parity.
+    amp: bool = True
+    channels_last: bool = True
 
 
 class ModelSpec(Params):

@@ -4,7 +4,8 @@ The default recipe is the KED-MI/Trap-MID one (spec §3): SGD, lr 0.01, momentum
 random horizontal flip, cross-entropy, no LR schedule unless milestones are given, and the epoch with the best test
 accuracy kept (test-set model selection, as the official code does; `selection: last` avoids it).
 
-Data stays in memory as uint8 tensors and batches are made on the device, so an epoch does not decode images.
+Data stays in memory as uint8 tensors and batches (with their flips) are made on the device, so an epoch does not
+decode images; on CUDA the step runs under bf16 autocast in channels_last layout (`amp`, `channels_last`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def train_classifier(
     """
     device = ctx.device
     model.to(device)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda and spec.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and spec.amp)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
     scheduler = None
     if spec.milestones:
@@ -115,10 +120,11 @@ def train_classifier(
             totals: dict[str, float] = {}
             for idx in iterate_batches(len(train), spec.batch_size, generator=shuffle, drop_last=spec.drop_last):
                 idx = idx.to(device)
-                x = to_float(images[idx])
+                x = to_float(images[idx]).contiguous(memory_format=memory_format)
                 if spec.hflip:
                     x = random_hflip(x, flips)
-                terms = step(model, x, labels[idx], epoch)
+                with autocast:
+                    terms = step(model, x, labels[idx], epoch)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
