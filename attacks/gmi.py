@@ -17,7 +17,7 @@ from torch import nn
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
-from mibench.gan.networks import DCGANGenerator, WGANCritic
+from mibench.gan.networks import DCGANGenerator, GANPrior, WGANCritic
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
 from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import in_chunks, momentum_search, per_sample_normal
@@ -43,15 +43,6 @@ class GMIParams(Params):
     # "best_logit": keep the restart with the highest target logit for its class (original GMI repo, with its
     # score[i, i] indexing bug fixed to score[i, y_i]).
     selection: Literal["all", "best_logit"] = "all"
-
-
-class GANPrior(nn.Module):
-    """A generator and its discriminator, cached together."""
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module):
-        super().__init__()
-        self.generator = generator
-        self.discriminator = discriminator
 
 
 def build_gmi_gan(info: DataInfo, p: WGANGPParams) -> GANPrior:

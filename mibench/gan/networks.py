@@ -12,6 +12,15 @@ import torch
 from torch import nn
 
 
+class GANPrior(nn.Module):
+    """A generator and its discriminator, cached together as an attack's prior."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+
+
 def _stages(image_size: int) -> int:
     """Number of 2x resolution steps between 4x4 and `image_size`."""
     n = math.log2(image_size)
@@ -73,3 +82,58 @@ class WGANCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One score per image (N,)."""
         return self.net(x).flatten()
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al. 2016 minibatch features: o_i,b = sum_j exp(-|M_i,b - M_j,b|_1) - 1 (self term removed).
+
+    `group_size` makes a batch of k x group_size samples behave as k independent batches, so that batching many
+    classes at once reproduces the official per-60-class statistics (spec §4.6).
+    """
+
+    def __init__(self, in_features: int, kernels: int = 64, kernel_dim: int = 50):
+        super().__init__()
+        self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, kernels * kernel_dim))
+
+    def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+        """Features of every sample against the others of its group (N x kernels)."""
+        m = (x @ self.T).view(-1, self.kernels, self.kernel_dim)
+        size = group_size or m.shape[0]
+        out = []
+        for start in range(0, m.shape[0], size):
+            g = m[start : start + size]
+            l1 = (g.unsqueeze(0) - g.unsqueeze(1)).abs().sum(3)  # G x G x kernels
+            out.append(torch.exp(-l1).sum(1) - 1)
+        return torch.cat(out)
+
+
+class KEDMIDiscriminator(nn.Module):
+    """KED-MI's discriminator (spec §2.3) with minibatch discrimination and K class logits.
+
+    Conv blocks with InstanceNorm(affine) and LeakyReLU(0.2) go down to 4x4; real/fake is implicit,
+    D_real(x) = sigmoid(logsumexp(l(x))).
+
+    At 64x64 and width 64 the blocks are (3->64, k5) (64->128, k5) (128->256, k5) (256->256, k3 s2 p1), giving the
+    4096-d feature f(x). Returns (f(x), logits).
+    """
+
+    def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 64):
+        super().__init__()
+        n = _stages(image_size)
+        layers: list[nn.Module] = []
+        ch = channels
+        for i in range(n):
+            out = min(width * 2**i, 4 * width)
+            kernel, pad = (3, 1) if i == n - 1 and n > 1 else (5, 2)
+            layers += [nn.Conv2d(ch, out, kernel, 2, pad), nn.InstanceNorm2d(out, affine=True), nn.LeakyReLU(0.2)]
+            ch = out
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        dim = ch * 16
+        self.minibatch = MinibatchDiscrimination(dim)
+        self.classifier = nn.Linear(dim + self.minibatch.kernels, num_classes)
+
+    def forward(self, x: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(4096-d features before minibatch discrimination, class logits)."""
+        f = self.features(x)
+        return f, self.classifier(torch.cat([f, self.minibatch(f, group_size)], dim=1))

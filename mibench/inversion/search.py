@@ -75,3 +75,38 @@ def momentum_search(
 def in_chunks(n: int, chunk: int) -> list[slice]:
     """Slices covering range(n) in pieces of at most `chunk` (the physical batch)."""
     return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+
+
+def distributional_search(
+    labels: torch.Tensor,
+    objective: Objective,
+    *,
+    dim: int,
+    iterations: int,
+    lr: float,
+    clip: str,
+    generator: torch.Generator,
+    device: torch.device,
+    advance: Callable[[int], None] = lambda n: None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KED-MI's distributional recovery (Chen et al. ICCV 2021, Sec. 3.3; spec §4.4): one Gaussian per latent.
+
+    mu starts at 0 and s = log sigma^2 at 1; each iteration samples z = mu + exp(s / 2) eps and takes an Adam step
+    (default betas) on the batch-mean objective. `clip: in_graph` clamps z to [-1, 1] before the generator
+    (LOMMA); `none` is official KED-MI, whose post-step clamp of a detached copy has no effect. Returns (mu, s).
+    """
+    n = labels.shape[0]
+    mu = torch.zeros(n, dim, device=device, requires_grad=True)
+    log_var = torch.ones(n, dim, device=device, requires_grad=True)
+    opt = torch.optim.Adam([mu, log_var], lr=lr)
+    for _ in range(iterations):
+        eps = torch.randn(n, dim, generator=generator).to(device)
+        z = mu + torch.exp(log_var / 2) * eps
+        if clip == "in_graph":
+            z = z.clamp(-1, 1)
+        loss = objective(z, labels).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        advance(1)
+    return mu.detach(), log_var.detach()
