@@ -50,3 +50,38 @@ def random_affine_augment(images: torch.Tensor, p: AffineAugmentParams, generato
     theta[:, :, 2] = centre
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def color_jitter(
+    images: torch.Tensor, brightness: float, contrast: float, p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """kornia-style ColorJitter(brightness, contrast) per sample with probability p, clamped to [0, 1] after each op.
+
+    Factors are drawn from [1 - b, 1 + b] and [1 - c, 1 + c]; brightness scales pixels, contrast blends towards the
+    image's mean grey level. kornia applies the two in random order; here brightness comes first. The clamps zero
+    the gradient of out-of-range pixels, as kornia's do (spec §2.7).
+    """
+    n = images.shape[0]
+    on = (torch.rand(n, generator=generator) < p).to(images.device).view(-1, 1, 1, 1)
+    b = torch.empty(n).uniform_(1 - brightness, 1 + brightness, generator=generator).to(images).view(-1, 1, 1, 1)
+    c = torch.empty(n).uniform_(1 - contrast, 1 + contrast, generator=generator).to(images).view(-1, 1, 1, 1)
+    out = (images * b).clamp(0, 1)
+    grey = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - grey) * c + grey).clamp(0, 1)
+    return torch.where(on, out, images)
+
+
+class PLGAugmentParams(AffineAugmentParams):
+    """PLG-MI's augmentation: RandomResizedCrop(0.8-1, ratio 1, always), ColorJitter(0.2, 0.2), flip, rotation 5."""
+
+    crop_p: float = Field(1.0, ge=0, le=1)
+    rotation_degrees: float = Field(5.0, ge=0)
+    brightness: float = Field(0.2, ge=0)
+    contrast: float = Field(0.2, ge=0)
+    jitter_p: float = Field(1.0, ge=0, le=1, description="1.0 in the attack stage, 0.5 in cGAN training")
+
+
+def plg_augment(images: torch.Tensor, p: PLGAugmentParams, generator: torch.Generator) -> torch.Tensor:
+    """Crop, colour jitter, flip and rotation, each drawn per sample."""
+    jittered = color_jitter(images, p.brightness, p.contrast, p.jitter_p, generator)
+    return random_affine_augment(jittered, p, generator)

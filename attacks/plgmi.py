@@ -1,0 +1,178 @@
+"""PLG-MI: "Pseudo Label-Guided Model Inversion Attack via Conditional Generative Adversarial Network".
+
+Yuan, Chen, Zhang, Xu; AAAI 2023 (official `top_n_selection.py`, `train_cgan.py`, `reconstruct.py`; spec §6).
+Stage 0 labels public images with the target: for each class, the n public images it is most confident about.
+Stage 1 trains a conditional SNGAN on them (hinge loss; the generator also minimises alpha x max-margin of the
+target on augmented fakes). Stage 2 searches z per (class, restart) with Adam and no prior term: the conditional
+generator is the prior; each step sums the max-margin loss of two independently augmented views.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.augmentation import PLGAugmentParams, plg_augment
+from mibench.context import RunContext
+from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
+from mibench.inversion.losses import max_margin_identity
+from mibench.inversion.search import in_chunks, per_sample_normal
+from mibench.models.base import freeze
+from mibench.oracle import Access, TargetOracle
+from mibench.params import Params
+from mibench.registry import ATTACKS
+
+
+class CGANParams(Params):
+    """Stage 0-1 settings of the official code."""
+
+    top_n: int = Field(30, ge=1, description="public images pseudo-labelled per class")
+    ch: int = Field(64, ge=1)
+    z_dim: int = Field(128, ge=1)
+    iterations: int = Field(30000, ge=1, description="generator iterations, each with n_dis discriminator steps")
+    n_dis: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = 0.0
+    beta2: float = 0.9
+    alpha: float = Field(0.2, ge=0, description="weight of the max-margin inversion loss in the generator loss")
+    augment: PLGAugmentParams = Field(default_factory=lambda: PLGAugmentParams(jitter_p=0.5))
+
+
+class PLGMIParams(Params):
+    """Trap-MID protocol: 600 iterations, Adam lr 0.1, 5 restarts, two augmented views."""
+
+    cgan: CGANParams = Field(default_factory=CGANParams)
+    iterations: int = Field(600, ge=1)
+    lr: float = Field(0.1, gt=0)
+    restarts: int = Field(5, ge=1)
+    views: int = Field(2, ge=1, description="independently augmented views per step")
+    augment: PLGAugmentParams = Field(default_factory=PLGAugmentParams)
+    batch_size: int = Field(300, ge=1, description="latents optimised together (memory only)")
+
+
+class PLGPrior(nn.Module):
+    """The conditional GAN and the pseudo-labelled public indices (num_classes x top_n) it was trained on."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, num_classes: int, top_n: int):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+        self.register_buffer("pseudo_labels", torch.zeros(num_classes, top_n, dtype=torch.long))
+
+
+@torch.no_grad()
+def top_n_pseudo_labels(oracle: TargetOracle, public: ImageSet, n: int, device: torch.device) -> torch.Tensor:
+    """For each class independently, the indices of the n public images with the highest target probability."""
+    probs = torch.cat(
+        [oracle.probabilities(to_float(public.images[idx], device)).cpu() for idx in iterate_batches(len(public), 350)]
+    )
+    return probs.topk(min(n, len(public)), dim=0).indices.T.contiguous()
+
+
+def train_plgmi_cgan(prior: PLGPrior, public: ImageSet, oracle: TargetOracle, p: CGANParams, ctx: RunContext) -> None:
+    """Stage 0 and 1 in place (hinge loss, Adam (0, 0.9); dequantisation noise U(0, 1/256) on real images)."""
+    device = ctx.device
+    labels_idx = top_n_pseudo_labels(oracle, public, p.top_n, device)
+    prior.pseudo_labels.copy_(labels_idx)
+    k = labels_idx.shape[0]
+    real_images = public.images[labels_idx.flatten()].to(device)
+    real_labels = torch.arange(k).repeat_interleave(labels_idx.shape[1]).to(device)
+    g, d = prior.generator.to(device).train(), prior.discriminator.to(device).train()
+    opt_g = torch.optim.Adam(g.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
+    gens = {n: ctx.generator(n) for n in ("z", "y", "real", "noise", "augment")}
+
+    def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(p.batch_size, p.z_dim, generator=gens["z"]).to(device)
+        y = torch.randint(0, k, (p.batch_size,), generator=gens["y"]).to(device)
+        return g(z, y), y
+
+    with ctx.reporter.bar("cGAN (PLG-MI)", p.iterations) as advance:
+        for _ in range(p.iterations):
+            fake, y = fake_batch()
+            inversion = max_margin_identity(oracle.logits(plg_augment(fake, p.augment, gens["augment"])), y).mean()
+            g_loss = -d(fake, y).mean() + p.alpha * inversion
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            for _ in range(p.n_dis):
+                with torch.no_grad():
+                    fake, y = fake_batch()
+                idx = torch.randint(0, len(real_labels), (p.batch_size,), generator=gens["real"]).to(device)
+                real = to_float(real_images[idx])
+                real = real + torch.rand(real.shape, generator=gens["noise"]).to(device) / 256
+                d_loss = F.relu(1 - d(real, real_labels[idx])).mean() + F.relu(1 + d(fake, y)).mean()
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            advance(1)
+    g.eval()
+    d.eval()
+
+
+@ATTACKS.register
+class PLGMI(Attack):
+    """Pseudo-label-guided conditional GAN and augmented max-margin latent search."""
+
+    name: ClassVar[str] = "plgmi"
+    paper: ClassVar[str] = "Yuan et al., Pseudo Label-Guided Model Inversion Attack via Conditional GAN, AAAI 2023"
+    access: ClassVar[Access] = Access.WHITE_BOX
+    Params = PLGMIParams
+    prior_name: ClassVar[str] = "plgmi-cgan"
+    prior_uses_target: ClassVar[bool] = True
+
+    def prior_params(self) -> CGANParams:
+        """Stage 0-1 settings (and the target) determine the prior."""
+        return self.params.cgan
+
+    def build_prior(self, info: DataInfo) -> PLGPrior:
+        """The conditional generator and projection discriminator at the data's resolution."""
+        c = self.params.cgan
+        return PLGPrior(
+            ConditionalResNetGenerator(info.num_classes, info.image_size, info.channels, c.ch, c.z_dim),
+            SNProjectionDiscriminator(info.num_classes, info.image_size, info.channels, c.ch),
+            info.num_classes,
+            c.top_n,
+        )
+
+    def train_prior(self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext) -> None:
+        """Pseudo-label the public data with the target, then train the cGAN."""
+        train_plgmi_cgan(prior, public, oracle, self.params.cgan, ctx)
+
+    def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
+        """Adam on z for every (class, restart), two augmented views per step, no clipping."""
+        p: PLGMIParams = self.params
+        generator = freeze(prior.generator).to(ctx.device)
+        labels = classes.repeat(p.restarts)
+        restarts = torch.arange(p.restarts).repeat_interleave(classes.numel())
+        z0 = per_sample_normal(ctx, [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)], p.cgan.z_dim)
+        augment = ctx.generator("augment")
+        latents = torch.empty_like(z0)
+        chunks = in_chunks(len(labels), p.batch_size)
+        with ctx.reporter.bar("PLG-MI latent search", p.iterations * len(chunks)) as advance:
+            for chunk in chunks:
+                z = z0[chunk].to(ctx.device).requires_grad_(True)
+                y = labels[chunk].to(ctx.device)
+                opt = torch.optim.Adam([z], lr=p.lr)
+                for _ in range(p.iterations):
+                    x = generator(z, y)
+                    loss = sum(
+                        max_margin_identity(oracle.logits(plg_augment(x, p.augment, augment)), y).mean()
+                        for _ in range(p.views)
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    advance(1)
+                latents[chunk] = z.detach().cpu()
+        with torch.no_grad():
+            images = torch.cat([generator(latents[c].to(ctx.device), labels[c].to(ctx.device)).cpu() for c in chunks])
+        # The generator is trained to emit [0, 1] through a tanh; reconstructions are clamped into that range.
+        return Reconstructions(images.clamp(0, 1), labels, restarts, latents, {"target_queries": float(oracle.queries)})
