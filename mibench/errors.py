@@ -51,8 +51,16 @@ class CheckpointError(MibenchError):
 
 
 def suggest(name: str, allowed: Iterable[str]) -> list[str]:
-    """Return the allowed names closest to `name` (for did-you-mean hints)."""
-    return difflib.get_close_matches(name, list(allowed), n=3, cutoff=0.6)
+    """Return the allowed names closest to `name` (for did-you-mean hints).
+
+    Only names about as close as the best one are kept, so that 'gmii' suggests
+    'gmi' and not also every other name ending in 'gmi'.
+    """
+    matches = difflib.get_close_matches(name, list(allowed), n=3, cutoff=0.6)
+    if not matches:
+        return []
+    scores = [difflib.SequenceMatcher(None, name, m).ratio() for m in matches]
+    return [m for m, s in zip(matches, scores, strict=True) if s >= scores[0] - 0.1]
 
 
 def unknown_name_message(kind: str, name: str, allowed: Iterable[str]) -> str:

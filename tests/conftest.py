@@ -63,3 +63,50 @@ def write_suite(path: Path, suite: dict[str, Any], tmp_root: Path | None = None)
     suite = {**suite, "output": {"dir": str(root / "run"), "cache": str(root / "cache")}}
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     return path
+
+
+def tiny_model(seed: int = 0, num_classes: int = 5):
+    """An untrained tiny CNN for 16x16 RGB inputs, initialised from `seed`."""
+    from mibench.models.base import build_classifier
+
+    torch.manual_seed(seed)
+    return build_classifier("tiny-cnn", {}, num_classes=num_classes, in_channels=3, image_size=16)
+
+
+@pytest.fixture(scope="session")
+def defense_data():
+    """Five private identities at 16x16 (defense tests)."""
+    from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
+
+    return SyntheticIdentities(SyntheticParams(num_private=5, num_public=2)).load(None, 16, None)
+
+
+@pytest.fixture(scope="session")
+def attack_setting():
+    """A frozen tiny target trained on six private identities, and the data (twelve disjoint public identities)."""
+    from mibench.context import RunContext
+    from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
+    from mibench.models.base import freeze
+    from mibench.suite import TrainSpec
+    from mibench.training import train_classifier
+
+    data = SyntheticIdentities(SyntheticParams(num_private=6, num_public=12, public_per_identity=30)).load(
+        None, 16, None
+    )
+    target = tiny_model(0, num_classes=6)
+    spec = TrainSpec(epochs=6, batch_size=32, lr=0.05, selection="last")
+    train_classifier(target, data.private_train, data.private_test, spec, RunContext(seed=1))
+    return freeze(target), data
+
+
+def white_box(target):
+    """White-box access to a target of the attack setting."""
+    from mibench.oracle import Access, TargetOracle
+
+    return TargetOracle(target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
+
+
+def hit_rate(target, images, labels) -> float:
+    """How often the target classifies `images` as `labels`."""
+    with torch.no_grad():
+        return (target(images).logits.argmax(1) == labels).float().mean().item()

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from mibench.context import RunContext
-from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
 from mibench.defense import DefenseStack, TrainingSetup
 from mibench.defenses.bido import BiDO, BiDOParams, coco, gaussian_kernel, normalized_hsic
 from mibench.defenses.mid import MID, MIDParams, gaussian_kl
 from mibench.defenses.midas import MIDAS, MIDASParams, flip_bits
 from mibench.defenses.negls import NegLS, NegLSParams, label_smoothing_loss, smoothing_at
-from mibench.models.base import build_classifier, freeze
+from mibench.models.base import freeze
 from mibench.registry import DEFENSES
 from mibench.suite import TrainSpec, resolve_suite
 from mibench.training import evaluate_accuracy
+from tests.conftest import tiny_model
 
 SPEC = TrainSpec(epochs=5, batch_size=32, lr=0.05, selection="last")
 NO_RECIPE = {
@@ -27,14 +27,9 @@ NO_RECIPE = {
 }
 
 
-@pytest.fixture(scope="module")
-def data():
-    return SyntheticIdentities(SyntheticParams(num_private=5, num_public=2)).load(None, 16, None)
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return build_classifier("tiny-cnn", {}, num_classes=5, in_channels=3, image_size=16)
+@pytest.fixture
+def data(defense_data):
+    return defense_data
 
 
 # --- MID ----------------------------------------------------------------------------------------------------------

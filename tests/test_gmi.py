@@ -8,31 +8,17 @@ import torch
 from mibench.attack import DataInfo
 from mibench.attacks.gmi import GMI, GMIParams
 from mibench.context import RunContext
-from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
 from mibench.gan.wgan_gp import WGANGPParams
 from mibench.inversion.losses import cross_entropy_identity, logit_identity, max_margin_identity
 from mibench.inversion.search import GMIMomentum, momentum_search
-from mibench.models.base import build_classifier, freeze
-from mibench.oracle import Access, TargetOracle
-from mibench.suite import TrainSpec
-from mibench.training import train_classifier
+from tests.conftest import hit_rate, white_box
 
 
 @pytest.fixture(scope="module")
-def setting():
-    """A trained tiny target and a GMI GAN trained on disjoint public identities."""
+def setting(attack_setting):
+    """The shared tiny target and a GMI GAN trained on its disjoint public identities."""
+    target, data = attack_setting
     torch.manual_seed(0)
-    params = SyntheticParams(num_private=6, num_public=12, public_per_identity=30)
-    data = SyntheticIdentities(params).load(None, 16, None)
-    target = build_classifier("tiny-cnn", {}, num_classes=6, in_channels=3, image_size=16)
-    train_classifier(
-        target,
-        data.private_train,
-        data.private_test,
-        TrainSpec(epochs=6, batch_size=32, lr=0.05, selection="last"),
-        RunContext(seed=1),
-    )
-    freeze(target)
     params = GMIParams(gan=WGANGPParams(z_dim=16, width=16, epochs=80, batch_size=32), iterations=60, restarts=3)
     attack = GMI(params)
     prior = attack.build_prior(DataInfo(3, 16, 6))
@@ -40,13 +26,8 @@ def setting():
     return target, attack, prior
 
 
-def oracle(target):
-    return TargetOracle(target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
-
-
-def target_accuracy(target, images, labels):
-    with torch.no_grad():
-        return (target(images).logits.argmax(1) == labels).float().mean().item()
+oracle = white_box
+target_accuracy = hit_rate
 
 
 def test_gmi_beats_random_latents(setting):
@@ -72,7 +53,11 @@ def test_physical_batch_size_does_not_change_results(setting):
     large = GMI(attack.params.model_copy(update={"batch_size": 100, "iterations": 15}))
     a = small.invert(prior, oracle(target), classes, RunContext(seed=5))
     b = large.invert(prior, oracle(target), classes, RunContext(seed=5))
-    torch.testing.assert_close(a.latents, b.latents, atol=1e-5, rtol=1e-5)
+    # Float rounding differs between conv batch sizes and 15 momentum steps amplify it
+    # for a few elements; a batch-coupling bug (loss averaged over the physical batch,
+    # batch statistics) moves every latent by orders of magnitude more.
+    torch.testing.assert_close(a.latents, b.latents, atol=5e-3, rtol=0)
+    assert (a.latents - b.latents).abs().mean() < 1e-4
 
 
 def test_best_logit_selection_keeps_one_per_class(setting):

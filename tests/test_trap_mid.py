@@ -7,14 +7,13 @@ import torch
 
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
 from mibench.defense import DefenseStack
 from mibench.defenses.negls import NegLS, NegLSParams
 from mibench.defenses.trap_mid import TeD, TeDParams, TrapMID, TrapMIDParams
 from mibench.errors import MibenchError
-from mibench.models.base import build_classifier
 from mibench.suite import TrainSpec
 from mibench.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers
+from tests.conftest import tiny_model
 
 # The paper's alpha 0.02 is too faint for a 150-image tiny CNN to learn in a few hundred CPU steps; this tiny-data
 # setting keeps every mechanism on (trigger optimisation, discriminator) with a stronger blend.
@@ -22,14 +21,9 @@ TINY = {"alpha": 0.25, "beta": 0.5, "augment": False}
 SPEC = TrainSpec(epochs=40, batch_size=16, lr=0.05, selection="last")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return SyntheticIdentities(SyntheticParams(num_private=5, num_public=2)).load(None, 16, None)
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return build_classifier("tiny-cnn", {}, num_classes=5, in_channels=3, image_size=16)
+@pytest.fixture
+def data(defense_data):
+    return defense_data
 
 
 def test_blend_injection_closed_form():
