@@ -14,12 +14,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
 from mibench.gan.networks import DCGANGenerator, GANPrior, WGANCritic
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
-from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import in_chunks, momentum_search, per_sample_normal
 from mibench.models.base import freeze
 from mibench.oracle import Access, TargetOracle
@@ -54,7 +53,7 @@ def build_gmi_gan(info: DataInfo, p: WGANGPParams) -> GANPrior:
 
 
 @ATTACKS.register
-class GMI(Attack):
+class GMI(GenerativeAttack):
     """Generative model inversion with a WGAN-GP prior and momentum latent search."""
 
     name: ClassVar[str] = "gmi"
@@ -67,11 +66,13 @@ class GMI(Attack):
         """Only the GAN settings determine the prior."""
         return self.params.gan
 
-    def build_prior(self, info: DataInfo) -> GANPrior:
+    def build_prior(self, info: DataInfo, name: str | None = None) -> GANPrior:
         """G64 and DGWGAN (generalised to the data's resolution)."""
         return build_gmi_gan(info, self.params.gan)
 
-    def train_prior(self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext) -> None:
+    def train_prior(
+        self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
+    ) -> None:
         """WGAN-GP on the public images; the target is not used."""
         train_wgan_gp(prior.generator, prior.discriminator, public, self.params.gan, ctx)
 
@@ -79,8 +80,10 @@ class GMI(Attack):
         """Momentum search for every (class, restart) at once, in physical batches of `batch_size`."""
         p: GMIParams = self.params
         device = ctx.device
-        generator = freeze(prior.generator).to(device)
-        critic = freeze(prior.discriminator).to(device)
+        gan = self.generative_prior(prior)
+        generator = freeze(gan.generator).to(device)
+        critic = freeze(gan.discriminator).to(device)
+        identity = self.identity_loss(oracle, prior, ctx)
         labels = classes.repeat(p.restarts)
         restarts = torch.arange(p.restarts).repeat_interleave(classes.numel())
         keys = [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)]
@@ -89,7 +92,7 @@ class GMI(Attack):
         def objective(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             images = generator(z)
             prior_loss = -critic(images)
-            return prior_loss + p.identity_weight * cross_entropy_identity(oracle.logits(images), y)
+            return prior_loss + p.identity_weight * identity(images, y)
 
         latents = torch.empty_like(z0)
         with ctx.reporter.bar("GMI latent search", p.iterations * len(in_chunks(len(keys), p.batch_size))) as advance:

@@ -16,12 +16,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
 from mibench.gan.networks import DCGANGenerator, GANPrior, KEDMIDiscriminator
 from mibench.gan.semi_supervised import KEDGANParams, real_fake_loss, train_kedmi_gan
-from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import distributional_search, in_chunks, per_sample_normal
 from mibench.models.base import freeze
 from mibench.oracle import Access, TargetOracle
@@ -50,7 +49,7 @@ def kedmi_prior(info: DataInfo, p: KEDGANParams) -> GANPrior:
 
 
 @ATTACKS.register
-class KEDMI(Attack):
+class KEDMI(GenerativeAttack):
     """Knowledge-enriched GAN and distributional latent search."""
 
     name: ClassVar[str] = "kedmi"
@@ -64,20 +63,23 @@ class KEDMI(Attack):
         """Only the GAN settings (and the target) determine the prior."""
         return self.params.gan
 
-    def build_prior(self, info: DataInfo) -> GANPrior:
+    def build_prior(self, info: DataInfo, name: str | None = None) -> GANPrior:
         """G64 and the minibatch-discrimination discriminator."""
         return kedmi_prior(info, self.params.gan)
 
-    def train_prior(self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext) -> None:
+    def train_prior(
+        self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
+    ) -> None:
         """Semi-supervised GAN with the target's soft labels."""
         train_kedmi_gan(prior.generator, prior.discriminator, public, oracle, self.params.gan, ctx)
 
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Learn a Gaussian per class, then sample from it."""
         p: KEDMIParams = self.params
-        generator = freeze(prior.generator).to(ctx.device)
-        disc = freeze(prior.discriminator).to(ctx.device)
-        mus, log_vars = search_gaussians(generator, disc, oracle, classes, p, ctx)
+        gan = self.generative_prior(prior)
+        generator = freeze(gan.generator).to(ctx.device)
+        disc = freeze(gan.discriminator).to(ctx.device)
+        mus, log_vars = search_gaussians(generator, disc, self.identity_loss(oracle, prior, ctx), classes, p, ctx)
         labels = classes.repeat(p.samples)
         restarts = torch.arange(p.samples).repeat_interleave(classes.numel())
         eps = per_sample_normal(ctx, [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)], p.gan.z_dim)
@@ -89,13 +91,13 @@ class KEDMI(Attack):
         return Reconstructions(images, labels, restarts, z, {"target_queries": float(oracle.queries)})
 
 
-def kedmi_objective(generator: nn.Module, disc: nn.Module, oracle: TargetOracle, weight: float, group_size: int):
-    """-log D_real(G(z)) + weight CE(T(G(z)), y), the prior evaluated in groups of `group_size`."""
+def kedmi_objective(generator: nn.Module, disc: nn.Module, identity: IdentityLoss, weight: float, group_size: int):
+    """-log D_real(G(z)) + weight identity(G(z), y) (CE for KED-MI), the prior evaluated in groups of `group_size`."""
 
     def objective(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         images = generator(z)
         _, logits = disc(images, group_size=group_size)
-        return real_fake_loss(logits) + weight * cross_entropy_identity(oracle.logits(images), y)
+        return real_fake_loss(logits) + weight * identity(images, y)
 
     return objective
 
@@ -103,13 +105,13 @@ def kedmi_objective(generator: nn.Module, disc: nn.Module, oracle: TargetOracle,
 def search_gaussians(
     generator: nn.Module,
     disc: nn.Module,
-    oracle: TargetOracle,
+    identity: IdentityLoss,
     classes: torch.Tensor,
     p: KEDMIParams,
     ctx: RunContext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, log sigma^2) per class, all classes optimised together (groups keep the official statistics)."""
-    objective = kedmi_objective(generator, disc, oracle, p.identity_weight, p.group_size)
+    objective = kedmi_objective(generator, disc, identity, p.identity_weight, p.group_size)
     with ctx.reporter.bar("KED-MI distributional search", p.iterations) as advance:
         mu, log_var = distributional_search(
             classes.to(ctx.device),

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from mibench.attack import Attack, DataInfo, Reconstructions
+from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
 from mibench.augmentation import PLGAugmentParams, plg_augment
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_float
@@ -118,7 +118,7 @@ def train_plgmi_cgan(prior: PLGPrior, public: ImageSet, oracle: TargetOracle, p:
 
 
 @ATTACKS.register
-class PLGMI(Attack):
+class PLGMI(GenerativeAttack):
     """Pseudo-label-guided conditional GAN and augmented max-margin latent search."""
 
     name: ClassVar[str] = "plgmi"
@@ -132,7 +132,7 @@ class PLGMI(Attack):
         """Stage 0-1 settings (and the target) determine the prior."""
         return self.params.cgan
 
-    def build_prior(self, info: DataInfo) -> PLGPrior:
+    def build_prior(self, info: DataInfo, name: str | None = None) -> PLGPrior:
         """The conditional generator and projection discriminator at the data's resolution."""
         c = self.params.cgan
         return PLGPrior(
@@ -142,7 +142,9 @@ class PLGMI(Attack):
             c.top_n,
         )
 
-    def train_prior(self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext) -> None:
+    def train_prior(
+        self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
+    ) -> None:
         """Pseudo-label the public data with the target, then train the cGAN."""
         train_plgmi_cgan(prior, public, oracle, self.params.cgan, ctx)
 

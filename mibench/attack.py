@@ -3,26 +3,48 @@
 An attack is configured by its `Params` (constructor) and receives data in its calls (Foolbox's split):
 
 * `access`: what it needs of the target (white-box, probabilities, labels); the runner enforces it.
-* `build_prior` / `train_prior`: an artifact learnt before inversion (a GAN, pseudo-labels, students). The runner
-  caches it under a key of `prior_name`, `prior_version`, `prior_params()`, the public data and, only when
-  `prior_uses_target`, the target. Attacks naming the same prior share it (GMI, LOMMA-GMI and BREP-MI share GMI's GAN).
-* `invert`: reconstructions for the given classes.
+* `priors` / `build_prior` / `train_prior`: artifacts learnt before inversion (a GAN, pseudo-labels, students).
+  Most attacks have one, described by the class attributes `prior_name`, `prior_version`, `prior_uses_target` and
+  by `prior_params()`. An add-on attack may declare several (LOMMA: its base attack's GAN plus distilled
+  students). The runner caches each under a key of its name, version, params, the public data and, only when it
+  uses the target, the target; attacks naming the same prior share it (GMI, LOMMA-GMI and BREP-MI share GMI's GAN).
+* `invert`: reconstructions for the given classes, given the trained prior (a dict of them, by name, when the
+  attack declares several).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
+from mibench.inversion.losses import cross_entropy_identity
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """One cached artifact an attack learns before inversion.
+
+    Attributes:
+        name: Cache namespace; attacks declaring the same name, version and params share the artifact.
+        params: What determines it (its cache key, with the data and, if `uses_target`, the target).
+        uses_target: Whether training it queries the target (then it is cached per target).
+        version: Bumped when its training code changes meaning.
+    """
+
+    name: str
+    params: Params | None
+    uses_target: bool = False
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -96,16 +118,49 @@ class Attack(ABC):
         """The part of `params` that determines the prior (its cache key); None when there is no prior."""
         return None
 
-    def build_prior(self, info: DataInfo) -> nn.Module | None:
-        """An untrained prior module (its state dict is what the cache stores)."""
+    def priors(self) -> list[PriorSpec]:
+        """The priors to train before inversion, in order (default: the one the class attributes describe)."""
+        if self.prior_name is None:
+            return []
+        return [PriorSpec(self.prior_name, self.prior_params(), self.prior_uses_target, self.prior_version)]
+
+    def build_prior(self, info: DataInfo, name: str | None = None) -> nn.Module | None:
+        """An untrained prior module named `name` (its state dict is what the cache stores)."""
         return None
 
-    def train_prior(self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext) -> None:
-        """Fit the prior in place on the public data (and the target, when `prior_uses_target`)."""
+    def train_prior(
+        self,
+        prior: nn.Module,
+        public: ImageSet,
+        oracle: TargetOracle | None,
+        ctx: RunContext,
+        name: str | None = None,
+    ) -> None:
+        """Fit the prior `name` in place on the public data (and the target, when it uses the target)."""
         raise NotImplementedError(f"attack {self.name!r} declares a prior but does not train it")
 
     @abstractmethod
-    def invert(
-        self, prior: nn.Module | None, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext
-    ) -> Reconstructions:
-        """Reconstruct images of `classes` from the target behind `oracle`."""
+    def invert(self, prior: Any, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
+        """Reconstruct images of `classes` from the target behind `oracle`.
+
+        `prior` is the trained prior module, None without one, or a dict {name: module} when `priors()` has several.
+        """
+
+
+# identity(images, labels) -> per-sample identity loss (N,); the search driver decides the reduction.
+IdentityLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GenerativeAttack(Attack):
+    """An attack that searches the latent space of a generator under an identity loss (GMI, KED-MI, PLG-MI, ...).
+
+    Add-ons such as LOMMA change only the pieces below: the identity loss and where the generator comes from.
+    """
+
+    def generative_prior(self, prior: Any) -> nn.Module:
+        """The GAN (generator and discriminator) inside what `invert` was given."""
+        return prior[self.prior_name] if isinstance(prior, dict) else prior
+
+    def identity_loss(self, oracle: TargetOracle, prior: Any, ctx: RunContext) -> IdentityLoss:
+        """Per-sample identity loss of generated images (default: cross-entropy of the target's logits)."""
+        return lambda images, labels: cross_entropy_identity(oracle.logits(images), labels)

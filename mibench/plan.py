@@ -210,37 +210,35 @@ def _plan_attack(
     common: dict,
     defense: ResolvedDefense,
 ) -> None:
-    cls = attack.cls
-    instance = cls(attack.params)
-    prior_key, deps = None, [target.id]
-    prior_params = instance.prior_params()
-    if cls.prior_name is not None:
-        uses_target = cls.prior_uses_target
+    instance = attack.cls(attack.params)
+    prior_keys: dict[str, str] = {}
+    deps = [target.id]
+    for spec in instance.priors():
         prior = plan.add(
             _job(
                 "prior",
                 {
-                    "prior": cls.prior_name,
-                    "version": cls.prior_version,
-                    "params": prior_params.model_dump(mode="json") if prior_params is not None else {},
+                    "prior": spec.name,
+                    "version": spec.version,
+                    "params": spec.params.model_dump(mode="json") if spec.params is not None else {},
                     "data": data,
-                    "target": target.key if uses_target else None,
-                    "seed": derive_seed(seed if uses_target else rs.suite.seed, "prior", cls.prior_name),
+                    "target": target.key if spec.uses_target else None,
+                    "seed": derive_seed(seed if spec.uses_target else rs.suite.seed, "prior", spec.name),
                 },
-                (target.id,) if uses_target else (),
-                f"prior {cls.prior_name}" + (f" for {target.label}" if uses_target else ""),
+                (target.id,) if spec.uses_target else (),
+                f"prior {spec.name}" + (f" for {target.label}" if spec.uses_target else ""),
                 # Any attack naming this prior builds the same module, so which one builds it is not part of the key.
                 {**runtime, "builder": _method(attack)},
             )
         )
-        prior_key = prior.key
+        prior_keys[spec.name] = prior.key
         deps.append(prior.id)
     invert = plan.add(
         _job(
             "invert",
             {
                 "attack": _method(attack),
-                "prior": prior_key,
+                "priors": prior_keys,
                 "target": target.key,
                 "classes": classes,
                 "data": data,

@@ -251,12 +251,16 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     _publish(ws, job, files, values, trained.wall_time_s)
 
 
-def _load_prior(ws: Workspace, attack: Attack, key: str | None, data: DataBundle) -> nn.Module | None:
-    if key is None:
-        return None
-    prior = attack.build_prior(data_info(data))
-    prior.load_state_dict(load_state(ws.store.path("prior", key) / "prior.pt"))
-    return prior
+def _load_priors(ws: Workspace, attack: Attack, keys: dict[str, str], data: DataBundle) -> Any:
+    """The trained priors of an invert job: None, the one module, or {name: module} when there are several."""
+    priors = {}
+    for name, key in keys.items():
+        prior = attack.build_prior(data_info(data), name)
+        prior.load_state_dict(load_state(ws.store.path("prior", key) / "prior.pt"))
+        priors[name] = prior
+    if len(priors) <= 1:
+        return next(iter(priors.values()), None)
+    return priors
 
 
 def run_prior(job: Job, ws: Workspace, ctx: RunContext) -> None:
@@ -264,13 +268,13 @@ def run_prior(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     data = ws.data(p["data"], job.runtime)
     attack: Attack = instantiate(ATTACKS, job.runtime["builder"])
-    prior = attack.build_prior(data_info(data))
+    prior = attack.build_prior(data_info(data), p["prior"])
     oracle = None
     if p["target"] is not None:
         target, _ = load_target(ws, p["target"], job.runtime)
         oracle = make_oracle(target, attack, data)
     start = time.perf_counter()
-    attack.train_prior(prior, data.public, oracle, ctx)
+    attack.train_prior(prior, data.public, oracle, ctx, p["prior"])
     _publish(ws, job, {"prior.pt": prior.state_dict()}, [], time.perf_counter() - start)
 
 
@@ -279,7 +283,7 @@ def run_invert(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     attack: Attack = instantiate(ATTACKS, p["attack"])
     target, data = load_target(ws, p["target"], job.runtime)
-    prior = _load_prior(ws, attack, p["prior"], data)
+    prior = _load_priors(ws, attack, p["priors"], data)
     oracle = make_oracle(target, attack, data)
     start = time.perf_counter()
     recon = attack.invert(prior, oracle, torch.tensor(p["classes"], dtype=torch.long), ctx)

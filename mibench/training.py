@@ -143,3 +143,43 @@ def train_classifier(
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, best_acc, best_epoch, time.perf_counter() - start, history)
+
+
+def distill(
+    student: nn.Module,
+    teacher: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    temperature: float,
+    ctx: RunContext,
+    description: str = "distillation",
+) -> nn.Module:
+    """Knowledge distillation of `teacher`'s logits into `student` on unlabelled images (LOMMA, spec §5.2).
+
+    Loss: KL(softmax(t / tau) || softmax(s / tau)) summed over classes, averaged over the batch and divided by tau^2
+    (as LOMMA's code; tau = 1 there, which makes the factor moot). SGD with momentum and weight decay at a constant
+    rate: LOMMA's StepLR(20, 0.5) never fires within its 20 epochs.
+    """
+    device = ctx.device
+    student.to(device).train()
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    shuffle = ctx.generator("distill-shuffle")
+    steps = epochs * -(-len(images) // batch_size)
+    with ctx.reporter.bar(description, steps) as advance:
+        for _ in range(epochs):
+            for idx in iterate_batches(len(images), batch_size, generator=shuffle):
+                x = to_float(images[idx], device)
+                with torch.no_grad():
+                    target = F.softmax(teacher(x) / temperature, dim=1)
+                log_student = F.log_softmax(student(x).logits / temperature, dim=1)
+                loss = F.kl_div(log_student, target, reduction="batchmean") / temperature**2
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                advance(1)
+    return student.eval()

@@ -110,3 +110,20 @@ def hit_rate(target, images, labels) -> float:
     """How often the target classifies `images` as `labels`."""
     with torch.no_grad():
         return (target(images).logits.argmax(1) == labels).float().mean().item()
+
+
+@pytest.fixture(scope="session")
+def gmi_gan(attack_setting):
+    """A GMI WGAN-GP trained on the attack setting's public identities: (GMI attack, its prior)."""
+    from mibench.attack import DataInfo
+    from mibench.attacks.gmi import GMI, GMIParams
+    from mibench.context import RunContext
+    from mibench.gan.wgan_gp import WGANGPParams
+
+    _, data = attack_setting
+    torch.manual_seed(0)
+    params = GMIParams(gan=WGANGPParams(z_dim=16, width=16, epochs=80, batch_size=32), iterations=60, restarts=3)
+    attack = GMI(params)
+    prior = attack.build_prior(DataInfo(3, 16, 6))
+    attack.train_prior(prior, data.public, None, RunContext(seed=2))
+    return attack, prior

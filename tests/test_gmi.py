@@ -5,24 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.attack import DataInfo
-from mibench.attacks.gmi import GMI, GMIParams
+from mibench.attacks.gmi import GMI
 from mibench.context import RunContext
-from mibench.gan.wgan_gp import WGANGPParams
 from mibench.inversion.losses import cross_entropy_identity, logit_identity, max_margin_identity
 from mibench.inversion.search import GMIMomentum, momentum_search
 from tests.conftest import hit_rate, white_box
 
 
 @pytest.fixture(scope="module")
-def setting(attack_setting):
+def setting(attack_setting, gmi_gan):
     """The shared tiny target and a GMI GAN trained on its disjoint public identities."""
-    target, data = attack_setting
-    torch.manual_seed(0)
-    params = GMIParams(gan=WGANGPParams(z_dim=16, width=16, epochs=80, batch_size=32), iterations=60, restarts=3)
-    attack = GMI(params)
-    prior = attack.build_prior(DataInfo(3, 16, 6))
-    attack.train_prior(prior, data.public, None, RunContext(seed=2))
+    target, _ = attack_setting
+    attack, prior = gmi_gan
     return target, attack, prior
 
 

@@ -68,3 +68,18 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+class SavedShapeBuffers(nn.Module):
+    """A module whose buffers take the shape of the state dict they are loaded from.
+
+    For priors holding statistics of the target (a feature mean, class signatures) whose size is only known once the
+    target has been queried: they are built empty and filled by training or by loading.
+    """
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, buffer in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if buffer is not None and saved is not None and saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
