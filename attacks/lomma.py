@@ -28,8 +28,8 @@ from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, PriorSpec
 from mibench.attacks.gmi import GMI, GMIParams
 from mibench.attacks.kedmi import KEDMI, KEDMIParams
 from mibench.context import RunContext
-from mibench.errors import unknown_name_message
 from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.errors import unknown_name_message
 from mibench.inversion.losses import cross_entropy_identity, feature_regulariser, logit_identity
 from mibench.models.base import SavedShapeBuffers, build_classifier, freeze
 from mibench.oracle import TargetOracle

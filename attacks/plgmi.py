@@ -9,21 +9,22 @@ generator is the prior; each step sums the max-margin loss of two independently 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
+from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, Reconstructions
 from mibench.augmentation import PLGAugmentParams, plg_augment
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_float
 from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
-from mibench.inversion.losses import max_margin_identity
+from mibench.inversion.losses import IDENTITY_LOSSES, max_margin_identity
 from mibench.inversion.search import in_chunks, per_sample_normal
-from mibench.models.base import freeze
+from mibench.models.base import ClassifierOutput, SavedShapeBuffers, freeze
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
@@ -46,7 +47,7 @@ class CGANParams(Params):
 
 
 class PLGMIParams(Params):
-    """Trap-MID protocol: 600 iterations, Adam lr 0.1, 5 restarts, two augmented views."""
+    """Trap-MID protocol: 600 iterations, Adam lr 0.1, 5 restarts, two augmented views, max-margin loss."""
 
     cgan: CGANParams = Field(default_factory=CGANParams)
     iterations: int = Field(600, ge=1)
@@ -55,16 +56,26 @@ class PLGMIParams(Params):
     views: int = Field(2, ge=1, description="independently augmented views per step")
     augment: PLGAugmentParams = Field(default_factory=PLGAugmentParams)
     batch_size: int = Field(300, ge=1, description="latents optimised together (memory only)")
+    # The official `--inv_loss_type`: max-margin by default; cross-entropy and PPA's Poincaré loss selectable.
+    inversion_loss: Literal["max_margin", "ce", "poincare"] = "max_margin"
 
 
-class PLGPrior(nn.Module):
-    """The conditional GAN and the pseudo-labelled public indices (num_classes x top_n) it was trained on."""
+class PLGPrior(SavedShapeBuffers):
+    """The conditional GAN, its pseudo-labelled public indices (num_classes x top_n) and auxiliary signatures.
+
+    The auxiliary signatures (class x feature) are only filled by the adaptive variants.
+    """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, num_classes: int, top_n: int):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
         self.register_buffer("pseudo_labels", torch.zeros(num_classes, top_n, dtype=torch.long))
+        self.register_buffer("auxiliary_signatures", torch.zeros(0))
+
+
+# penalty(target output on augmented images, intended labels) -> per-sample extra loss (the adaptive variants)
+Penalty = Callable[[ClassifierOutput, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
@@ -76,11 +87,21 @@ def top_n_pseudo_labels(oracle: TargetOracle, public: ImageSet, n: int, device: 
     return probs.topk(min(n, len(public)), dim=0).indices.T.contiguous()
 
 
-def train_plgmi_cgan(prior: PLGPrior, public: ImageSet, oracle: TargetOracle, p: CGANParams, ctx: RunContext) -> None:
-    """Stage 0 and 1 in place (hinge loss, Adam (0, 0.9); dequantisation noise U(0, 1/256) on real images)."""
+def train_plgmi_cgan(
+    prior: PLGPrior,
+    public: ImageSet,
+    oracle: TargetOracle,
+    p: CGANParams,
+    ctx: RunContext,
+    penalty: Penalty | None = None,
+) -> None:
+    """Stage 1 in place on `prior.pseudo_labels`: the hinge-loss cGAN, Adam (0, 0.9).
+
+    Real images get dequantisation noise U(0, 1/256); the generator loss is -D(G(z, y)) + alpha [max-margin +
+    penalty] of the target on augmented fakes.
+    """
     device = ctx.device
-    labels_idx = top_n_pseudo_labels(oracle, public, p.top_n, device)
-    prior.pseudo_labels.copy_(labels_idx)
+    labels_idx = prior.pseudo_labels
     k = labels_idx.shape[0]
     real_images = public.images[labels_idx.flatten()].to(device)
     real_labels = torch.arange(k).repeat_interleave(labels_idx.shape[1]).to(device)
@@ -97,7 +118,11 @@ def train_plgmi_cgan(prior: PLGPrior, public: ImageSet, oracle: TargetOracle, p:
     with ctx.reporter.bar("cGAN (PLG-MI)", p.iterations) as advance:
         for _ in range(p.iterations):
             fake, y = fake_batch()
-            inversion = max_margin_identity(oracle.logits(plg_augment(fake, p.augment, gens["augment"])), y).mean()
+            out = oracle(plg_augment(fake, p.augment, gens["augment"]))
+            inversion = max_margin_identity(out.logits, y)
+            if penalty is not None:
+                inversion = inversion + penalty(out, y)
+            inversion = inversion.mean()
             g_loss = -d(fake, y).mean() + p.alpha * inversion
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -145,8 +170,28 @@ class PLGMI(GenerativeAttack):
     def train_prior(
         self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
     ) -> None:
-        """Pseudo-label the public data with the target, then train the cGAN."""
-        train_plgmi_cgan(prior, public, oracle, self.params.cgan, ctx)
+        """Pseudo-label the public data with the target (stage 0), then train the cGAN (stage 1)."""
+        prior.pseudo_labels = top_n_pseudo_labels(oracle, public, self.params.cgan.top_n, ctx.device).cpu()
+        penalty = self.signature_penalty(prior, public, oracle, ctx)
+        train_plgmi_cgan(prior, public, oracle, self.params.cgan, ctx, penalty)
+
+    def signature_penalty(
+        self, prior: PLGPrior, public: ImageSet, oracle: TargetOracle, ctx: RunContext
+    ) -> Penalty | None:
+        """An extra per-sample loss in both stages (none for PLG-MI; the adaptive variants' signature terms)."""
+        return None
+
+    def identity_loss(self, oracle: TargetOracle, prior: Any, ctx: RunContext) -> IdentityLoss:
+        """The inversion loss of one augmented view, per sample (max-margin by default), plus any penalty."""
+        loss_of = IDENTITY_LOSSES[self.params.inversion_loss]
+        penalty = self.signature_penalty(prior, None, oracle, ctx)
+
+        def identity(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            out = oracle(images)
+            loss = loss_of(out.logits, labels)
+            return loss if penalty is None else loss + penalty(out, labels)
+
+        return identity
 
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Adam on z for every (class, restart), two augmented views per step, no clipping."""
@@ -156,6 +201,7 @@ class PLGMI(GenerativeAttack):
         restarts = torch.arange(p.restarts).repeat_interleave(classes.numel())
         z0 = per_sample_normal(ctx, [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)], p.cgan.z_dim)
         augment = ctx.generator("augment")
+        identity = self.identity_loss(oracle, prior, ctx)
         latents = torch.empty_like(z0)
         chunks = in_chunks(len(labels), p.batch_size)
         with ctx.reporter.bar("PLG-MI latent search", p.iterations * len(chunks)) as advance:
@@ -165,10 +211,7 @@ class PLGMI(GenerativeAttack):
                 opt = torch.optim.Adam([z], lr=p.lr)
                 for _ in range(p.iterations):
                     x = generator(z, y)
-                    loss = sum(
-                        max_margin_identity(oracle.logits(plg_augment(x, p.augment, augment)), y).mean()
-                        for _ in range(p.views)
-                    )
+                    loss = sum(identity(plg_augment(x, p.augment, augment), y).mean() for _ in range(p.views))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

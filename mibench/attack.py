@@ -110,6 +110,8 @@ class Attack(ABC):
     prior_name: ClassVar[str | None] = None
     prior_version: ClassVar[int] = 1
     prior_uses_target: ClassVar[bool] = False
+    # Adaptive attacks (PLG-MI++) are told about the defense through `oracle.defender`.
+    knows_defense: ClassVar[bool] = False
 
     def __init__(self, params: Params):
         self.params = params

@@ -13,6 +13,7 @@ determined programmer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -33,6 +34,19 @@ class Access(StrEnum):
 _LEVEL = {Access.LABELS: 0, Access.PROBABILITIES: 1, Access.WHITE_BOX: 2}
 
 
+@dataclass(frozen=True)
+class DefenderKnowledge:
+    """What an adaptive attack is told about the defense (only attacks declaring `knows_defense` get it).
+
+    Attributes:
+        trapdoor_signatures: K x D unit vectors, one per class: the normalised mean penultimate feature of
+            trigger-injected private training images (Trap-MID's signature, spec §7.1); None when the target has no
+            trapdoors.
+    """
+
+    trapdoor_signatures: torch.Tensor | None = None
+
+
 class TargetOracle:
     """The target as an attack sees it.
 
@@ -42,6 +56,7 @@ class TargetOracle:
         num_classes: Number of target classes.
         image_shape: (C, H, W) of the inputs the target takes, in [0, 1].
         max_queries: Optional cap on images queried; exceeding it raises `QueryBudgetExceeded`.
+        defender: Knowledge of the defense granted to an adaptive attack (None for every other attack).
     """
 
     def __init__(
@@ -52,6 +67,7 @@ class TargetOracle:
         num_classes: int,
         image_shape: tuple[int, int, int],
         max_queries: int | None = None,
+        defender: DefenderKnowledge | None = None,
     ):
         model.eval()
         for p in model.parameters():
@@ -61,6 +77,7 @@ class TargetOracle:
         self.num_classes = num_classes
         self.image_shape = image_shape
         self.max_queries = max_queries
+        self.defender = defender
         self.queries = 0
 
     # -- access checks ------------------------------------------------------------------------------------------------

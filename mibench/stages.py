@@ -22,18 +22,19 @@ import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.checkpoints import load_strict, read_state_dict
 from mibench.context import RunContext, seed_everything
-from mibench.data.base import DataBundle
+from mibench.data.base import DataBundle, to_float
 from mibench.defense import DefenseStack, TrainedTarget
 from mibench.hashing import content_key, derive_seed
 from mibench.metric import MeasureInputs, Measurement
 from mibench.models.base import build_classifier, freeze
-from mibench.oracle import TargetOracle
+from mibench.oracle import DefenderKnowledge, TargetOracle
 from mibench.plan import Job
 from mibench.progress import Reporter
 from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, build_params
 from mibench.store import ArtifactStore, write_json_atomic
 from mibench.suite import TrainSpec
 from mibench.training import evaluate_accuracy, train_classifier
+from mibench.trapdoor import trapdoor_signatures
 
 
 class Workspace:
@@ -179,10 +180,40 @@ def data_info(data: DataBundle) -> DataInfo:
     return DataInfo(data.channels, data.image_size, data.num_classes)
 
 
-def make_oracle(model: nn.Module, attack: Attack, data: DataBundle) -> TargetOracle:
-    """The target behind the access the attack declared."""
+def defender_knowledge(ws: Workspace, key: str, runtime: dict[str, Any]) -> DefenderKnowledge:
+    """What an adaptive attack is told about target `key`: Trap-MID/TeD trapdoor signatures when it has triggers.
+
+    The signatures are computed on the private training set with the defender's own triggers (the oracle
+    knowledge of PLG-MI++), from a generator seeded by the target key.
+    """
+
+    def build() -> DefenderKnowledge:
+        model, data = load_target(ws, key, runtime)
+        extras = load_state(ws.store.path("target", key) / "extras.pt")
+        triggers = sorted(k for k in extras if k.endswith("triggers"))
+        if not triggers:
+            return DefenderKnowledge()
+        pattern = extras[triggers[0]].to(ws.device)
+        mask = extras[triggers[0].removesuffix("triggers") + "trigger_mask"].to(ws.device)
+        images = to_float(data.private_train.images, ws.device)
+        generator = torch.Generator().manual_seed(derive_seed(key, "signatures"))
+        return DefenderKnowledge(trapdoor_signatures(model, images, pattern, mask, generator).cpu())
+
+    return ws.memo(f"knowledge/{key}", build)
+
+
+def make_oracle(
+    model: nn.Module, attack: Attack, data: DataBundle, knowledge: DefenderKnowledge | None = None
+) -> TargetOracle:
+    """The target behind the access the attack declared (and the defense knowledge, for adaptive attacks)."""
     shape = (data.channels, data.image_size, data.image_size)
-    return TargetOracle(model, attack.access, num_classes=data.num_classes, image_shape=shape)
+    return TargetOracle(
+        model,
+        attack.access,
+        num_classes=data.num_classes,
+        image_shape=shape,
+        defender=knowledge if attack.knows_defense else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -272,7 +303,8 @@ def run_prior(job: Job, ws: Workspace, ctx: RunContext) -> None:
     oracle = None
     if p["target"] is not None:
         target, _ = load_target(ws, p["target"], job.runtime)
-        oracle = make_oracle(target, attack, data)
+        knowledge = defender_knowledge(ws, p["target"], job.runtime) if attack.knows_defense else None
+        oracle = make_oracle(target, attack, data, knowledge)
     start = time.perf_counter()
     attack.train_prior(prior, data.public, oracle, ctx, p["prior"])
     _publish(ws, job, {"prior.pt": prior.state_dict()}, [], time.perf_counter() - start)
@@ -284,7 +316,8 @@ def run_invert(job: Job, ws: Workspace, ctx: RunContext) -> None:
     attack: Attack = instantiate(ATTACKS, p["attack"])
     target, data = load_target(ws, p["target"], job.runtime)
     prior = _load_priors(ws, attack, p["priors"], data)
-    oracle = make_oracle(target, attack, data)
+    knowledge = defender_knowledge(ws, p["target"], job.runtime) if attack.knows_defense else None
+    oracle = make_oracle(target, attack, data, knowledge)
     start = time.perf_counter()
     recon = attack.invert(prior, oracle, torch.tensor(p["classes"], dtype=torch.long), ctx)
     wall = time.perf_counter() - start

@@ -86,3 +86,34 @@ def trapdoor_success(
         hits += (model(inject(x, t, pattern, mask)).logits.argmax(1) == t).sum().item()
     model.train(was_training)
     return hits / max(images.shape[0], 1)
+
+
+@torch.no_grad()
+def trapdoor_signatures(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    pattern: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Trap-MID's trapdoor signatures (spec §7.1; `trapdoor_detection.ipynb`): K x D unit vectors.
+
+    Each image (float, in [0, 1]) is paired with one trapdoor class from a balanced random assignment and injected
+    with that class's trigger; the signature of class c is the L2-normalised mean penultimate feature of the images
+    carrying trigger c. A class no image was assigned to (fewer images than classes) gets a zero vector.
+    """
+    was_training = model.training
+    model.eval()
+    targets = balanced_targets(images.shape[0], pattern.shape[0], generator).to(images.device)
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(pattern.shape[0], device=images.device)
+    for start in range(0, images.shape[0], batch_size):
+        x, t = images[start : start + batch_size], targets[start : start + batch_size]
+        features = model(inject(x, t, pattern, mask)).features
+        if sums is None:
+            sums = torch.zeros(pattern.shape[0], features.shape[1], device=images.device)
+        sums.index_add_(0, t, features)
+        counts += torch.bincount(t, minlength=pattern.shape[0])
+    model.train(was_training)
+    return torch.nn.functional.normalize(sums / counts.clamp_min(1).unsqueeze(1), dim=1)

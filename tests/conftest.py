@@ -65,6 +65,20 @@ def write_suite(path: Path, suite: dict[str, Any], tmp_root: Path | None = None)
     return path
 
 
+def run_suite_file(suite_path: Path, cache: Path, run_dir: Path, force=()):
+    """Plan and run a suite file on the CPU, silently; returns the run summary."""
+    from mibench.plan import build_plan
+    from mibench.progress import SILENT
+    from mibench.runner import run_plan
+    from mibench.store import ArtifactStore
+    from mibench.suite import load_suite
+
+    plan = build_plan(load_suite(suite_path))
+    return run_plan(
+        plan, store=ArtifactStore(cache), run_dir=run_dir, device=torch.device("cpu"), reporter=SILENT, force=force
+    )
+
+
 def tiny_model(seed: int = 0, num_classes: int = 5):
     """An untrained tiny CNN for 16x16 RGB inputs, initialised from `seed`."""
     from mibench.models.base import build_classifier
@@ -126,4 +140,22 @@ def gmi_gan(attack_setting):
     attack = GMI(params)
     prior = attack.build_prior(DataInfo(3, 16, 6))
     attack.train_prior(prior, data.public, None, RunContext(seed=2))
+    return attack, prior
+
+
+@pytest.fixture(scope="session")
+def plgmi_prior(attack_setting):
+    """A PLG-MI conditional GAN trained against the attack setting's target: (PLG-MI attack, its prior)."""
+    from mibench.attack import DataInfo
+    from mibench.attacks.plgmi import PLGMI, CGANParams, PLGMIParams
+    from mibench.context import RunContext
+
+    target, data = attack_setting
+    torch.manual_seed(0)
+    params = PLGMIParams(
+        cgan=CGANParams(ch=16, z_dim=32, iterations=80, top_n=20, batch_size=32), iterations=100, restarts=3
+    )
+    attack = PLGMI(params)
+    prior = attack.build_prior(DataInfo(3, 16, 6))
+    attack.train_prior(prior, data.public, white_box(target), RunContext(seed=2))
     return attack, prior

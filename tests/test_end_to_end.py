@@ -10,21 +10,15 @@ import torch
 import mibench.stages as stages
 from mibench.cli import main
 from mibench.plan import build_plan
-from mibench.progress import SILENT
 from mibench.records import read_records
-from mibench.runner import run_plan
 from mibench.store import ArtifactStore
 from mibench.suite import load_suite
-from tests.conftest import write_suite
+from tests.conftest import run_suite_file, write_suite
 
 pytestmark = pytest.mark.slow
 
 
-def run(suite_path, cache, run_dir, force=()):
-    plan = build_plan(load_suite(suite_path))
-    return run_plan(
-        plan, store=ArtifactStore(cache), run_dir=run_dir, device=torch.device("cpu"), reporter=SILENT, force=force
-    )
+run = run_suite_file
 
 
 def values(records):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mibench.attack import DataInfo
-from mibench.attacks.lomma import STUDENTS, LOMMAGMI, LOMMAKEDMI, LOMMAGMIParams, LOMMAParams, StudentSpec
+from mibench.attacks.lomma import LOMMAGMI, LOMMAKEDMI, STUDENTS, LOMMAGMIParams, LOMMAParams, StudentSpec
 from mibench.context import RunContext
 from mibench.inversion.losses import feature_regulariser, poincare_identity
 from mibench.plan import build_plan

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mibench.attack import DataInfo
-from mibench.attacks.plgmi import PLGMI, CGANParams, PLGMIParams, top_n_pseudo_labels
+from mibench.attacks.plgmi import top_n_pseudo_labels
 from mibench.augmentation import color_jitter
 from mibench.context import RunContext
 from mibench.data.base import to_float
@@ -68,15 +67,9 @@ def test_color_jitter_closed_form_and_probability():
     assert bright.max() <= 1.0  # clamped
 
 
-def test_plgmi_beats_random_latents(attack_setting):
-    target, data = attack_setting
-    torch.manual_seed(0)
-    params = PLGMIParams(
-        cgan=CGANParams(ch=16, z_dim=32, iterations=80, top_n=20, batch_size=32), iterations=100, restarts=3
-    )
-    attack = PLGMI(params)
-    prior = attack.build_prior(DataInfo(3, 16, 6))
-    attack.train_prior(prior, data.public, oracle(target), RunContext(seed=2))
+def test_plgmi_beats_random_latents(attack_setting, plgmi_prior):
+    target, _ = attack_setting
+    attack, prior = plgmi_prior
     assert prior.pseudo_labels.shape == (6, 20)
     recon = attack.invert(prior, oracle(target), torch.arange(6), RunContext(seed=3))
     assert recon.images.min() >= 0 and recon.images.max() <= 1

@@ -23,8 +23,6 @@ def max_margin_identity(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return others - target
 
 
-
-
 def poincare_identity(logits: torch.Tensor, labels: torch.Tensor, xi: float = 1e-4) -> torch.Tensor:
     """Poincaré distance between L1-normalised logits and the (1 - xi)-one-hot target, per sample (PPA, spec §2.5).
 
