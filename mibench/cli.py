@@ -12,6 +12,13 @@ from mibench.errors import MibenchError
 FORMATS = ("markdown", "latex", "csv")
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"--budget takes a fraction in (0, 1], got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mibench", description="Benchmark defenses against model-inversion attacks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="STAGE",
         help="rebuild a stage and everything downstream: all, evaluator, target, prior, invert, measure",
+    )
+    run.add_argument(
+        "--budget",
+        type=_fraction,
+        metavar="F",
+        help="scale every attack's iteration counts by F in (0, 1] (quick runs; overrides the suite's attack_budget)",
     )
     run.add_argument("--dry-run", action="store_true", help="list the jobs and what is cached; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -59,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mibench.store import ArtifactStore
     from mibench.suite import load_suite
 
-    rs = load_suite(args.suite)
+    rs = load_suite(args.suite, budget=args.budget)
     plan = build_plan(rs)
     store = ArtifactStore(args.cache or Path(rs.suite.output.cache))
     if args.dry_run:

@@ -7,6 +7,8 @@ are collected and raised together, each naming the file, the key path and what i
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 import types
@@ -37,6 +39,36 @@ class MethodSpec(Params):
     def display(self) -> str:
         """The label tables use."""
         return self.label or self.name
+
+
+class AttackSpec(MethodSpec):
+    """An attack entry; `budget` scales its iteration counts (see `scale_budget`), overriding the suite's."""
+
+    budget: float | None = Field(None, gt=0, le=1)
+
+
+# Integer params that count work: latent-search iterations, GAN epochs and steps, distillation epochs.
+BUDGET_FIELDS = frozenset({"iterations", "epochs", "max_steps"})
+
+
+def scale_budget(params: BaseModel, factor: float) -> BaseModel:
+    """A copy of `params` with every integer field named in `BUDGET_FIELDS`, at any depth, times `factor`.
+
+    Values are rounded up and stay >= 1; everything else (learning rates, restarts, sizes) is unchanged. The scaled
+    params are what the cache keys hash, so a budget run never reuses full-budget artifacts or vice versa.
+    """
+    if factor == 1:
+        return params
+    update: dict[str, Any] = {}
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, BaseModel):
+            update[name] = scale_budget(value, factor)
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            update[name] = [scale_budget(v, factor) for v in value]
+        elif name in BUDGET_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+            update[name] = max(1, math.ceil(value * factor))
+    return params.model_copy(update=update)
 
 
 class DefenseSpec(Params):
@@ -146,7 +178,10 @@ class Suite(Params):
     target: ModelSpec
     evaluator: ModelSpec
     defenses: list[DefenseSpec] = Field(min_length=1)
-    attacks: list[MethodSpec] = Field(default_factory=list)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    attack_budget: float = Field(
+        1.0, gt=0, le=1, description="scales every attack's iteration counts (smoke runs); 1 = the papers' budgets"
+    )
     attacked_classes: int | list[int] = Field(300, description="N for classes 0..N-1, or an explicit list")
     metrics: list[MethodSpec] = Field(min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -238,8 +273,11 @@ class ResolvedSuite:
 # Loading
 
 
-def load_suite(path: str | os.PathLike[str]) -> ResolvedSuite:
-    """Read, validate and resolve a suite file; raises `ConfigError` listing every problem."""
+def load_suite(path: str | os.PathLike[str], budget: float | None = None) -> ResolvedSuite:
+    """Read, validate and resolve a suite file; raises `ConfigError` listing every problem.
+
+    `budget` overrides the suite's `attack_budget` (the CLI's `--budget`).
+    """
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -249,6 +287,8 @@ def load_suite(path: str | os.PathLike[str]) -> ResolvedSuite:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if budget is not None and isinstance(raw, dict):
+        raw = {**raw, "attack_budget": budget}
     return resolve_suite(raw, source)
 
 
@@ -292,7 +332,12 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
             members = [resolve(DEFENSES, m, f"defenses[{i}].stack[{j}]") for j, m in enumerate(spec.stack)]
         if all(m is not None for m in members):
             defenses.append(ResolvedDefense(spec.display, members))
-    attacks = resolve_list(ATTACKS, suite.attacks, "attacks")
+    attacks = []
+    for i, spec in enumerate(suite.attacks):
+        resolved = resolve(ATTACKS, spec, f"attacks[{i}]", spec.display)
+        if resolved is not None:
+            budget = spec.budget or suite.attack_budget
+            attacks.append(dataclasses.replace(resolved, params=scale_budget(resolved.params, budget)))
     metrics = resolve_list(METRICS, suite.metrics, "metrics")
     dataset = resolve(DATASETS, suite.data, "data")
     public = resolve(DATASETS, suite.data.public, "data.public") if suite.data.public else None

@@ -32,7 +32,7 @@ def test_shipped_suite_validates(suite, weights, capsys):
 def test_table1_protocol(weights, capsys):
     assert main(["validate", "suites/table1.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "5 defenses x 3 attacks x 5 seeds, 300 attacked classes" in out
+    assert "5 defenses x 5 attacks x 5 seeds, 300 attacked classes" in out
 
 
 def test_table1_without_environment_names_the_variable(monkeypatch, capsys):

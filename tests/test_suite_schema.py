@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from mibench.errors import ConfigError
+from mibench.plan import build_plan
 from mibench.suite import load_suite, resolve_suite
 from tests.conftest import write_suite
 
@@ -107,3 +108,28 @@ def test_shipped_smoke_suite_is_valid():
     assert rs.suite.name == "smoke"
     with open("suites/smoke.yaml") as f:
         assert yaml.safe_load(f)["attacks"][0]["name"] == "gmi"
+
+
+def test_budget_scales_iteration_counts_at_any_depth(tiny_suite):
+    tiny_suite["attacks"] = [
+        {"name": "gmi", "params": {"iterations": 100, "gan": {"epochs": 10}}, "budget": 0.25},
+        {"name": "lomma-kedmi", "label": "L"},
+    ]
+    tiny_suite["attack_budget"] = 0.1
+    gmi, lomma = resolve_suite(tiny_suite).attacks
+    assert (gmi.params.iterations, gmi.params.gan.epochs, gmi.params.restarts) == (25, 3, 5)  # ceil, restarts kept
+    assert gmi.params.lr == 0.02
+    # Suite-wide budget: KED-MI's 1500 iterations, its GAN's 120 epochs and the students' 20 KD epochs.
+    assert (lomma.params.iterations, lomma.params.gan.epochs, lomma.params.lomma.distill.epochs) == (150, 12, 2)
+
+
+def test_budget_changes_cache_keys_and_rejects_out_of_range(tiny_suite):
+    full = build_plan(resolve_suite(tiny_suite))
+    tiny_suite["attack_budget"] = 0.5
+    half = build_plan(resolve_suite(tiny_suite))
+    assert {j.id for j in full.jobs.values() if j.stage == "invert"}.isdisjoint(
+        {j.id for j in half.jobs.values() if j.stage == "invert"}
+    )
+    tiny_suite["attacks"][0]["budget"] = 2
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("attacks[0].budget:")
