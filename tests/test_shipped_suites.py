@@ -20,6 +20,7 @@ def weights(tmp_path, monkeypatch):
         torch.save({"placeholder": torch.zeros(1)}, tmp_path / "weights" / name)
     monkeypatch.setenv("MIBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("CELEBA_ROOT", str(tmp_path / "celeba"))
+    monkeypatch.setenv("ATT_ROOT", str(tmp_path / "att"))
     return tmp_path
 
 

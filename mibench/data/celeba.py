@@ -182,6 +182,10 @@ class FFHQ(Dataset):
         return sets["public"]
 
 
+# What the image-folder dataset reads (PGM for the AT&T/ORL faces of Fredrikson et al. and MIDAS).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".bmp")
+
+
 class ImageFolderParams(Params):
     """Which class folders are private (the rest are public), and the test share."""
 
@@ -194,7 +198,7 @@ class ImageFolderParams(Params):
 
 @DATASETS.register
 class ImageFolder(Dataset):
-    """A user's own data: one sub-folder per identity, images inside (jpg, jpeg, png)."""
+    """A user's own data: one sub-folder per identity, images inside (jpg, jpeg, png, pgm, bmp)."""
 
     name: ClassVar[str] = "image-folder"
     paper: ClassVar[str] = "generic layout (torchvision ImageFolder convention)"
@@ -216,7 +220,7 @@ class ImageFolder(Dataset):
             raise DataError(f"{root}: private class folders not found: {unknown}; present: {classes}")
         rows: dict[str, list[tuple[Path, int]]] = {"train": [], "test": [], "public": []}
         for name in classes:
-            files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             if name in private:
                 n_test = max(1, round(p.test_fraction * len(files)))
                 rows["train"] += [(f, private.index(name)) for f in files[:-n_test]]
