@@ -88,3 +88,51 @@ def frechet_distance_of_features(real: torch.Tensor, fake: torch.Tensor) -> floa
     if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
         return float("nan")
     return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between the rows of a (N x D) and b (M x D), in float64."""
+    a, b = a.double(), b.double()
+    sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1).view(1, -1) - 2.0 * a @ b.T
+    return sq.clamp_min(0).sqrt()
+
+
+def kth_neighbour_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row (index k of the sorted row; index 0 is itself)."""
+    return pairwise_distances(features, features).kthvalue(k + 1, dim=1).values
+
+
+def prdc_naeem(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density, coverage of Naeem et al. (ICML 2020), as the `prdc` package computes them.
+
+    Membership of a k-NN ball is strict ("<"); precision and recall test every ball of the other set.
+    """
+    real_radii, fake_radii = kth_neighbour_radii(real, k), kth_neighbour_radii(fake, k)
+    d = pairwise_distances(real, fake)  # real x fake
+    inside_real = d < real_radii[:, None]
+    return {
+        "precision": inside_real.any(0).double().mean().item(),
+        "recall": (d < fake_radii[None, :]).any(1).double().mean().item(),
+        "density": inside_real.sum(0).double().mean().item() / k,
+        "coverage": (d.min(1).values < real_radii).double().mean().item(),
+    }
+
+
+def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
+    """The PPA/MIBench variant (spec §6.4): precision and recall test only the nearest neighbour's ball, with "<=".
+
+    precision: fakes whose nearest real n has d(fake, n) <= radius_real(n); recall: the same with the roles swapped;
+    density: (1/k) mean over fakes of the number of real balls containing it; coverage: reals whose ball holds a fake.
+    """
+    real_radii, fake_radii = kth_neighbour_radii(real, k), kth_neighbour_radii(fake, k)
+    d = pairwise_distances(real, fake)
+    nearest_real = d.argmin(0)
+    nearest_fake = d.argmin(1)
+    cols = torch.arange(d.shape[1])
+    rows = torch.arange(d.shape[0])
+    return {
+        "precision": (d[nearest_real, cols] <= real_radii[nearest_real]).double().mean().item(),
+        "recall": (d[rows, nearest_fake] <= fake_radii[nearest_fake]).double().mean().item(),
+        "density": (d <= real_radii[:, None]).sum(0).double().mean().item() / k,
+        "coverage": (d.min(1).values <= real_radii).double().mean().item(),
+    }

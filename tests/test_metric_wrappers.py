@@ -12,8 +12,9 @@ from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
 from mibench.metric import MeasureInputs
 from mibench.metrics.attack_accuracy import AttackAccuracy
 from mibench.metrics.frechet import FrechetDistance, FrechetParams
-from mibench.metrics.functional import frechet_distance_of_features, knn_distance
+from mibench.metrics.functional import frechet_distance_of_features, knn_distance, prdc_naeem
 from mibench.metrics.knn import KNNDistance
+from mibench.metrics.prdc import PRDC, PRDCParams
 from mibench.metrics.utility import TargetAccuracy
 from mibench.models.base import ClassifierOutput
 from mibench.params import NoParams
@@ -88,3 +89,14 @@ def test_target_accuracy(inputs):
     (m,) = TargetAccuracy(NoParams()).compute(inputs, RunContext())
     # 0.0 -> 0 and 1.0 -> 3 are right; 0.5 quantises to 128/255, nearer class 2's centre than class 1's: wrong.
     assert m.metric == "acc" and m.value == pytest.approx(2 / 3)
+
+
+def test_prdc_wrapper(inputs):
+    values = {m.metric: m for m in PRDC(PRDCParams(variant="naeem", k=1)).compute(inputs, RunContext())}
+    real, fake = inputs.private_train_outputs()[0], inputs.reconstruction_outputs()[0]
+    expected = prdc_naeem(real, fake, 1)  # every class is attacked, so every private image is real
+    assert {k: v.value for k, v in values.items()} == pytest.approx(expected)
+    assert values["precision"].higher_is_better is False  # the defender wants unfaithful reconstructions
+    # Two private images and at most two reconstructions per class: too few for k = 1 per class (needs > k + 1).
+    per_class = PRDC(PRDCParams(k=1)).compute(inputs, RunContext())
+    assert per_class[0].details["classes"] == 0 and all(m.value != m.value for m in per_class)  # NaN
