@@ -136,3 +136,37 @@ def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str
         "density": (d <= real_radii[:, None]).sum(0).double().mean().item() / k,
         "coverage": (d.min(1).values <= real_radii).double().mean().item(),
     }
+
+
+def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """Area under the ROC curve of scores separating positives (higher) from negatives: P(pos > neg) + P(=)/2.
+
+    The Mann-Whitney form, which equals sklearn's `roc_auc_score` with ties counted half.
+    """
+    neg, pos = negatives.double().flatten(), positives.double().flatten()
+    if neg.numel() == 0 or pos.numel() == 0:
+        raise ValueError("ROC AUC needs at least one positive and one negative score")
+    scores = torch.cat([neg, pos])
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    for value in scores.unique():  # average ranks of ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    u = ranks[neg.numel() :].sum() - pos.numel() * (pos.numel() + 1) / 2
+    return (u / (pos.numel() * neg.numel())).item()
+
+
+def nearest_set_share(
+    queries: torch.Tensor, first: torch.Tensor, second: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """Per query, True when its nearest neighbour (squared L2) over first U second lies in `first`."""
+    q = queries.double()
+    out = torch.empty(q.shape[0], dtype=torch.bool)
+    for start in range(0, q.shape[0], chunk):
+        part = q[start : start + chunk]
+        d1 = pairwise_distances(part, first).min(1).values
+        d2 = pairwise_distances(part, second).min(1).values
+        out[start : start + chunk] = d1 <= d2
+    return out

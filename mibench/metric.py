@@ -52,6 +52,7 @@ class MeasureInputs:
         classes: The attacked classes.
         reconstructions: The attack's output (None for target-scope metrics).
         device: Where to compute.
+        target_extras: Defense state saved with the target (e.g. Trap-MID's triggers), for defense-aware metrics.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class MeasureInputs:
         reconstructions: Reconstructions | None,
         device: torch.device,
         batch_size: int = 256,
+        target_extras: dict[str, torch.Tensor] | None = None,
     ):
         self.target = target
         self.evaluator = evaluator
@@ -76,6 +78,7 @@ class MeasureInputs:
         self.reconstructions = reconstructions
         self.device = device
         self.batch_size = batch_size
+        self.target_extras = target_extras or {}
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -34,7 +34,7 @@ from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, bui
 from mibench.store import ArtifactStore, write_json_atomic
 from mibench.suite import TrainSpec
 from mibench.training import evaluate_accuracy, train_classifier
-from mibench.trapdoor import trapdoor_signatures
+from mibench.trapdoor import find_triggers, trapdoor_signatures
 
 
 class Workspace:
@@ -189,12 +189,10 @@ def defender_knowledge(ws: Workspace, key: str, runtime: dict[str, Any]) -> Defe
 
     def build() -> DefenderKnowledge:
         model, data = load_target(ws, key, runtime)
-        extras = load_state(ws.store.path("target", key) / "extras.pt")
-        triggers = sorted(k for k in extras if k.endswith("triggers"))
-        if not triggers:
+        triggers = find_triggers(load_state(ws.store.path("target", key) / "extras.pt"))
+        if triggers is None:
             return DefenderKnowledge()
-        pattern = extras[triggers[0]].to(ws.device)
-        mask = extras[triggers[0].removesuffix("triggers") + "trigger_mask"].to(ws.device)
+        pattern, mask = (t.to(ws.device) for t in triggers)
         images = to_float(data.private_train.images, ws.device)
         generator = torch.Generator().manual_seed(derive_seed(key, "signatures"))
         return DefenderKnowledge(trapdoor_signatures(model, images, pattern, mask, generator).cpu())
@@ -342,6 +340,7 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
         classes=torch.tensor(p.get("classes", []), dtype=torch.long),
         reconstructions=recon,
         device=ws.device,
+        target_extras=load_state(ws.store.path("target", p["target"]) / "extras.pt"),
     )
     start = time.perf_counter()
     values: list[Measurement] = []

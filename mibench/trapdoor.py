@@ -117,3 +117,24 @@ def trapdoor_signatures(
         counts += torch.bincount(t, minlength=pattern.shape[0])
     model.train(was_training)
     return torch.nn.functional.normalize(sums / counts.clamp_min(1).unsqueeze(1), dim=1)
+
+
+def find_triggers(extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(pattern, mask) from a target's saved defense state (`<member>.triggers`, `<member>.trigger_mask`), if any."""
+    keys = sorted(k for k in extras if k.endswith("triggers"))
+    if not keys:
+        return None
+    return extras[keys[0]], extras[keys[0].removesuffix("triggers") + "trigger_mask"]
+
+
+@torch.no_grad()
+def signature_scores(
+    model: torch.nn.Module, images: torch.Tensor, signatures: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
+    """s(x) = cos(phi_T(x), S[argmax T(x)]): the trapdoor score of each image (Trap-MID's detection, spec §6.6)."""
+    scores = []
+    for start in range(0, images.shape[0], batch_size):
+        out = model(images[start : start + batch_size])
+        features = torch.nn.functional.normalize(out.features.float(), dim=1)
+        scores.append((features * signatures.to(features.device)[out.logits.argmax(1)]).sum(1).cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)

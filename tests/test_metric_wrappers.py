@@ -100,3 +100,10 @@ def test_prdc_wrapper(inputs):
     # Two private images and at most two reconstructions per class: too few for k = 1 per class (needs > k + 1).
     per_class = PRDC(PRDCParams(k=1)).compute(inputs, RunContext())
     assert per_class[0].details["classes"] == 0 and all(m.value != m.value for m in per_class)  # NaN
+
+
+def test_trapdoor_detection_is_silent_without_triggers(inputs):
+    from mibench.metrics.trapdoor_detection import TrapdoorDetection, TrapdoorDetectionParams
+
+    assert inputs.target_extras == {}
+    assert TrapdoorDetection(TrapdoorDetectionParams()).compute(inputs, RunContext()) == []

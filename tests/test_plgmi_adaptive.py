@@ -16,6 +16,7 @@ from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.models.base import ClassifierOutput
 from mibench.oracle import Access, DefenderKnowledge, TargetOracle
+from mibench.records import read_records
 from mibench.trapdoor import balanced_targets, blend_triggers, trapdoor_signatures
 from tests.conftest import run_suite_file, white_box, write_suite
 
@@ -110,7 +111,14 @@ def test_only_plgmi_plusplus_is_told_the_trapdoors(tmp_path, tiny_suite, monkeyp
         {"name": "plgmi-plus", "params": budget},
         {"name": "plgmi-plusplus", "params": budget},
     ]
+    tiny_suite["metrics"] += ["trapdoor-detection", "nn-private-share"]
     run_suite_file(write_suite(tmp_path / "s.yaml", tiny_suite), tmp_path / "cache", tmp_path / "run")
+    records = [r for r in read_records(tmp_path / "run" / "records.jsonl") if r.attack is not None]
+    for metric in ("trapdoor_recall", "trapdoor_auc", "nn_private_share"):
+        values = [r.value for r in records if r.metric == metric]
+        assert len(values) == 2 and all(0 <= v <= 1 for v in values), metric
+    tau = next(r for r in records if r.metric == "trapdoor_recall").details["tau"]
+    assert -1 <= tau <= 1
     assert seen["plgmi-plus"] is None
     signatures = seen["plgmi-plusplus"].trapdoor_signatures
     assert signatures.shape == (6, 64)

@@ -1,4 +1,4 @@
-"""PRDC against the `prdc` package, closed forms, and the per-class convention."""
+"""PRDC against the `prdc` package, ROC AUC against sklearn, nearest-set shares: closed forms and oracles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import pytest
 import torch
 from prdc import compute_prdc
 
-from mibench.metrics.functional import kth_neighbour_radii, prdc_naeem, prdc_nearest
+from mibench.metrics.functional import (
+    kth_neighbour_radii,
+    nearest_set_share,
+    prdc_naeem,
+    prdc_nearest,
+    roc_auc,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -45,3 +51,21 @@ def test_nearest_variant_uses_only_the_nearest_ball():
     # Nearest real of 4.0 is 1 (radius 1, distance 3): outside; but 4.0 is inside 10's ball (distance 6 <= 9).
     assert prdc_nearest(real, fake, 1)["precision"] == 0.0
     assert prdc_naeem(real, fake, 1)["precision"] == 1.0
+
+
+def test_roc_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    neg = torch.from_numpy(rng.integers(0, 6, 40).astype(float))
+    pos = torch.from_numpy(rng.integers(2, 9, 25).astype(float))
+    labels = np.r_[np.zeros(40), np.ones(25)]
+    assert roc_auc(neg, pos) == pytest.approx(roc_auc_score(labels, np.r_[neg.numpy(), pos.numpy()]), abs=1e-12)
+    assert roc_auc(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 1.0
+
+
+def test_nearest_set_share_closed_form():
+    first = torch.tensor([[0.0, 0.0]])
+    second = torch.tensor([[10.0, 0.0]])
+    queries = torch.tensor([[1.0, 0.0], [9.0, 0.0], [5.0, 0.0]])
+    assert nearest_set_share(queries, first, second).tolist() == [True, False, True]  # ties go to the first set
