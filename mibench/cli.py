@@ -41,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="scale every attack's iteration counts by F in (0, 1] (quick runs; overrides the suite's attack_budget)",
     )
+    run.add_argument(
+        "--executor",
+        choices=("local",),
+        default="local",
+        help="where jobs run: local (this machine; SLURM and Ray executors are not implemented yet)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parallel worker processes on a CPU machine (default 1: in this process); on GPUs one per GPU",
+    )
+    run.add_argument("--jobs-per-gpu", type=int, default=1, metavar="K", help="workers per visible GPU (default 1)")
+    run.add_argument("--retry-failed", action="store_true", help="run again the jobs that failed in earlier runs")
     run.add_argument("--dry-run", action="store_true", help="list the jobs and what is cached; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -84,7 +99,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = args.out or rs.suite.output_dir
     reporter = Reporter(quiet=args.quiet)
     reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
-    summary = run_plan(plan, store=store, run_dir=run_dir, device=device, reporter=reporter, force=args.force)
+    executor = None
+    if (args.jobs or 1) > 1 or (device.type == "cuda" and torch.cuda.device_count() * args.jobs_per_gpu > 1):
+        from mibench.executors import LocalPoolExecutor
+
+        executor = LocalPoolExecutor(store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu)
+        reporter.log(f"local executor: {executor.slots} worker processes")
+    summary = run_plan(
+        plan,
+        store=store,
+        run_dir=run_dir,
+        device=device,
+        reporter=reporter,
+        force=args.force,
+        executor=executor,
+        retry_failed=args.retry_failed,
+    )
     table = build_table(summary.records, rs.suite.report.layout, rs.suite.report.caption)
     (run_dir / "table.md").write_text(render_markdown(table))
     (run_dir / "table.tex").write_text(render_latex(table))
@@ -93,6 +123,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(summary.records)} records in {run_dir / 'records.jsonl'}"
     )
     print(render_markdown(table))
+    if summary.failed:
+        lines = [f"  {job}: {error}" for job, error in summary.failed.items()]
+        print(
+            f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped downstream of them; errors and "
+            f"tracebacks under {store.root / 'failed'}; rerun with --retry-failed:\n" + "\n".join(lines),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from mibench.plan import STAGES, Plan
+from mibench.executors import JobOutcome, LocalPoolExecutor, SequentialExecutor
+from mibench.plan import STAGES, Job, Plan
 from mibench.progress import Reporter
 from mibench.records import RECORDS_FILE, Record, write_records
-from mibench.stages import Workspace, read_values, run_job
+from mibench.stages import read_values
 from mibench.store import ArtifactStore, write_json_atomic
 
 
@@ -27,6 +29,8 @@ class RunSummary:
     run_dir: Path
     ran: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # job id -> error
+    skipped: list[str] = field(default_factory=list)  # downstream of a failure
     records: list[Record] = field(default_factory=list)
     wall_time_s: float = 0.0
 
@@ -49,26 +53,61 @@ def run_plan(
     device: torch.device,
     reporter: Reporter,
     force: Iterable[str] = (),
+    executor: SequentialExecutor | LocalPoolExecutor | None = None,
+    retry_failed: bool = False,
 ) -> RunSummary:
-    """Execute the missing jobs of `plan` sequentially, then assemble records into `run_dir`."""
+    """Execute the missing jobs of `plan` as their dependencies finish, then assemble records into `run_dir`.
+
+    A failed job keeps its error in the store; the jobs downstream of it are skipped and every independent job still
+    runs. A job that failed in an earlier run is not retried unless `retry_failed`.
+    """
     start = time.perf_counter()
     summary = RunSummary(run_dir)
     redo = forced_jobs(plan, force)
-    workspace = Workspace(store, device, reporter)
+    executor = executor or SequentialExecutor(store, device, reporter)
     jobs = list(plan.jobs.values())
-    for i, job in enumerate(jobs, 1):
+    finished: set[str] = set()
+    pending: list[Job] = []
+    for job in jobs:
         if job.id not in redo and store.is_done(job.stage, job.key):
             summary.cached.append(job.id)
-            continue
-        with store.lock(job.stage, job.key):
-            if job.id not in redo and store.is_done(job.stage, job.key):  # another process built it meanwhile
-                summary.cached.append(job.id)
+            finished.add(job.id)
+        elif not retry_failed and (old := store.failure(job.stage, job.key)) is not None:
+            summary.failed[job.id] = f"failed earlier (use --retry-failed): {old['error']}"
+        else:
+            pending.append(job)
+    running: dict[Future, Job] = {}
+    count = 0
+    try:
+        while pending or running:
+            blocked = plan.descendants(set(summary.failed)) - set(summary.failed)
+            for job in [j for j in pending if j.id in blocked]:
+                pending.remove(job)
+                summary.skipped.append(job.id)
+            for job in [j for j in pending if all(d in finished for d in j.deps)]:
+                if len(running) >= executor.slots:
+                    break
+                pending.remove(job)
+                count += 1
+                reporter.log(f"[{count}] {job.label} ({job.key})")
+                running[executor.submit(job, job.id in redo)] = job
+            if not running:
+                if pending:  # cannot happen with a valid plan; never spin
+                    raise RuntimeError(f"no runnable job among {len(pending)} pending: {pending[0].id}")
                 continue
-            reporter.log(f"[{i}/{len(jobs)}] {job.label} ({job.key})")
-            t0 = time.perf_counter()
-            run_job(job, workspace)
-            reporter.log(f"        done in {time.perf_counter() - t0:.1f}s")
-        summary.ran.append(job.id)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                outcome: JobOutcome = future.result()
+                if outcome.status == "failed":
+                    summary.failed[job.id] = outcome.error or "failed"
+                    reporter.log(f"        FAILED {job.label}: {outcome.error}")
+                    continue
+                finished.add(job.id)
+                (summary.ran if outcome.status == "ran" else summary.cached).append(job.id)
+                reporter.log(f"        done {job.label} in {outcome.wall_time_s:.1f}s")
+    finally:
+        executor.close()
     summary.records = assemble_records(plan, store)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_records(run_dir / RECORDS_FILE, summary.records)
@@ -79,6 +118,8 @@ def run_plan(
             "source": plan.suite.source,
             "cache": str(store.root),
             "jobs": [{"id": j.id, "label": j.label, "deps": list(j.deps)} for j in jobs],
+            "failed": summary.failed,
+            "skipped": summary.skipped,
         },
     )
     summary.wall_time_s = time.perf_counter() - start
@@ -101,6 +142,8 @@ def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
     suite = plan.suite.suite.name
     for source in plan.sources:
         stage, key = source.job_id.split("/")
+        if not store.is_done(stage, key):  # failed or skipped: no values
+            continue
         meta = store.meta(stage, key)
         versions = {**meta["versions"], "methods": _upstream_methods(plan, store, source.job_id)}
         for v in read_values(store, stage, key):

@@ -46,6 +46,25 @@ class ArtifactStore:
         """The artifact's `done.json`."""
         return json.loads((self.path(stage, key) / DONE).read_text())
 
+    def failure_path(self, stage: str, key: str) -> Path:
+        """Where a failed job's error and traceback are kept (`<root>/failed/<stage>/<key>.json`)."""
+        return self.root / "failed" / stage / f"{key}.json"
+
+    def record_failure(self, stage: str, key: str, info: dict[str, Any]) -> None:
+        """Keep a failed job's error (its artifact folder is never published)."""
+        path = self.failure_path(stage, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, info)
+
+    def failure(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The recorded failure of a job, if any."""
+        path = self.failure_path(stage, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def clear_failure(self, stage: str, key: str) -> None:
+        """Forget a failure (the job has now succeeded)."""
+        self.failure_path(stage, key).unlink(missing_ok=True)
+
     def lock(self, stage: str, key: str) -> FileLock:
         """An inter-process lock for building this artifact."""
         folder = self.root / stage

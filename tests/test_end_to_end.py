@@ -85,12 +85,12 @@ def test_resume_after_crash_redoes_nothing_finished(tmp_path, reference, monkeyp
 
     def crashing_invert(job, ws, ctx):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("simulated crash")
+        if calls["n"] == 2:  # the process is interrupted (Ctrl-C, a kill): not a job failure, the run stops
+            raise KeyboardInterrupt("simulated crash")
         real_invert(job, ws, ctx)
 
     monkeypatch.setitem(stages.RUNNERS, "invert", crashing_invert)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(KeyboardInterrupt, match="simulated crash"):
         run(path, tmp_path / "cache", tmp_path / "run")
     store = ArtifactStore(tmp_path / "cache")
     finished = {j.id for j in build_plan(load_suite(path)).jobs.values() if store.is_done(j.stage, j.key)}

@@ -1,0 +1,106 @@
+"""Executors and failure handling: a pool gives the sequential records, failures are kept and do not stop a run,
+and concurrent runs over one cache build every artifact once."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mibench.stages as stages
+from mibench.executors import LocalPoolExecutor
+from mibench.plan import build_plan
+from mibench.progress import SILENT
+from mibench.runner import run_plan
+from mibench.store import ArtifactStore
+from mibench.suite import load_suite
+from tests.conftest import write_suite
+
+pytestmark = pytest.mark.slow
+
+
+def values(records):
+    return {(r.seed, r.defense, r.attack, r.metric): r.value for r in records if not r.metric.endswith("time_s")}
+
+
+def test_pool_of_two_gives_the_sequential_records(tmp_path, tiny_suite):
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    plan = build_plan(load_suite(path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers use one thread each; same arithmetic, same numbers
+    try:
+        seq = run_plan(
+            plan,
+            store=ArtifactStore(tmp_path / "a"),
+            run_dir=tmp_path / "ra",
+            device=torch.device("cpu"),
+            reporter=SILENT,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    pool = LocalPoolExecutor(ArtifactStore(tmp_path / "b"), torch.device("cpu"), jobs=2, threads_per_job=1)
+    assert pool.slots == 2
+    par = run_plan(
+        plan,
+        store=ArtifactStore(tmp_path / "b"),
+        run_dir=tmp_path / "rb",
+        device=torch.device("cpu"),
+        reporter=SILENT,
+        executor=pool,
+    )
+    assert len(par.ran) == len(seq.ran) == len(plan.jobs)
+    assert values(par.records) == values(seq.records)
+
+
+def test_a_failed_job_is_recorded_and_independent_jobs_finish(tmp_path, tiny_suite, monkeypatch):
+    tiny_suite["defenses"].append({"name": "mid", "label": "MID"})
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    plan = build_plan(load_suite(path))
+    store = ArtifactStore(tmp_path / "cache")
+    original = stages.RUNNERS["target"]
+    calls = []
+
+    def flaky(job, ws, ctx):
+        calls.append(job.label)
+        if job.payload["defense"][0]["name"] == "mid":
+            raise RuntimeError("out of memory (simulated)")
+        return original(job, ws, ctx)
+
+    monkeypatch.setitem(stages.RUNNERS, "target", flaky)
+    cpu = torch.device("cpu")
+    summary = run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT)
+    mid_targets = [j for j in plan.jobs.values() if j.stage == "target" and "MID" in j.label]
+    assert set(summary.failed) == {j.id for j in mid_targets}
+    assert all("out of memory (simulated)" in e for e in summary.failed.values())
+    assert set(summary.skipped) == plan.descendants({j.id for j in mid_targets}) - set(summary.failed)
+    failure = store.failure("target", mid_targets[0].key)
+    assert "RuntimeError: out of memory" in failure["error"] and "Traceback" in failure["traceback"]
+    assert {r.defense for r in summary.records} >= {"-"} and "MID" not in {r.defense for r in summary.records}
+
+    calls.clear()  # without --retry-failed the failures stand and nothing reruns
+    again = run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT)
+    assert calls == [] and set(again.failed) == set(summary.failed) and again.ran == []
+
+    monkeypatch.setitem(stages.RUNNERS, "target", original)
+    fixed = run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT, retry_failed=True)
+    assert fixed.failed == {} and set(fixed.ran) == set(summary.failed) | set(summary.skipped)
+    assert store.failure("target", mid_targets[0].key) is None
+
+
+def test_two_concurrent_runs_build_each_artifact_once(tmp_path, tiny_suite):
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    n_jobs = len(build_plan(load_suite(path)).jobs)
+    cmd = [sys.executable, "-m", "mibench.cli", "run", str(path), "--device", "cpu"]
+    runs = [
+        subprocess.Popen([*cmd, "--out", str(tmp_path / f"run{i}")], stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    ran = []
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        ran.append(int(re.search(r"ran (\d+) jobs", err).group(1)))
+    assert sum(ran) == n_jobs  # every artifact built by exactly one of the two runs
