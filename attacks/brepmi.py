@@ -19,11 +19,10 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from mibench.attack import Attack, DataInfo, Reconstructions
-from mibench.attacks.gmi import build_gmi_gan
+from mibench.attack import Reconstructions
+from mibench.attacks.gmi import UsesGMIGAN
 from mibench.context import RunContext
-from mibench.data.base import ImageSet
-from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
+from mibench.gan.wgan_gp import WGANGPParams
 from mibench.inversion.search import in_chunks
 from mibench.models.base import freeze
 from mibench.oracle import Access, TargetOracle
@@ -55,28 +54,13 @@ class BREPMIParams(Params):
 
 
 @ATTACKS.register
-class BREPMI(Attack):
+class BREPMI(UsesGMIGAN):
     """Boundary-repulsion walk on the GMI generator with label-only access."""
 
     name: ClassVar[str] = "brepmi"
     paper: ClassVar[str] = "Kahla et al., Label-Only Model Inversion Attacks via Boundary Repulsion, CVPR 2022"
     access: ClassVar[Access] = Access.LABELS
     Params = BREPMIParams
-    prior_name: ClassVar[str] = "gmi-wgan-gp"
-
-    def prior_params(self) -> WGANGPParams:
-        """GMI's GAN settings: the same key as GMI's, so the GAN is shared."""
-        return self.params.gan
-
-    def build_prior(self, info: DataInfo, name: str | None = None):
-        """GMI's G64 and critic."""
-        return build_gmi_gan(info, self.params.gan)
-
-    def train_prior(
-        self, prior, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
-    ) -> None:
-        """WGAN-GP on the public images (never the target)."""
-        train_wgan_gp(prior.generator, prior.discriminator, public, self.params.gan, ctx)
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Initial points, then the batched boundary-repulsion walk."""

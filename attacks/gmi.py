@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
+from mibench.attack import Attack, DataInfo, GenerativeAttack, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
 from mibench.gan.networks import DCGANGenerator, GANPrior, WGANCritic
@@ -52,14 +52,12 @@ def build_gmi_gan(info: DataInfo, p: WGANGPParams) -> GANPrior:
     )
 
 
-@ATTACKS.register
-class GMI(GenerativeAttack):
-    """Generative model inversion with a WGAN-GP prior and momentum latent search."""
+class UsesGMIGAN(Attack):
+    """The target-free GMI GAN (from `params.gan`) as an attack's prior.
 
-    name: ClassVar[str] = "gmi"
-    paper: ClassVar[str] = "Zhang et al., The Secret Revealer: Generative Model-Inversion Attacks, CVPR 2020"
-    access: ClassVar[Access] = Access.WHITE_BOX
-    Params = GMIParams
+    One per public set, shared by every attack that declares it with the same settings (GMI, LOMMA-GMI, BREP-MI).
+    """
+
     prior_name: ClassVar[str] = "gmi-wgan-gp"
 
     def prior_params(self) -> WGANGPParams:
@@ -75,6 +73,16 @@ class GMI(GenerativeAttack):
     ) -> None:
         """WGAN-GP on the public images; the target is not used."""
         train_wgan_gp(prior.generator, prior.discriminator, public, self.params.gan, ctx)
+
+
+@ATTACKS.register
+class GMI(UsesGMIGAN, GenerativeAttack):
+    """Generative model inversion with a WGAN-GP prior and momentum latent search."""
+
+    name: ClassVar[str] = "gmi"
+    paper: ClassVar[str] = "Zhang et al., The Secret Revealer: Generative Model-Inversion Attacks, CVPR 2020"
+    access: ClassVar[Access] = Access.WHITE_BOX
+    Params = GMIParams
 
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Momentum search for every (class, restart) at once, in physical batches of `batch_size`."""

@@ -30,15 +30,10 @@ FEATURE_EXTRACTORS: dict[str, Callable[[MeasureInputs], tuple[torch.Tensor, torc
 }
 
 
-class FrechetParams(Params):
-    """Feature extractor and which reconstructions count.
-
-    `fake_subset: successful` follows the PLG-MI/Trap-MID code (only reconstructions the evaluation model
-    recognises); `all` follows MIBench/PPA.
-    """
+class FeatureSpaceParams(Params):
+    """The feature extractor of a distribution metric (a name in `FEATURE_EXTRACTORS`)."""
 
     extractor: str = "evaluator"
-    fake_subset: Literal["successful", "all"] = "successful"
 
     @field_validator("extractor")
     @classmethod
@@ -46,6 +41,16 @@ class FrechetParams(Params):
         if v not in FEATURE_EXTRACTORS:
             raise ValueError(unknown_name_message("feature extractor", v, FEATURE_EXTRACTORS))
         return v
+
+
+class FrechetParams(FeatureSpaceParams):
+    """Feature extractor and which reconstructions count.
+
+    `fake_subset: successful` follows the PLG-MI/Trap-MID code (only reconstructions the evaluation model
+    recognises); `all` follows MIBench/PPA.
+    """
+
+    fake_subset: Literal["successful", "all"] = "successful"
 
 
 @METRICS.register

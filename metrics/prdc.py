@@ -11,30 +11,20 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from mibench.context import RunContext
-from mibench.errors import unknown_name_message
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.frechet import FEATURE_EXTRACTORS
+from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
-from mibench.params import Params
 from mibench.registry import METRICS
 
 
-class PRDCParams(Params):
+class PRDCParams(FeatureSpaceParams):
     """Convention, neighbourhood size (default: 3 per class, 5 for Naeem's) and feature space."""
 
     variant: Literal["per_class", "naeem"] = "per_class"
     k: int | None = Field(None, ge=1)
-    extractor: str = "evaluator"
-
-    @field_validator("extractor")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in FEATURE_EXTRACTORS:
-            raise ValueError(unknown_name_message("feature extractor", v, FEATURE_EXTRACTORS))
-        return v
 
 
 @METRICS.register
