@@ -22,6 +22,7 @@ from pydantic import Field
 from mibench.attack import Reconstructions
 from mibench.attacks.gmi import UsesGMIGAN
 from mibench.context import RunContext
+from mibench.data.base import to_device
 from mibench.gan.wgan_gp import WGANGPParams
 from mibench.inversion.search import in_chunks
 from mibench.models.base import freeze
@@ -138,7 +139,7 @@ def boundary_repulsion(
             idx = active.nonzero().squeeze(1)
             za, ra, ya = z[idx], radius[idx], labels[idx]
             step = torch.clamp(ra / 3, max=p.max_step)
-            u = torch.randn(len(idx), n, dim, generator=gen).to(device)
+            u = to_device(torch.randn(len(idx), n, dim, generator=gen), device)
             u = u / u.norm(dim=2, keepdim=True)
             sphere = (za[:, None] + ra[:, None, None] * u).reshape(-1, dim)
             inside = (labels_of(sphere).view(len(idx), n) == ya[:, None]).float()

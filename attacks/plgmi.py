@@ -20,7 +20,7 @@ from torch import nn
 from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, Reconstructions
 from mibench.augmentation import PLGAugmentParams, plg_augment
 from mibench.context import RunContext
-from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
 from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
 from mibench.inversion.losses import IDENTITY_LOSSES, max_margin_identity
 from mibench.inversion.search import in_chunks, per_sample_normal
@@ -111,8 +111,8 @@ def train_plgmi_cgan(
     gens = {n: ctx.generator(n) for n in ("z", "y", "real", "noise", "augment")}
 
     def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.randn(p.batch_size, p.z_dim, generator=gens["z"]).to(device)
-        y = torch.randint(0, k, (p.batch_size,), generator=gens["y"]).to(device)
+        z = to_device(torch.randn(p.batch_size, p.z_dim, generator=gens["z"]), device)
+        y = to_device(torch.randint(0, k, (p.batch_size,), generator=gens["y"]), device)
         return g(z, y), y
 
     with ctx.reporter.bar("cGAN (PLG-MI)", p.iterations) as advance:
@@ -130,9 +130,9 @@ def train_plgmi_cgan(
             for _ in range(p.n_dis):
                 with torch.no_grad():
                     fake, y = fake_batch()
-                idx = torch.randint(0, len(real_labels), (p.batch_size,), generator=gens["real"]).to(device)
+                idx = to_device(torch.randint(0, len(real_labels), (p.batch_size,), generator=gens["real"]), device)
                 real = to_float(real_images[idx])
-                real = real + torch.rand(real.shape, generator=gens["noise"]).to(device) / 256
+                real = real + to_device(torch.rand(real.shape, generator=gens["noise"]), device) / 256
                 d_loss = F.relu(1 - d(real, real_labels[idx])).mean() + F.relu(1 + d(fake, y)).mean()
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()

@@ -130,9 +130,12 @@ class BiDO(Defense):
         p: BiDOParams = self.params
         measure = normalized_hsic if p.measure == "hsic" else coco
         hiddens = [*self.recorder.take(), out.features]
-        kx = gaussian_kernel(images, p.sigma)
-        onehot = F.one_hot(labels, out.logits.shape[1]).float()
-        ky = onehot @ onehot.T if p.label_kernel == "linear" else gaussian_kernel(onehot, p.sigma)
-        dx = sum(measure(kx, gaussian_kernel(z, p.sigma)) for z in hiddens)
-        dy = sum(measure(ky, gaussian_kernel(z, p.sigma)) for z in hiddens)
+        # Kernels and the normalised HSIC's solve run in float32 even under mixed precision (bf16 Gram matrices
+        # lose the small differences the measure is made of, and linalg.solve has no bf16 kernel).
+        with torch.autocast(images.device.type, enabled=False):
+            kx = gaussian_kernel(images, p.sigma)
+            onehot = F.one_hot(labels, out.logits.shape[1]).float()
+            ky = onehot @ onehot.T if p.label_kernel == "linear" else gaussian_kernel(onehot, p.sigma)
+            dx = sum(measure(kx, gaussian_kernel(z, p.sigma)) for z in hiddens)
+            dy = sum(measure(ky, gaussian_kernel(z, p.sigma)) for z in hiddens)
         return {"dep_x": p.lambda_x * dx, "dep_y": -p.lambda_y * dy}

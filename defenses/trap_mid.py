@@ -38,14 +38,14 @@ from torch import nn
 
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.data.base import DataBundle, iterate_batches, to_float
+from mibench.data.base import DataBundle, to_float
 from mibench.defense import Defense, TrainedTarget, TrainingSetup, cross_entropy
 from mibench.errors import MibenchError
 from mibench.metric import Measurement
 from mibench.models.base import Classifier
 from mibench.params import Params
 from mibench.registry import DEFENSES
-from mibench.training import evaluate_accuracy, make_optimizer, random_hflip
+from mibench.training import epoch_batches, evaluate_accuracy, flip_where, make_optimizer, mixed_precision
 from mibench.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers, trapdoor_success
 
 
@@ -76,12 +76,15 @@ class TrapMID(Defense):
         """Train with the three updates per batch; keep the clean-accuracy-best epoch and its triggers."""
         p: TrapMIDParams = self.params
         spec, device = setup.spec, ctx.device
-        model.to(device)
+        autocast, memory_format = mixed_precision(spec, device)  # as the shared loop: bf16 and channels_last on CUDA
+        model.to(device, memory_format=memory_format)
         k, shape = data.num_classes, (data.channels, data.image_size, data.image_size)
         make = blend_triggers if p.triggers == "blend" else patch_triggers
         pattern, mask = make(k, shape, p.alpha, ctx.generator("triggers"))
         pattern, mask = pattern.to(device), mask.to(device)
-        disc = _discriminator(model).to(device) if p.optimize_triggers and p.discriminator else None
+        disc = None
+        if p.optimize_triggers and p.discriminator:
+            disc = _discriminator(model).to(device, memory_format=memory_format)
         opt_t = make_optimizer([q for q in model.parameters() if q.requires_grad], spec)
         opt_d = make_optimizer(list(disc.parameters()), spec) if disc is not None else None
         trap_loss = setup.criterion if p.trapdoor_criterion == "main" else cross_entropy
@@ -97,29 +100,27 @@ class TrapMID(Defense):
         start = time.perf_counter()
         with ctx.reporter.bar(f"target [{self.name}]", spec.epochs * n_batches) as advance:
             for epoch in range(spec.epochs):
-                batches = list(
-                    iterate_batches(len(labels), spec.batch_size, generator=gens["shuffle"], drop_last=spec.drop_last)
-                )
-                targets = balanced_targets(sum(len(b) for b in batches), k, gens["targets"]).to(device)
+                batches = epoch_batches(len(labels), spec, gens["shuffle"], gens["hflip"], device)
+                targets = balanced_targets(sum(len(b) for b, _ in batches), k, gens["targets"]).to(device)
                 offset = 0
-                for idx in batches:
-                    idx = idx.to(device)
-                    x = to_float(images[idx])
-                    x = random_hflip(x, gens["hflip"]) if spec.hflip else x
+                for idx, flip in batches:
+                    x = to_float(images[idx]).contiguous(memory_format=memory_format)
+                    x = flip_where(x, flip) if flip is not None else x
                     y, t = labels[idx], targets[offset : offset + len(idx)]
                     offset += len(idx)
-                    if disc is not None:
-                        _discriminator_step(model, disc, opt_d, x, inject(x, t, pattern, mask).detach())
-                    if p.optimize_triggers:
-                        pattern = self._trigger_step(model, disc, x, t, pattern, mask, trap_loss, epoch, aug)
-                    x_trap = inject(x, t, pattern, mask)
-                    model.train()
-                    both = torch.cat([aug(x), aug(x_trap)])
-                    out = model(both)
-                    clean, trapped = out.logits[: len(y)], out.logits[len(y) :]
-                    loss = (1 - p.beta) * setup.criterion(clean, y, epoch) + p.beta * trap_loss(trapped, t, epoch)
-                    for _, term in setup.extra_terms:
-                        loss = loss + sum(term(model, both, torch.cat([y, t]), out).values())
+                    with autocast:
+                        if disc is not None:
+                            _discriminator_step(model, disc, opt_d, x, inject(x, t, pattern, mask).detach())
+                        if p.optimize_triggers:
+                            pattern = self._trigger_step(model, disc, x, t, pattern, mask, trap_loss, epoch, aug)
+                        x_trap = inject(x, t, pattern, mask)
+                        model.train()
+                        both = torch.cat([aug(x), aug(x_trap)])
+                        out = model(both)
+                        clean, trapped = out.logits[: len(y)], out.logits[len(y) :]
+                        loss = (1 - p.beta) * setup.criterion(clean, y, epoch) + p.beta * trap_loss(trapped, t, epoch)
+                        for _, term in setup.extra_terms:
+                            loss = loss + sum(term(model, both, torch.cat([y, t]), out).values())
                     opt_t.zero_grad(set_to_none=True)
                     loss.backward()
                     opt_t.step()

@@ -31,7 +31,7 @@ def nearest_same_class_sq_distance(
     only among private training images of the reconstruction's intended class.
     """
     queries, references = queries.double(), references.double()
-    out = torch.empty(queries.shape[0], dtype=torch.float64)
+    out = torch.empty(queries.shape[0], dtype=torch.float64, device=queries.device)
     for label in query_labels.unique():
         q_idx = (query_labels == label).nonzero().squeeze(1)
         refs = references[reference_labels == label]
@@ -128,8 +128,8 @@ def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str
     d = pairwise_distances(real, fake)
     nearest_real = d.argmin(0)
     nearest_fake = d.argmin(1)
-    cols = torch.arange(d.shape[1])
-    rows = torch.arange(d.shape[0])
+    cols = torch.arange(d.shape[1], device=d.device)
+    rows = torch.arange(d.shape[0], device=d.device)
     return {
         "precision": (d[nearest_real, cols] <= real_radii[nearest_real]).double().mean().item(),
         "recall": (d[rows, nearest_fake] <= fake_radii[nearest_fake]).double().mean().item(),
@@ -149,7 +149,7 @@ def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
     scores = torch.cat([neg, pos])
     order = scores.argsort()
     ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64, device=scores.device)
     for value in scores.unique():  # average ranks of ties
         tied = scores == value
         if tied.sum() > 1:
@@ -163,7 +163,7 @@ def nearest_set_share(
 ) -> torch.Tensor:
     """Per query, True when its nearest neighbour (squared L2) over first U second lies in `first`."""
     q = queries.double()
-    out = torch.empty(q.shape[0], dtype=torch.bool)
+    out = torch.empty(q.shape[0], dtype=torch.bool, device=q.device)
     for start in range(0, q.shape[0], chunk):
         part = q[start : start + chunk]
         d1 = pairwise_distances(part, first).min(1).values

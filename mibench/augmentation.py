@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from mibench.data.base import to_device
 from mibench.params import Params
 
 
@@ -48,7 +49,7 @@ def random_affine_augment(images: torch.Tensor, p: AffineAugmentParams, generato
     theta[:, 1, 0] = side * flip * sin
     theta[:, 1, 1] = side * cos
     theta[:, :, 2] = centre
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    grid = F.affine_grid(to_device(theta, images.device).to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -62,9 +63,12 @@ def color_jitter(
     the gradient of out-of-range pixels, as kornia's do (spec §2.7).
     """
     n = images.shape[0]
-    on = (torch.rand(n, generator=generator) < p).to(images.device).view(-1, 1, 1, 1)
-    b = torch.empty(n).uniform_(1 - brightness, 1 + brightness, generator=generator).to(images).view(-1, 1, 1, 1)
-    c = torch.empty(n).uniform_(1 - contrast, 1 + contrast, generator=generator).to(images).view(-1, 1, 1, 1)
+    on = torch.rand(n, generator=generator) < p
+    b = torch.empty(n).uniform_(1 - brightness, 1 + brightness, generator=generator)
+    c = torch.empty(n).uniform_(1 - contrast, 1 + contrast, generator=generator)
+    # one asynchronous copy for all three
+    on, b, c = to_device(torch.stack([on.to(b.dtype), b, c]), images.device).to(images.dtype).view(3, n, 1, 1, 1)
+    on = on.bool()
     out = (images * b).clamp(0, 1)
     grey = out.mean(dim=(1, 2, 3), keepdim=True)
     out = ((out - grey) * c + grey).clamp(0, 1)

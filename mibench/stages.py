@@ -21,7 +21,7 @@ from torch import nn
 import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.checkpoints import load_strict, read_state_dict
-from mibench.context import RunContext, seed_everything
+from mibench.context import RunContext, configure_device, seed_everything
 from mibench.data.base import DataBundle, to_float
 from mibench.defense import DefenseStack, TrainedTarget
 from mibench.hashing import content_key, derive_seed
@@ -45,6 +45,7 @@ class Workspace:
         self.device = device
         self.reporter = reporter
         self._memo: dict[str, Any] = {}
+        configure_device(device)
 
     def memo(self, key: str, build: Any) -> Any:
         """Build once per process."""

@@ -48,6 +48,18 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+# Devices on which `amp`/`channels_last` take effect. CPU bf16 autocast exists but is slower than float32 on most
+# CPUs; tests add "cpu" here to run the mixed-precision code paths without a GPU.
+MIXED_PRECISION_DEVICES = {"cuda"}
+
+
+def mixed_precision(spec: TrainSpec, device: torch.device) -> tuple[torch.autocast, torch.memory_format]:
+    """The autocast context (bf16 when `spec.amp`) and memory format (`spec.channels_last`) for training on `device`."""
+    on = device.type in MIXED_PRECISION_DEVICES
+    memory_format = torch.channels_last if on and spec.channels_last else torch.contiguous_format
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and spec.amp), memory_format
+
+
 def make_optimizer(params: list[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay, or Adam, as the spec says."""
     if spec.optimizer == "sgd":
@@ -58,8 +70,29 @@ def make_optimizer(params: list[nn.Parameter], spec: TrainSpec) -> torch.optim.O
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image left-right with probability 0.5 (independently per sample)."""
     flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    flip = flip.to(images.device)
+    return flip_where(images, flip.to(images.device))
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Images flipped left-right where `flip` (one bool per image) is set."""
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def epoch_batches(
+    n: int, spec: TrainSpec, shuffle: torch.Generator, flips: torch.Generator, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One epoch's (index batch, flip mask or None) pairs on `device`.
+
+    Drawn on the CPU in the same order as a per-batch `random_hflip` would, then copied to the device once: a copy
+    from pageable memory synchronises the CUDA stream, so one per step would stall the GPU every step.
+    """
+    batches = list(iterate_batches(n, spec.batch_size, generator=shuffle, drop_last=spec.drop_last))
+    sizes = [len(b) for b in batches]
+    index = torch.cat(batches).to(device).split(sizes)
+    if not spec.hflip:
+        return [(idx, None) for idx in index]
+    masks = torch.cat([torch.rand(k, generator=flips) < 0.5 for k in sizes]).to(device).split(sizes)
+    return list(zip(index, masks, strict=True))
 
 
 @torch.no_grad()
@@ -98,10 +131,8 @@ def train_classifier(
     """
     device = ctx.device
     model.to(device)
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda and spec.channels_last else torch.contiguous_format
+    autocast, memory_format = mixed_precision(spec, device)
     model.to(memory_format=memory_format)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and spec.amp)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
     scheduler = None
     if spec.milestones:
@@ -117,24 +148,25 @@ def train_classifier(
     with ctx.reporter.bar(description, spec.epochs * per_epoch) as advance:
         for epoch in range(spec.epochs):
             model.train()
-            totals: dict[str, float] = {}
-            for idx in iterate_batches(len(train), spec.batch_size, generator=shuffle, drop_last=spec.drop_last):
-                idx = idx.to(device)
+            totals: dict[str, torch.Tensor] = {}  # summed on the device: a float() per step would sync
+            for idx, flip in epoch_batches(len(train), spec, shuffle, flips, device):
                 x = to_float(images[idx]).contiguous(memory_format=memory_format)
-                if spec.hflip:
-                    x = random_hflip(x, flips)
+                if flip is not None:
+                    x = flip_where(x, flip)
                 with autocast:
                     terms = step(model, x, labels[idx], epoch)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
                 for k, v in terms.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                    totals[k] = totals.get(k, 0.0) + v.detach().float()
                 advance(1)
             if scheduler is not None:
                 scheduler.step()
             acc = evaluate_accuracy(model, test, device)
-            history.append({"epoch": epoch, "test_accuracy": acc, **{k: v / per_epoch for k, v in totals.items()}})
+            history.append(
+                {"epoch": epoch, "test_accuracy": acc, **{k: float(v) / per_epoch for k, v in totals.items()}}
+            )
             if spec.selection == "last" or acc > best_acc:
                 best_acc, best_epoch = acc, epoch
                 if spec.selection == "best_test":

@@ -133,3 +133,19 @@ def test_non_finite_features_give_nan_not_an_error():
     fake = torch.randn(10, 3)
     fake[2, 1] = float("inf")
     assert np.isnan(frechet_distance_of_features(torch.randn(10, 3), fake))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_functional_metrics_give_the_same_numbers_on_cuda():
+    from mibench.metrics.functional import nearest_set_share, prdc_nearest, roc_auc
+
+    gen = torch.Generator().manual_seed(0)
+    q, r = torch.randn(40, 8, generator=gen), torch.randn(90, 8, generator=gen)
+    ql, rl = torch.arange(40) % 3, torch.arange(90) % 3
+    cuda = [t.cuda() for t in (q, ql, r, rl)]
+    assert knn_distance(*cuda) == pytest.approx(knn_distance(q, ql, r, rl), rel=1e-9)
+    assert prdc_nearest(r.cuda(), q.cuda()) == pytest.approx(prdc_nearest(r, q))
+    assert roc_auc(q[:, 0].cuda(), r[:, 0].cuda()) == pytest.approx(roc_auc(q[:, 0], r[:, 0]))
+    assert torch.equal(
+        nearest_set_share(q.cuda(), r[:45].cuda(), r[45:].cuda()).cpu(), nearest_set_share(q, r[:45], r[45:])
+    )

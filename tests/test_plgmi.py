@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mibench.attacks.plgmi import top_n_pseudo_labels
@@ -12,6 +13,7 @@ from mibench.gan.conditional import (
     CategoricalConditionalBatchNorm,
     ConditionalResNetGenerator,
     SNProjectionDiscriminator,
+    upsample2x_bilinear,
 )
 from tests.conftest import hit_rate, white_box
 
@@ -38,6 +40,17 @@ def test_conditional_networks_at_64():
     x = g(torch.randn(2, 128), torch.tensor([3, 7]))
     assert x.shape == (2, 3, 64, 64) and x.abs().max() <= 1
     assert d(x, torch.tensor([3, 7])).shape == (2,)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 5, 1, 7), (3, 2, 8, 3)])
+def test_upsample2x_equals_torch_bilinear(shape):
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours = upsample2x_bilinear(x)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_conditional_batch_norm_uses_class_parameters():

@@ -93,6 +93,18 @@ class Dataset(ABC):
         return self.load(root, image_size, cache_dir).public
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`t.to(device)` for a per-step CPU tensor (noise, indices, augmentation parameters) without stalling CUDA.
+
+    A copy from pageable memory synchronises the stream, so a loop that draws on the CPU each step would wait for the
+    GPU every step; staged through pinned memory the copy is asynchronous. Elsewhere this is `t.to(device)`.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def to_float(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 [0, 255] to float32 [0, 1] on `device`."""
     return images.to(device=device, non_blocking=True).float().div_(255.0)

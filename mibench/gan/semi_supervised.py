@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from mibench.context import RunContext
-from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
 from mibench.oracle import TargetOracle
 from mibench.params import Params
 
@@ -75,12 +75,12 @@ def train_kedmi_gan(
     streams = [batches(g) for g in gens]
 
     def z(n: int) -> torch.Tensor:
-        return torch.randn(n, p.z_dim, generator=noise).to(device)
+        return to_device(torch.randn(n, p.z_dim, generator=noise), device)
 
     d_loss = g_loss = torch.zeros(())
     with ctx.reporter.bar("GAN (KED-MI)", total) as advance:
         for step in range(1, total + 1):
-            x, x_u, x_fm = (to_float(images[next(s).to(device)]) for s in streams)
+            x, x_u, x_fm = (to_float(images[to_device(next(s), device)]) for s in streams)
             with torch.no_grad():
                 soft = oracle.probabilities(x)
                 fake = generator(z(x.shape[0]))

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from mibench.context import RunContext
-from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
 from mibench.params import Params
 
 
@@ -30,7 +30,7 @@ def gradient_penalty(
     critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """mean_i (||grad_x D(x_i)|| - 1)^2 at x_i = real_i + a_i (fake_i - real_i), a_i ~ U(0, 1) per sample."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device)
+    alpha = to_device(torch.rand(real.shape[0], 1, 1, 1, generator=generator), real.device)
     mixed = (real + alpha * (fake - real)).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
@@ -61,13 +61,13 @@ def train_wgan_gp(
     total = per_epoch * p.epochs if p.max_steps is None else min(per_epoch * p.epochs, p.max_steps)
 
     def sample_z(n: int) -> torch.Tensor:
-        return torch.randn(n, p.z_dim, generator=noise).to(device)
+        return to_device(torch.randn(n, p.z_dim, generator=noise), device)
 
     step, d_loss, g_loss = 0, torch.zeros(()), torch.zeros(())
     with ctx.reporter.bar("GAN (WGAN-GP)", total) as advance:
         while step < total:
             for idx in iterate_batches(len(data), p.batch_size, generator=shuffle, drop_last=True):
-                real = to_float(images[idx.to(device)])
+                real = to_float(images[to_device(idx, device)])
                 with torch.no_grad():
                     fake = generator(sample_z(real.shape[0]))
                 d_loss = critic(fake).mean() - critic(real).mean()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from mibench.context import RunContext
+from mibench.data.base import to_device
 
 
 def per_sample_normal(ctx: RunContext, keys: list[tuple[int, ...]], dim: int) -> torch.Tensor:
@@ -100,7 +101,7 @@ def distributional_search(
     log_var = torch.ones(n, dim, device=device, requires_grad=True)
     opt = torch.optim.Adam([mu, log_var], lr=lr)
     for _ in range(iterations):
-        eps = torch.randn(n, dim, generator=generator).to(device)
+        eps = to_device(torch.randn(n, dim, generator=generator), device)
         z = mu + torch.exp(log_var / 2) * eps
         if clip == "in_graph":
             z = z.clamp(-1, 1)

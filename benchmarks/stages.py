@@ -1,0 +1,440 @@
+"""Per-stage throughput of mibench at the paper's shapes, and the projected wall time of suites/table1.yaml.
+
+Every stage runs mibench's own code (the shared training loop with each defense, the GAN loops, each attack's latent
+search, the metrics) on random uint8 images of the paper's shapes for a short, fixed number of steps; a rate is
+units per second after a warm-up, with CUDA synchronised around each timed region. The projection multiplies each rate
+by the work the paper protocol asks for (epochs, GAN steps, iterations, classes, seeds) and sums over the jobs that
+`mibench run suites/table1.yaml` plans.
+
+    python benchmarks/stages.py --preset paper --device cuda   # 1,000 classes, 300 attacked, VGG16 at 64x64
+    python benchmarks/stages.py --preset cpu                   # same networks, fewer classes and steps
+
+Results go to benchmarks/results/<preset>-<device>.json and a Markdown summary beside it (see BENCHMARKS.md).
+Weights are random: throughput does not depend on them, and nothing here is an accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import mibench
+from mibench.attack import DataInfo
+from mibench.context import RunContext, configure_device
+from mibench.data.base import DataBundle, ImageSet, to_float
+from mibench.defense import DefenseStack
+from mibench.metrics.functional import knn_distance
+from mibench.models.base import build_classifier, freeze
+from mibench.oracle import Access, TargetOracle
+from mibench.registry import ATTACKS, DEFENSES, load_plugins
+from mibench.suite import TrainSpec
+
+# The Trap-MID Table 1 protocol (suites/table1.yaml) and CelebA split sizes (spec §1).
+PAPER = {
+    "train_images": 27018,
+    "test_images": 3009,
+    "public_images": 30000,
+    "attacked_classes": 300,
+    "seeds": 5,
+    "defenses": ["none", "mid", "bido", "negls", "trap-mid"],
+    "attacks": ["gmi", "kedmi", "lomma-gmi", "lomma-kedmi", "plgmi"],
+}
+
+
+SECTIONS = ["target_training", "bare_loop", "priors", "search", "metrics"]
+SEARCH_ATTACKS = list(PAPER["attacks"])
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How big a benchmark run is."""
+
+    classes: int  # private identities of the target
+    attacked: int  # classes attacked in the latent-search benchmarks
+    train_steps: int  # target-training steps timed per defense
+    gan_steps: int
+    search_iterations: int
+    public_images: int
+    per_class_probe: int  # classes timed one by one for the batched-vs-per-class comparison
+
+
+PRESETS = {
+    "paper": Preset(1000, 300, 60, 60, 20, 30000, 3),
+    "cpu": Preset(50, 10, 4, 4, 2, 1600, 2),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(fn(*args), seconds) with CUDA synchronised on both sides."""
+    sync(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+def random_images(n: int, size: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
+
+
+def make_data(preset: Preset, train_images: int) -> DataBundle:
+    labels = torch.arange(train_images) % preset.classes
+    test = 2 * preset.classes
+    return DataBundle(
+        ImageSet(random_images(train_images, 64, 0), labels),
+        ImageSet(random_images(test, 64, 1), torch.arange(test) % preset.classes),
+        ImageSet(random_images(preset.public_images, 64, 2), torch.full((preset.public_images,), -1)),
+        preset.classes,
+        "random-64",
+    )
+
+
+def vgg16(classes: int) -> torch.nn.Module:
+    return build_classifier("vgg16", {}, num_classes=classes, in_channels=3, image_size=64)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Images/s of one epoch of the shared loop per defense (the defense's own recipe), and its paper epochs."""
+    data = make_data(preset, preset.train_steps * 64)
+    ctx = RunContext(device=device, seed=0)
+    results: dict[str, Any] = {}
+    for name in ["none", *[d for d in PAPER["defenses"] if d != "none"], "ted", "ted-plus"]:
+        defense = DEFENSES.get(name)
+        stack = DefenseStack([defense(defense.Params())])
+        setup = stack.setup(TrainSpec())
+        paper_epochs = setup.spec.epochs
+        batch = setup.spec.batch_size
+        steps = preset.train_steps * 64 // batch
+        one_epoch = type(setup)(**{**setup.__dict__, "spec": setup.spec.model_copy(update={"epochs": 1})})
+        sub = DataBundle(
+            data.private_train.subset(torch.arange(steps * batch)), data.private_test, data.public, preset.classes, ""
+        )
+        if name == "none":  # warm-up (CUDA context, kernels)
+            stack.fitter.fit(stack.wrap(vgg16(preset.classes)), sub, one_epoch, ctx)
+        _, seconds = timed(device, stack.fitter.fit, stack.wrap(vgg16(preset.classes)), sub, one_epoch, ctx)
+        results[name] = {
+            "images_per_s": steps * batch / seconds,
+            "batch_size": batch,
+            "paper_epochs": paper_epochs,
+            "seconds_measured": seconds,
+        }
+        print(f"  target {name:10s} {steps * batch / seconds:9.1f} img/s (batch {batch}, {paper_epochs} epochs)")
+    return results
+
+
+def bench_bare_loop(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """A plain PyTorch loop on the same VGG16, data and settings (AMP, channels_last on CUDA): the harness floor."""
+    model = vgg16(preset.classes).to(device)
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    images = random_images(preset.train_steps * 64, 64, 0).to(device)
+    labels = (torch.arange(len(images)) % preset.classes).to(device)
+
+    def epoch() -> None:
+        perm = torch.randperm(len(images), device=device)
+        for i in range(preset.train_steps):
+            idx = perm[i * 64 : (i + 1) * 64]
+            x = (images[idx].float() / 255).contiguous(memory_format=fmt)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x).logits, labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    epoch()
+    _, seconds = timed(device, epoch)
+    rate = preset.train_steps * 64 / seconds
+    print(f"  bare loop       {rate:9.1f} img/s")
+    return {"images_per_s": rate}
+
+
+def white_box(model: torch.nn.Module, classes: int) -> TargetOracle:
+    return TargetOracle(freeze(model), Access.WHITE_BOX, num_classes=classes, image_shape=(3, 64, 64))
+
+
+def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Steps/s of each attack's prior training at its defaults (GAN width, batch), capped to `gan_steps`."""
+    data = make_data(preset, 64)
+    info = DataInfo(3, 64, preset.classes)
+    target = vgg16(preset.classes).to(device)
+    oracle = white_box(target, preset.classes)
+    ctx = RunContext(device=device, seed=0)
+    n = preset.gan_steps
+    out: dict[str, Any] = {}
+    cases = {
+        # name: (attack, params override, prior name, unit, paper units per prior)
+        "gmi-wgan-gp": ("gmi", {"gan": {"max_steps": n}}, None, "critic steps", None),
+        "kedmi-gan": ("kedmi", {"gan": {"max_steps": n}}, None, "discriminator steps", None),
+        "plgmi-cgan": ("plgmi", {"cgan": {"iterations": n}}, None, "generator iterations (x5 D steps)", 30000),
+    }
+    for label, (attack_name, override, prior_name, unit, _) in cases.items():
+        cls = ATTACKS.get(attack_name)
+        attack = cls(cls.Params.model_validate(override))
+        prior = attack.build_prior(info, prior_name)
+        attack.train_prior(prior, data.public, oracle, ctx, prior_name)  # warm-up (same cost; includes one-offs)
+        _, seconds = timed(device, attack.train_prior, prior, data.public, oracle, ctx, prior_name)
+        full = cls.Params()
+        if label == "plgmi-cgan":
+            paper_units = full.cgan.iterations
+        else:
+            gan = full.gan
+            paper_units = gan.epochs * (PAPER["public_images"] // gan.batch_size)
+        out[label] = {"unit": unit, "per_s": n / seconds, "paper_units": paper_units}
+        hours = paper_units / (n / seconds) / 3600
+        print(f"  prior {label:12s} {n / seconds:8.2f} {unit}/s; paper {paper_units} -> {hours:.2f} h")
+    # LOMMA's students: distillation images/s per student (three EfficientNets, 20 epochs of public data each).
+    lomma = ATTACKS.get("lomma-gmi")
+    attack = lomma(lomma.Params.model_validate({"lomma": {"distill": {"epochs": 1}}}))
+    images = min(preset.public_images, preset.gan_steps * 64)
+    public = data.public.subset(torch.arange(images))
+    prior = attack.build_prior(info, "lomma-students")
+    _, seconds = timed(device, attack.train_prior, prior, public, oracle, ctx, "lomma-students")
+    full = lomma.Params().lomma
+    paper_images = full.distill.epochs * PAPER["public_images"]
+    out["lomma-students"] = {
+        "unit": "distilled images (all students)",
+        "per_s": images / seconds,
+        "paper_units": paper_images,
+    }
+    print(f"  prior lomma-students {images / seconds:8.1f} img/s for {len(full.students)} students")
+    return out
+
+
+def _attack_priors(attack, info: DataInfo, data: DataBundle, oracle: TargetOracle, device: torch.device) -> Any:
+    """Untrained priors (throughput does not depend on weights), except LOMMA's feature mean, which must exist."""
+    priors = {}
+    for spec in attack.priors():
+        prior = attack.build_prior(info, spec.name)
+        if spec.name == "lomma-students":
+            tiny = attack.params.model_dump()
+            tiny["lomma"]["distill"]["epochs"] = 1
+            type(attack)(type(attack.params).model_validate(tiny)).train_prior(
+                prior, data.public.subset(torch.arange(64)), oracle, RunContext(device=device), spec.name
+            )
+        priors[spec.name] = prior
+    return priors if len(priors) > 1 else next(iter(priors.values()))
+
+
+def bench_search(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Latent-search iterations/s per attack for `attacked` classes at the attack's defaults (restarts, samples)."""
+    data = make_data(preset, 64)
+    info = DataInfo(3, 64, preset.classes)
+    target = vgg16(preset.classes).to(device)
+    classes = torch.arange(preset.attacked)
+    k = preset.search_iterations
+    out: dict[str, Any] = {}
+    for name in SEARCH_ATTACKS:
+        cls = ATTACKS.get(name)
+        attack = cls(cls.Params.model_validate({"iterations": k}))
+        oracle = white_box(target, preset.classes)
+        prior = _attack_priors(attack, info, data, oracle, device)
+        ctx = RunContext(device=device, seed=0)
+        attack.invert(prior, oracle, classes[:2], ctx)  # warm-up
+        _, seconds = timed(device, attack.invert, prior, oracle, classes, ctx)
+        paper_iterations = cls.Params().iterations
+        rate = k / seconds
+        out[name] = {"iterations_per_s": rate, "classes": preset.attacked, "paper_iterations": paper_iterations}
+        print(f"  search {name:12s} {rate:8.2f} it/s over {preset.attacked} classes")
+    # Batched vs per-class (GMI): the official scripts search one class batch at a time.
+    gmi = ATTACKS.get("gmi")
+    attack = gmi(gmi.Params.model_validate({"iterations": k}))
+    oracle = white_box(target, preset.classes)
+    prior = attack.build_prior(info)
+    ctx = RunContext(device=device, seed=0)
+    probe = preset.per_class_probe
+    _, seconds = timed(device, lambda: [attack.invert(prior, oracle, classes[c : c + 1], ctx) for c in range(probe)])
+    per_class_rate = k / (seconds / probe * preset.attacked)
+    out["gmi-per-class"] = {"iterations_per_s": per_class_rate, "classes": preset.attacked}
+    if "gmi" in out:
+        out["batched_speedup"] = out["gmi"]["iterations_per_s"] / per_class_rate
+    print(f"  search gmi one class at a time: {per_class_rate:.2f} it/s")
+    return out
+
+
+def bench_metrics(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Evaluation-model (FaceNet, IR-50 at 112) images/s and the KNN distance against the private training set."""
+    evaluator = freeze(build_classifier("facenet", {}, num_classes=preset.classes, in_channels=3, image_size=112))
+    evaluator.to(device)
+    n = 5 * preset.attacked
+    images = random_images(n, 64, 3)
+
+    def features() -> torch.Tensor:
+        with torch.no_grad():
+            chunks = []
+            for i in range(0, n, 256):
+                x = F.interpolate(to_float(images[i : i + 256], device), size=112, mode="bilinear")
+                chunks.append(evaluator(x).features)
+            return torch.cat(chunks)
+
+    features()
+    fake, seconds = timed(device, features)
+    private_n = min(PAPER["train_images"], 27 * preset.classes)
+    real = torch.randn(private_n, fake.shape[1], device=device)
+    real_labels = torch.arange(private_n, device=device) % preset.classes
+    fake_labels = torch.arange(n, device=device) % preset.attacked
+    _, knn_s = timed(device, knn_distance, fake.float(), fake_labels, real, real_labels)
+    out = {"evaluator_images_per_s": n / seconds, "knn_seconds": knn_s, "knn_fake": n, "knn_real": private_n}
+    print(f"  metrics evaluator {n / seconds:.1f} img/s; KNN {n} vs {private_n}: {knn_s:.3f} s")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Projection
+
+
+def project_table1(r: dict[str, Any]) -> dict[str, float]:
+    """Hours per stage of suites/table1.yaml on this machine, from the measured rates (one job at a time)."""
+    seeds, n_def = PAPER["seeds"], len(PAPER["defenses"])
+    targets = seeds * n_def
+    hours: dict[str, float] = {}
+    tt = r["target_training"]
+    hours["targets"] = (
+        sum(seeds * tt[d]["paper_epochs"] * PAPER["train_images"] / tt[d]["images_per_s"] for d in PAPER["defenses"])
+        / 3600
+    )
+    pr = r["priors"]
+
+    def prior_hours(label: str) -> float:
+        return pr[label]["paper_units"] / pr[label]["per_s"] / 3600
+
+    # GMI's GAN is target-free (one); KED-MI's GAN, PLG-MI's cGAN and LOMMA's students are per target.
+    hours["gmi_gan"] = prior_hours("gmi-wgan-gp")
+    hours["kedmi_gans"] = targets * prior_hours("kedmi-gan")
+    hours["plgmi_cgans"] = targets * prior_hours("plgmi-cgan")
+    hours["lomma_students"] = targets * prior_hours("lomma-students")
+    sr = r["search"]
+    scale = PAPER["attacked_classes"] / sr["gmi"]["classes"]
+    hours["inversion"] = (
+        sum(targets * scale * sr[a]["paper_iterations"] / sr[a]["iterations_per_s"] for a in PAPER["attacks"]) / 3600
+    )
+    if "metrics" in r:  # small next to the rest; a run may lack it
+        m = r["metrics"]
+        per_job = 5 * PAPER["attacked_classes"] / m["evaluator_images_per_s"] + m["knn_seconds"]
+        hours["measure"] = targets * len(PAPER["attacks"]) * per_job / 3600
+    hours["total"] = sum(hours.values())
+    return hours
+
+
+def summary_markdown(r: dict[str, Any]) -> str:
+    """The Markdown block BENCHMARKS.md quotes."""
+    lines = [f"Machine: {r['machine']}  ", f"Preset: {r['preset']}, mibench {r['mibench']}, torch {r['torch']}", ""]
+    lines += ["| stage | rate | paper work | projected |", "|---|---:|---:|---:|"]
+    tt = r["target_training"]
+    for d, v in tt.items():
+        h = v["paper_epochs"] * PAPER["train_images"] / v["images_per_s"] / 3600
+        lines.append(f"| target {d} | {v['images_per_s']:.0f} img/s | {v['paper_epochs']} epochs | {h:.2f} h |")
+    lines.append(f"| bare PyTorch loop (VGG16) | {r['bare_loop']['images_per_s']:.0f} img/s | | |")
+    for label, v in r["priors"].items():
+        h = v["paper_units"] / v["per_s"] / 3600
+        lines.append(f"| prior {label} | {v['per_s']:.2f} {v['unit']}/s | {v['paper_units']} | {h:.2f} h |")
+    for a, v in r["search"].items():
+        if isinstance(v, dict):
+            it = v.get("paper_iterations", 1500)
+            h = it / v["iterations_per_s"] * PAPER["attacked_classes"] / v["classes"] / 3600
+            lines.append(
+                f"| search {a} ({v['classes']} classes) | {v['iterations_per_s']:.2f} it/s | {it} it | {h:.2f} h |"
+            )
+    if "metrics" in r:
+        m = r["metrics"]
+        lines.append(f"| evaluator (IR-50 @112) | {m['evaluator_images_per_s']:.0f} img/s | | |")
+        lines.append(f"| KNN ({m['knn_fake']} x {m['knn_real']}) | {m['knn_seconds']:.3f} s | | |")
+    else:
+        lines.append("| metrics | not measured | | |")
+    d = r["derived"]
+    lines += [
+        "",
+        f"Harness overhead vs bare loop: {d['harness_overhead']:.1%}. "
+        f"Trap-MID training cost vs undefended (per epoch): {d['trap_mid_cost_ratio']:.2f}x (paper: about 5x). "
+        f"Batched vs per-class GMI search: {r['search']['batched_speedup']:.1f}x.",
+        "",
+        "Projected suites/table1.yaml, one job at a time (hours): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r["projection_table1_hours"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
+    parser.add_argument("--attacks", nargs="+", default=SEARCH_ATTACKS, help="attacks of the search section")
+    args = parser.parse_args(argv)
+    SEARCH_ATTACKS[:] = args.attacks
+    load_plugins()
+    device = torch.device(args.device)
+    configure_device(device)
+    preset = PRESETS[args.preset]
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
+    machine += f", {torch.get_num_threads()} CPU threads"
+    r: dict[str, Any] = {
+        "preset": args.preset,
+        "preset_values": preset.__dict__,
+        "device": str(device),
+        "machine": machine,
+        "torch": torch.__version__,
+        "mibench": mibench.__version__,
+        "python": sys.version.split()[0],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(f"benchmark on {machine} ({args.preset})")
+    sections = {
+        "target_training": bench_target_training,
+        "bare_loop": bench_bare_loop,
+        "priors": bench_priors,
+        "search": bench_search,
+        "metrics": bench_metrics,
+    }
+    failed = []
+    out = args.out or Path(__file__).parent / "results" / f"{args.preset}-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, bench in sections.items():
+        if args.only and name not in args.only:
+            continue
+        try:  # a failing stage is reported, and the others still run
+            r[name] = bench(preset, device)
+        except Exception as exc:
+            traceback.print_exc()
+            r[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+            failed.append(name)
+        out.write_text(json.dumps(r, indent=2) + "\n")  # what is measured survives a later crash or timeout
+    if not failed and set(sections) <= set(r):
+        tt = r["target_training"]
+        r["derived"] = {
+            "harness_overhead": 1 - tt["none"]["images_per_s"] / r["bare_loop"]["images_per_s"],
+            "trap_mid_cost_ratio": tt["none"]["images_per_s"] / tt["trap-mid"]["images_per_s"],
+        }
+        r["projection_table1_hours"] = project_table1(r)
+        md = summary_markdown(r)
+        out.with_suffix(".md").write_text(md)
+        print(md)
+    out.write_text(json.dumps(r, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
