@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--executor",
-        choices=("local",),
+        choices=("local", "slurm", "ray"),
         default="local",
-        help="where jobs run: local (this machine; SLURM and Ray executors are not implemented yet)",
+        help="where jobs run: local (this machine), slurm (submitit job arrays), ray (tasks on a Ray cluster); "
+        "cluster resources come from the suite's `cluster:` section and the flags below",
     )
     run.add_argument(
         "--jobs",
@@ -55,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
         help="parallel worker processes on a CPU machine (default 1: in this process); on GPUs one per GPU",
     )
     run.add_argument("--jobs-per-gpu", type=int, default=1, metavar="K", help="workers per visible GPU (default 1)")
+    cluster = run.add_argument_group("cluster executors (override the suite's cluster: section)")
+    cluster.add_argument("--slurm-partition")
+    cluster.add_argument("--slurm-account")
+    cluster.add_argument("--slurm-time", type=int, metavar="MIN", help="wall-time limit of a job in minutes")
+    cluster.add_argument("--gpus-per-job", type=float, metavar="G", help="GPUs reserved per job (slurm, ray)")
+    cluster.add_argument("--cpus-per-job", type=float, metavar="C", help="CPUs reserved per job (slurm, ray)")
+    cluster.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local", "debug"),
+        default="slurm",
+        help="submitit backend: slurm, or local/debug to try the path without SLURM",
+    )
+    cluster.add_argument("--ray-address", help="an existing Ray cluster ('auto', 'ray://host:port'); none: local")
     run.add_argument("--retry-failed", action="store_true", help="run again the jobs that failed in earlier runs")
     run.add_argument("--dry-run", action="store_true", help="list the jobs and what is cached; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -66,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name)
     report.add_argument("--layout", default=None, help="table layout (default: the suite's report.layout)")
     report.add_argument("--out", type=Path, help="write to a file instead of stdout")
+    report.add_argument(
+        "--compare-paper",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="TABLE",
+        help="put the Trap-MID paper's published values beside ours (table number; default: the layout's)",
+    )
 
     lst = sub.add_parser("list", help="registered defenses, attacks, metrics, datasets and architectures")
     lst.add_argument("kind", nargs="?", choices=("defenses", "attacks", "metrics", "datasets", "architectures"))
@@ -73,6 +96,36 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a suite file without running it")
     validate.add_argument("suite", type=Path)
     return parser
+
+
+def make_executor(args: argparse.Namespace, cluster, store, device):
+    """The executor the flags ask for (None: the runner's in-process default)."""
+    import torch
+
+    from mibench import executors
+
+    if args.executor == "slurm":
+        spec = cluster.slurm.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "partition": args.slurm_partition,
+                    "account": args.slurm_account,
+                    "time_min": args.slurm_time,
+                    "gpus_per_job": None if args.gpus_per_job is None else int(args.gpus_per_job),
+                    "cpus_per_job": None if args.cpus_per_job is None else int(args.cpus_per_job),
+                }.items()
+                if v is not None
+            }
+        )
+        return executors.SubmititExecutor(store, spec, cluster=args.slurm_cluster, device=args.device)
+    if args.executor == "ray":
+        overrides = {"address": args.ray_address, "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job}
+        spec = cluster.ray.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        return executors.RayExecutor(store, spec, device=args.device)
+    if (args.jobs or 1) > 1 or (device.type == "cuda" and torch.cuda.device_count() * args.jobs_per_gpu > 1):
+        return executors.LocalPoolExecutor(store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu)
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -99,12 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = args.out or rs.suite.output_dir
     reporter = Reporter(quiet=args.quiet)
     reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
-    executor = None
-    if (args.jobs or 1) > 1 or (device.type == "cuda" and torch.cuda.device_count() * args.jobs_per_gpu > 1):
-        from mibench.executors import LocalPoolExecutor
-
-        executor = LocalPoolExecutor(store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu)
-        reporter.log(f"local executor: {executor.slots} worker processes")
+    executor = make_executor(args, rs.suite.cluster, store, device)
+    if executor is not None:
+        reporter.log(f"{args.executor} executor: {executor.slots} jobs at a time")
     summary = run_plan(
         plan,
         store=store,
@@ -136,7 +186,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a run's records as a table."""
-    from mibench.report import build_table, load_run_records, render_csv, render_latex, render_markdown
+    from mibench.report import (
+        build_table,
+        load_run_records,
+        render_csv,
+        render_latex,
+        render_markdown,
+        with_paper_columns,
+    )
     from mibench.runner import load_plan_info
 
     records = load_run_records(args.run_dir)
@@ -146,10 +203,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         report_spec = load_plan_info(args.run_dir)["suite"].get("report", {})
         layout = layout or report_spec.get("layout")
         caption = report_spec.get("caption")
+    layout = layout or "table1"
     if fmt == "csv":
+        if args.compare_paper is not None:
+            raise MibenchError("--compare-paper renders a table: use --latex or --markdown")
         text = render_csv(records)
     else:
-        table = build_table(records, layout or "table1", caption)
+        table = build_table(records, layout, caption)
+        if args.compare_paper is not None:
+            number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
+            table = with_paper_columns(table, number)
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
     if args.out:
         args.out.write_text(text)

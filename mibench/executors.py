@@ -1,8 +1,15 @@
-"""Executors: where jobs run. The runner decides what is ready; an executor runs it, in this process or a pool.
+"""Executors: where jobs run. The runner decides what is ready; an executor runs it.
 
 * `SequentialExecutor`: in this process, one job at a time (the default; what tests and CPUs use).
 * `LocalPoolExecutor`: a pool of worker processes, one slot per visible GPU times `jobs_per_gpu`, each worker
   pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU machine, `jobs` workers sharing the cores.
+* `SubmititExecutor`: SLURM jobs through submitit, one job array per stage of the jobs that became ready together
+  (`pip install 'mibench[slurm]'`); submitit's `local` and `debug` clusters run the same path without SLURM.
+* `RayExecutor`: Ray tasks with GPU/CPU reservations on an existing cluster or a local one (`mibench[ray]`).
+
+The interface is `slots` (jobs in flight at most), `submit(job, force) -> Future[JobOutcome]`, `flush()` (hand the
+submissions of one scheduling round over, so a cluster executor can batch them) and `close()`. Cluster executors need
+the cache on storage every node sees; a job opens its own workspace there.
 
 Jobs are idempotent and content-addressed, and every artifact is built under a file lock, so any executor can resume
 any run, and two runs over one cache never build the same artifact twice. A job that raises leaves its error and
@@ -15,16 +22,20 @@ import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 import torch
 
+from mibench.context import default_device
+from mibench.errors import MibenchError
 from mibench.plan import Job
 from mibench.progress import SILENT, Reporter
 from mibench.stages import Workspace, run_job
 from mibench.store import ArtifactStore
+from mibench.suite import RaySpec, SlurmSpec
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,24 @@ class JobOutcome:
     status: Literal["ran", "cached", "failed"]
     wall_time_s: float = 0.0
     error: str | None = None
+
+
+class Executor(Protocol):
+    """What the runner needs from an executor (see the module docstring)."""
+
+    slots: int
+
+    def submit(self, job: Job, force: bool) -> Future:
+        """Start (or hold) a job; the future completes with its `JobOutcome`."""
+        ...
+
+    def flush(self) -> None:
+        """Hand over what this scheduling round submitted."""
+        ...
+
+    def close(self) -> None:
+        """Release workers; called once, after the last result."""
+        ...
 
 
 def execute(job: Job, workspace: Workspace, force: bool) -> JobOutcome:
@@ -71,6 +100,9 @@ class SequentialExecutor:
         future: Future = Future()
         future.set_result(execute(job, self.workspace, force))
         return future
+
+    def flush(self) -> None:
+        """Nothing is held back."""
 
     def close(self) -> None:
         """Nothing to release."""
@@ -130,6 +162,9 @@ class LocalPoolExecutor:
         """Queue the job on the pool."""
         return self.pool.submit(_execute_in_worker, job, force)
 
+    def flush(self) -> None:
+        """The pool starts jobs as they are submitted."""
+
     def close(self) -> None:
         """Wait for the workers to exit."""
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -141,3 +176,139 @@ def _visible_gpus() -> list[str]:
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cluster executors
+
+
+def run_detached(job: Job, cache: str, device: str | None, force: bool) -> JobOutcome:
+    """A job in a process of a cluster (a SLURM task, a Ray worker): one workspace per process and cache.
+
+    `device` None means the node's own default (CUDA when it has a GPU).
+    """
+    ws = _WORKER.get("ws")
+    if ws is None or str(ws.store.root) != cache:
+        ws = _WORKER["ws"] = Workspace(
+            ArtifactStore(cache), torch.device(device) if device else default_device(), SILENT
+        )
+    return execute(job, ws, force)
+
+
+def _missing_extra(package: str, extra: str) -> MibenchError:
+    return MibenchError(f"--executor {extra} needs the {package!r} package: pip install 'mibench[{extra}]'")
+
+
+class SubmititExecutor:
+    """SLURM through submitit (or submitit's `local` and `debug` clusters, the same path without SLURM).
+
+    `cluster` "local" runs each job in a subprocess, "debug" in this process when its result is awaited.
+    Submissions are held until `flush`, then each stage's jobs go out as one job array with that stage's time limit.
+    A job SLURM kills (time limit, node failure) comes back failed with submitit's error, and is recorded in the store
+    like any failure, so `--retry-failed` picks it up.
+    """
+
+    def __init__(self, store: ArtifactStore, spec: SlurmSpec, *, cluster: str = "slurm", device: str | None = None):
+        try:
+            import submitit
+        except ImportError as exc:
+            raise _missing_extra("submitit", "slurm") from exc
+        self.store, self.spec, self.device = store, spec, device
+        folder = Path(spec.logs)
+        self.executor = submitit.AutoExecutor(
+            folder=folder if folder.is_absolute() else store.root / folder, cluster=cluster
+        )
+        params: dict[str, object] = {
+            "name": "mibench",
+            "gpus_per_node": spec.gpus_per_job,
+            "cpus_per_task": spec.cpus_per_job,
+            "mem_gb": spec.mem_gb,
+            "slurm_array_parallelism": spec.array_parallelism,
+        }
+        params.update({f"slurm_{k}": getattr(spec, k) for k in ("partition", "account", "qos") if getattr(spec, k)})
+        self.executor.update_parameters(**params)
+        # debug jobs run in the awaiting thread, and jobs seed torch's global RNG: one at a time keeps them exact
+        self.slots = 1 if cluster == "debug" else spec.max_jobs
+        self._waiters = ThreadPoolExecutor(max_workers=self.slots)
+        self._held: list[tuple[Job, bool, Future]] = []
+
+    def submit(self, job: Job, force: bool) -> Future:
+        """Hold the job until `flush`."""
+        future: Future = Future()
+        self._held.append((job, force, future))
+        return future
+
+    def flush(self) -> None:
+        """One job array per stage among the held jobs."""
+        held, self._held = self._held, []
+        for stage in dict.fromkeys(job.stage for job, _, _ in held):
+            group = [(job, force, future) for job, force, future in held if job.stage == stage]
+            self.executor.update_parameters(timeout_min=self.spec.stage_time_min.get(stage, self.spec.time_min))
+            with self.executor.batch():
+                submitted = [
+                    self.executor.submit(run_detached, job, str(self.store.root), self.device, force)
+                    for job, force, _ in group
+                ]
+            for (job, _, future), handle in zip(group, submitted, strict=True):
+                self._waiters.submit(self._await, job, handle, future)
+
+    def _await(self, job: Job, handle, future: Future) -> None:
+        try:
+            outcome = handle.result()
+        except Exception as exc:  # killed or lost by the scheduler: the job never reported back
+            info = {"label": job.label, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            self.store.record_failure(job.stage, job.key, {**info, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            outcome = JobOutcome(job.id, "failed", error=info["error"])
+        future.set_result(outcome)
+
+    def close(self) -> None:
+        """Wait for the threads that await jobs (the runner has collected every result by then)."""
+        self._waiters.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Ray tasks reserving `gpus_per_job` GPUs and `cpus_per_job` CPUs each (Ray sets CUDA_VISIBLE_DEVICES).
+
+    Connects to `spec.address` or starts a local instance (shut down again on `close`). Workers are reused, so data
+    and models a worker loaded stay memoised across its jobs.
+    """
+
+    def __init__(self, store: ArtifactStore, spec: RaySpec, *, device: str | None = None, **init: object):
+        try:
+            import ray
+        except ImportError as exc:
+            raise _missing_extra("ray", "ray") from exc
+        self.ray, self.store = ray, store
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=spec.address, include_dashboard=False, log_to_driver=False, **init)
+        gpus = spec.gpus_per_job if ray.cluster_resources().get("GPU", 0) else 0
+        self.device = device or ("cuda" if gpus else "cpu")
+        self.task = ray.remote(num_gpus=gpus, num_cpus=spec.cpus_per_job, max_retries=0)(run_detached)
+        resources = ray.cluster_resources()
+        fits = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / spec.cpus_per_job
+        self.slots = spec.max_jobs or max(1, int(fits))
+
+    def submit(self, job: Job, force: bool) -> Future:
+        """Start the task; its ObjectRef's future completes with the outcome."""
+        ref = self.task.remote(job, str(self.store.root), self.device, force)
+        future: Future = Future()
+
+        def done(inner: Future) -> None:
+            try:
+                future.set_result(inner.result())
+            except Exception as exc:  # the worker died: record it like any failure
+                info = {"label": job.label, "error": f"{type(exc).__name__}: {exc}", "traceback": repr(exc)}
+                self.store.record_failure(job.stage, job.key, {**info, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                future.set_result(JobOutcome(job.id, "failed", error=info["error"]))
+
+        ref.future().add_done_callback(done)
+        return future
+
+    def flush(self) -> None:
+        """Tasks start as they are submitted."""
+
+    def close(self) -> None:
+        """Shut down the local Ray instance this executor started."""
+        if self._started:
+            self.ray.shutdown()

@@ -7,8 +7,10 @@ records carry (the defender's). Reports never recompute anything: they read `rec
 
 from __future__ import annotations
 
+import csv
 import io
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -182,6 +184,69 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
         blocks.append((attack, rows))
     suite = records[0].suite if records else "suite"
     return Table(header, blocks, _caption(records, keys, caption_prefix), f"tab:{suite}-{layout}")
+
+
+# Published values (Trap-MID, NeurIPS 2024, Tables 1-20), one row per (table, attack, defense, metric): the project's
+# copy of specs/paper-results.csv. Accuracies are in percent there.
+PAPER_RESULTS = Path(__file__).parent / "reference" / "paper_results.csv"
+PERCENT_METRICS = {"acc", "aa1", "aa5", "precision", "recall", "coverage", "nn_private_pct", "nn_public_pct"}
+
+
+def _method_key(label: str) -> str:
+    """Labels compared loosely: case, spaces and punctuation ignored; '-' and '' mean no defense."""
+    key = re.sub(r"[^a-z0-9+]", "", label.lower())
+    return key or "none"
+
+
+def paper_values(table_number: int, path: Path = PAPER_RESULTS) -> dict[tuple[str, str, str], Cell]:
+    """{(attack key, defense key, metric): published mean ± std} of one paper table (rows without a variant)."""
+    out: dict[tuple[str, str, str], Cell] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["table"] != str(table_number) or row["variant"] or not row["mean"]:
+                continue
+            scale = 0.01 if row["metric"] in PERCENT_METRICS else 1.0
+            unit = "fraction" if row["metric"] in PERCENT_METRICS else "score"
+            std = float(row["std"]) * scale if row["std"] else None
+            key = (_method_key(row["attack"]), _method_key(row["defense"]), row["metric"])
+            out[key] = Cell(float(row["mean"]) * scale, std, 5, unit)
+    if not out:
+        raise ValueError(f"the paper has no results table {table_number} in {path}")
+    return out
+
+
+def with_paper_columns(table: Table, table_number: int, path: Path = PAPER_RESULTS) -> Table:
+    """`table` with a "(paper)" column after each metric the paper's table reports.
+
+    Cells are filled where attack, defense and metric match (labels compared loosely). Only identical metrics are
+    paired: FD-eval is never set beside FID.
+    """
+    published = paper_values(table_number, path)
+    metrics = {m for _, _, m in published}
+    pairs = [(i, h) for i, h in enumerate(table.header) if h.metric in metrics]
+    header = []
+    for i, h in enumerate(table.header):
+        header.append(h)
+        if any(i == j for j, _ in pairs):
+            header.append(HeaderCell(f"{h.label} (paper)", None, None))
+    blocks = []
+    for attack, rows in table.blocks:
+        new_rows = []
+        for defense, cells in rows:
+            new_cells = []
+            for i, cell in enumerate(cells):
+                new_cells.append(cell)
+                if any(i == j for j, _ in pairs):
+                    key = (_method_key(attack), _method_key(defense), table.header[i].metric)
+                    paper = published.get(key)
+                    new_cells.append(replace(paper, bold=False) if paper else Cell(None, None, 0, "score"))
+            new_rows.append((defense, new_cells))
+        blocks.append((attack, new_rows))
+    note = (
+        f"(paper): published values of Trap-MID (Liu & Chen, NeurIPS 2024) Table {table_number}, mean ± std over "
+        "5 runs; bold compares our rows only"
+    )
+    return Table(header, blocks, f"{table.caption[:-1]}. {note}.", table.label)
 
 
 def _caption(records: list[Record], keys: list[str | None], prefix: str | None) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mibench.executors import JobOutcome, LocalPoolExecutor, SequentialExecutor
+from mibench.executors import Executor, JobOutcome, SequentialExecutor
 from mibench.plan import STAGES, Job, Plan
 from mibench.progress import Reporter
 from mibench.records import RECORDS_FILE, Record, write_records
@@ -53,7 +53,7 @@ def run_plan(
     device: torch.device,
     reporter: Reporter,
     force: Iterable[str] = (),
-    executor: SequentialExecutor | LocalPoolExecutor | None = None,
+    executor: Executor | None = None,
     retry_failed: bool = False,
 ) -> RunSummary:
     """Execute the missing jobs of `plan` as their dependencies finish, then assemble records into `run_dir`.
@@ -91,6 +91,7 @@ def run_plan(
                 count += 1
                 reporter.log(f"[{count}] {job.label} ({job.key})")
                 running[executor.submit(job, job.id in redo)] = job
+            executor.flush()  # one scheduling round: a cluster executor submits it as arrays
             if not running:
                 if pending:  # cannot happen with a valid plan; never spin
                     raise RuntimeError(f"no runnable job among {len(pending)} pending: {pending[0].id}")

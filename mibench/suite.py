@@ -167,6 +167,44 @@ class ReportSpec(Params):
     caption: str | None = None
 
 
+class SlurmSpec(Params):
+    """Resources of each SLURM job (`mibench run --executor slurm`); CLI flags override them.
+
+    Jobs that become ready together are submitted as one job array per stage; `stage_time_min` gives a stage a longer
+    limit (a PLG-MI cGAN takes hours, a measurement seconds).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = Field(240, ge=1, description="wall-time limit of a job, minutes")
+    stage_time_min: dict[Literal["evaluator", "target", "prior", "invert", "measure"], int] = Field(
+        default_factory=dict
+    )
+    gpus_per_job: int = Field(1, ge=0)
+    cpus_per_job: int = Field(8, ge=1)
+    mem_gb: int = Field(32, ge=1)
+    array_parallelism: int = Field(64, ge=1, description="jobs of one array running at once")
+    max_jobs: int = Field(256, ge=1, description="jobs queued or running at once")
+    logs: str = Field("slurm-logs", description="submitit's folder (relative paths: inside the cache)")
+
+
+class RaySpec(Params):
+    """Resources of each Ray task (`mibench run --executor ray`); CLI flags override them."""
+
+    address: str | None = Field(None, description="an existing cluster ('auto', 'ray://host:port'); none: local")
+    gpus_per_job: float = Field(1.0, ge=0)
+    cpus_per_job: float = Field(4.0, gt=0)
+    max_jobs: int | None = Field(None, ge=1, description="default: what the cluster's GPUs (or CPUs) can hold")
+
+
+class ClusterSpec(Params):
+    """How jobs map onto a cluster. Not part of any cache key: where a job runs never changes what it builds."""
+
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)
+
+
 class Suite(Params):
     """A benchmark suite: defenses x attacks x seeds on one data setting."""
 
@@ -186,6 +224,7 @@ class Suite(Params):
     metrics: list[MethodSpec] = Field(min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @field_validator("defenses", "attacks", "metrics", mode="before")
     @classmethod

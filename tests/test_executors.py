@@ -55,6 +55,96 @@ def test_pool_of_two_gives_the_sequential_records(tmp_path, tiny_suite):
     assert values(par.records) == values(seq.records)
 
 
+def sequential_values(plan, tmp_path):
+    cpu = torch.device("cpu")
+    seq = run_plan(plan, store=ArtifactStore(tmp_path / "seq"), run_dir=tmp_path / "rseq", device=cpu, reporter=SILENT)
+    return values(seq.records)
+
+
+def test_submitit_debug_cluster_gives_the_sequential_records(tmp_path, tiny_suite):
+    from mibench.executors import SubmititExecutor
+    from mibench.suite import SlurmSpec
+
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    plan = build_plan(load_suite(path))
+    store = ArtifactStore(tmp_path / "cache")
+    executor = SubmititExecutor(store, SlurmSpec(stage_time_min={"prior": 600}), cluster="debug", device="cpu")
+    out = run_plan(
+        plan, store=store, run_dir=tmp_path / "run", device=torch.device("cpu"), reporter=SILENT, executor=executor
+    )
+    assert out.failed == {} and len(out.ran) == len(plan.jobs)
+    assert values(out.records) == sequential_values(plan, tmp_path)
+    assert (store.root / "slurm-logs").is_dir()  # submitit's job folder lives with the cache
+
+
+def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_work(tmp_path, tiny_suite, monkeypatch):
+    from mibench.executors import SubmititExecutor
+    from mibench.suite import SlurmSpec
+
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    plan = build_plan(load_suite(path))
+    store = ArtifactStore(tmp_path / "cache")
+    original = stages.RUNNERS["invert"]
+
+    def killed(job, ws, ctx):
+        raise KeyboardInterrupt  # the process dies at its first inversion
+
+    monkeypatch.setitem(stages.RUNNERS, "invert", killed)
+    cpu = torch.device("cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT)
+    done_before = {j.id for j in plan.jobs.values() if store.is_done(j.stage, j.key)}
+    assert done_before and len(done_before) < len(plan.jobs)
+    monkeypatch.setitem(stages.RUNNERS, "invert", original)
+    executor = SubmititExecutor(store, SlurmSpec(), cluster="debug", device="cpu")
+    out = run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT, executor=executor)
+    assert set(out.cached) == done_before and set(out.ran) == set(plan.jobs) - done_before
+
+
+def test_ray_local_instance_gives_the_sequential_records(tmp_path, tiny_suite):
+    pytest.importorskip("ray")
+    from mibench.executors import RayExecutor
+    from mibench.suite import RaySpec
+
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    plan = build_plan(load_suite(path))
+    store = ArtifactStore(tmp_path / "cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # Ray workers get one thread per reserved CPU: compare like with like
+    try:
+        expected = sequential_values(plan, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    executor = RayExecutor(store, RaySpec(gpus_per_job=0, cpus_per_job=1), device="cpu", num_cpus=2)
+    assert executor.slots == 2
+    out = run_plan(
+        plan, store=store, run_dir=tmp_path / "run", device=torch.device("cpu"), reporter=SILENT, executor=executor
+    )
+    assert out.failed == {} and len(out.ran) == len(plan.jobs)
+    assert values(out.records) == expected
+
+
+def test_cluster_executors_explain_a_missing_extra(tmp_path, monkeypatch):
+    import builtins
+
+    from mibench.errors import MibenchError
+    from mibench.executors import RayExecutor, SubmititExecutor
+    from mibench.suite import RaySpec, SlurmSpec
+
+    real_import = builtins.__import__
+
+    def no_cluster_packages(name, *args, **kwargs):
+        if name in ("ray", "submitit"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cluster_packages)
+    with pytest.raises(MibenchError, match=r"mibench\[slurm\]"):
+        SubmititExecutor(ArtifactStore(tmp_path), SlurmSpec())
+    with pytest.raises(MibenchError, match=r"mibench\[ray\]"):
+        RayExecutor(ArtifactStore(tmp_path), RaySpec())
+
+
 def test_a_failed_job_is_recorded_and_independent_jobs_finish(tmp_path, tiny_suite, monkeypatch):
     tiny_suite["defenses"].append({"name": "mid", "label": "MID"})
     path = write_suite(tmp_path / "s.yaml", tiny_suite)

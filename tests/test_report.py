@@ -162,3 +162,34 @@ def test_latex_compiles(records, tmp_path):
     (tmp_path / "t.tex").write_text(doc)
     out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+def test_compare_paper_puts_published_values_beside_ours(records, tmp_path):
+    from mibench.report import paper_values, with_paper_columns
+
+    published = paper_values(1)
+    # Trap-MID Table 1 (spec paper-results.csv): GMI on the undefended VGG16, AA-1 14.29 ± 0.63 (percent)
+    assert published["gmi", "none", "aa1"].mean == pytest.approx(0.1429)
+    table = with_paper_columns(build_table(records), 1)
+    labels = [h.label for h in table.header]
+    assert labels[labels.index("AA-1") + 1] == "AA-1 (paper)"
+    assert "FD-eval (paper)" not in labels and "FID (paper)" not in labels  # never pair FD-eval with FID
+    md = render_markdown(table)
+    gmi_none = next(line for line in md.splitlines() if line.startswith("| GMI"))
+    assert "14.29 ± 0.63" in gmi_none and "86.21 ± 0.91" in gmi_none
+    trap = next(line for line in md.splitlines() if "Trap_MID" in line)  # label matching ignores punctuation
+    assert "0.24 ± 0.19" in trap
+    paper_cols = [i for i, h in enumerate(table.header) if h.label.endswith("(paper)")]
+    assert not any(cells[i].bold for _, rows in table.blocks for _, cells in rows for i in paper_cols)
+    assert "Table 1" in table.caption
+    with pytest.raises(ValueError, match="no results table 99"):
+        paper_values(99)
+
+
+def test_report_cli_compare_paper(records, tmp_path, capsys):
+    from mibench.cli import main
+
+    write_records(tmp_path / "records.jsonl", records)
+    assert main(["report", str(tmp_path / "records.jsonl"), "--compare-paper", "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert "AA-1 (paper)" in out and "14.29 $\\pm$ 0.63" in out
