@@ -194,3 +194,15 @@ def test_two_concurrent_runs_build_each_artifact_once(tmp_path, tiny_suite):
         assert proc.returncode == 0, err
         ran.append(int(re.search(r"ran (\d+) jobs", err).group(1)))
     assert sum(ran) == n_jobs  # every artifact built by exactly one of the two runs
+
+
+def test_cli_runs_a_suite_through_the_slurm_executor_path(tmp_path, tiny_suite, capsys):
+    from mibench.cli import main
+
+    tiny_suite["seeds"] = [0]
+    tiny_suite["cluster"] = {"slurm": {"time_min": 30, "logs": str(tmp_path / "logs")}}
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    code = main(["run", str(path), "--device", "cpu", "--executor", "slurm", "--slurm-cluster", "debug", "--quiet"])
+    assert code == 0
+    assert "AA-1" in capsys.readouterr().out
+    assert (tmp_path / "logs").is_dir()  # the suite's cluster section reached submitit
