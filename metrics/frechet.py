@@ -1,15 +1,28 @@
-"""Fréchet distance between reconstructions and private images, with a pluggable feature extractor."""
+"""Fréchet distance between reconstructions and private images, with a pluggable feature extractor.
+
+Extractors:
+
+* `inception`: the standard FID network, torch-fidelity's Inception-v3 with the TensorFlow FID weights
+  (`weights-inception-2015-12-05-6726825d.pth`, 2048-d pool features, uint8 input resized to 299 by its
+  TF1-compatible bilinear). Recorded as `fid` when the weights file's SHA-256 starts with 6726825d, otherwise as
+  `fd_inception`. The Fréchet distance itself is computed here in float64.
+* `evaluator`: the evaluation model's penultimate features, recorded as `fd_evaluator` ("FD-eval"), never FID.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from mibench.context import RunContext
-from mibench.errors import unknown_name_message
+from mibench.data.base import to_uint8
+from mibench.errors import MibenchError, unknown_name_message
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import frechet_distance_of_features, topk_correct
 from mibench.params import Params
@@ -23,17 +36,102 @@ def evaluator_features(inputs: MeasureInputs) -> tuple[torch.Tensor, torch.Tenso
     return real, fake
 
 
+FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+FID_SHA256_PREFIX = "6726825d"
+_INCEPTION: dict[tuple[str, str], torch.nn.Module] = {}  # (weights path, device) -> extractor, per process
+
+
+def fid_weights_path(explicit: str | None) -> Path:
+    """The FID weights file: `explicit`, else $MIBENCH_WEIGHTS/<FID_WEIGHTS>; a clear error when it is absent."""
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("MIBENCH_WEIGHTS"):
+        path = Path(os.environ["MIBENCH_WEIGHTS"]) / FID_WEIGHTS
+    else:
+        raise MibenchError(
+            f"FID needs the Inception weights {FID_WEIGHTS} (torch-fidelity's release v0.2.0, SHA-256 "
+            f"{FID_SHA256_PREFIX}...): put it in the folder $MIBENCH_WEIGHTS names, or give the metric "
+            "params: {extractor: inception, weights: /path/to/file}"
+        )
+    if not path.is_file():
+        raise MibenchError(
+            f"FID weights not found: {path} (expected {FID_WEIGHTS}, torch-fidelity's release v0.2.0, SHA-256 "
+            f"{FID_SHA256_PREFIX}...; mibench never downloads)"
+        )
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
+    """torch-fidelity's FID Inception-v3 with the weights at `path`, returning 2048-d features (memoised)."""
+    key = (str(path), str(device))
+    if key not in _INCEPTION:
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError as exc:
+            raise MibenchError("the inception extractor needs torch-fidelity: pip install 'mibench[fid]'") from exc
+        # torch-fidelity unpickles the file without weights_only; loading it with weights_only=True first proves it
+        # holds tensors only (a file that fails here never reaches the unrestricted loader).
+        torch.load(path, map_location="cpu", weights_only=True)
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+        _INCEPTION[key] = model.to(device).eval()
+    return _INCEPTION[key]
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, extractor: torch.nn.Module, device: torch.device, batch: int = 200):
+    """2048-d features of uint8 images (N x 3 x H x W; grey images are repeated to RGB), float64 on the CPU."""
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    out = [extractor(images[i : i + batch].to(device))[0].double().cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.empty(0, 2048, dtype=torch.float64)
+
+
+def inception_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real, reconstruction) Inception features at the target's resolution (private train of the attacked ids)."""
+    path = fid_weights_path(p.weights)
+    extractor = inception_extractor(path, inputs.device)
+    real = inputs.data.private_train.of_classes(inputs.classes).images
+    fake = to_uint8(inputs.reconstructions.images)
+    return inception_features(real, extractor, inputs.device), inception_features(fake, extractor, inputs.device)
+
+
 # name -> function giving (real features, reconstruction features, in reconstruction order). A value computed with
 # an extractor other than Inception-v3's FID weights is recorded as "fd_<name>", never as "fid".
-FEATURE_EXTRACTORS: dict[str, Callable[[MeasureInputs], tuple[torch.Tensor, torch.Tensor]]] = {
-    "evaluator": evaluator_features,
+FEATURE_EXTRACTORS: dict[str, Callable[[MeasureInputs, FeatureSpaceParams], tuple[torch.Tensor, torch.Tensor]]] = {
+    "evaluator": lambda inputs, p: evaluator_features(inputs),
+    "inception": inception_pair,
 }
+
+
+def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
+    """The metric-name suffix ("fid" only for the standard weights) and the provenance every record carries."""
+    if p.extractor != "inception":
+        return f"fd_{p.extractor}", {"extractor": p.extractor}
+    path = fid_weights_path(p.weights)
+    digest = sha256_of(path)
+    details = {
+        "extractor": "inception-v3 (torch-fidelity)",
+        "weights": path.name,
+        "weights_sha256": digest,
+        "resize": "299, TF1-compatible bilinear, uint8 input",
+    }
+    return ("fid" if digest.startswith(FID_SHA256_PREFIX) else "fd_inception"), details
 
 
 class FeatureSpaceParams(Params):
     """The feature extractor of a distribution metric (a name in `FEATURE_EXTRACTORS`)."""
 
     extractor: str = "evaluator"
+    weights: str | None = Field(None, description="inception: the FID weights file (default: in $MIBENCH_WEIGHTS)")
 
     @field_validator("extractor")
     @classmethod
@@ -68,15 +166,17 @@ class FrechetDistance(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Fréchet distance in the chosen feature space (`None` when fewer than two images qualify)."""
         p: FrechetParams = self.params
-        real, fake = FEATURE_EXTRACTORS[p.extractor](inputs)
+        name, details = extractor_details(p)
+        real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         if p.fake_subset == "successful":
             _, logits = inputs.reconstruction_outputs()
             fake = fake[topk_correct(logits, inputs.reconstructions.labels, 1)]
-        details = {
-            "extractor": p.extractor,
+        details |= {
             "fake_subset": p.fake_subset,
             "n_fake": int(fake.shape[0]),
             "n_real": int(real.shape[0]),
+            # fewer samples than feature dimensions: the covariance is rank-deficient and the distance biased
+            "rank_deficient": bool(min(fake.shape[0], real.shape[0]) <= real.shape[1]),
         }
         value = frechet_distance_of_features(real, fake) if fake.shape[0] >= 2 else float("nan")
-        return [Measurement(f"fd_{p.extractor}", value, True, "distance", details)]
+        return [Measurement(name, value, True, "distance", details)]

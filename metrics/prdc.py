@@ -15,7 +15,7 @@ from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams
+from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
 from mibench.registry import METRICS
 
@@ -39,11 +39,11 @@ class PRDC(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Four values; higher is better for the attacker, so lower is better for the defender."""
         p: PRDCParams = self.params
-        real, fake = FEATURE_EXTRACTORS[p.extractor](inputs)
+        real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         _, _, real_labels = inputs.private_train_outputs()
         fake_labels = inputs.reconstructions.labels
         k = p.k or (3 if p.variant == "per_class" else 5)
-        details = {"variant": p.variant, "k": k, "extractor": p.extractor}
+        details = {"variant": p.variant, "k": k, **extractor_details(p)[1]}
         if p.variant == "naeem":
             keep = torch.isin(real_labels, fake_labels.unique())
             values = prdc_naeem(real[keep], fake, k)

@@ -35,14 +35,15 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("aa1",), "AA-1"),
         Column(("aa5",), "AA-5"),
         Column(("knn_dist",), "KNN Dist"),
-        Column(("fid", "fd_evaluator"), "FID"),
+        Column(("fid", "fd_inception", "fd_evaluator"), "FID"),
     ),
 }
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
-STAND_IN_LABELS = {"fd_evaluator": "FD-eval"}
+STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception"}
 STAND_IN_NOTES = {
     "fd_evaluator": "FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID",
+    "fd_inception": "FD-Inception uses Inception-v3 weights other than the standard FID file (see records)",
 }
 
 

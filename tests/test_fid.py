@@ -1,0 +1,116 @@
+"""The standard FID path: torch-fidelity's Inception-v3 on a random-init state dict the test writes (the released
+weights cannot be downloaded here), float64 Fréchet distance in mibench, provenance, and clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from mibench.attack import Reconstructions
+from mibench.context import RunContext
+from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
+from mibench.errors import MibenchError
+from mibench.metric import MeasureInputs
+from mibench.metrics import frechet
+from mibench.metrics.frechet import FID_WEIGHTS, FrechetDistance, FrechetParams, inception_extractor
+from mibench.metrics.functional import frechet_distance_of_features
+
+fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A randomly initialised FID Inception state dict, saved under the released file's name."""
+    cls = fidelity.FeatureExtractorInceptionV3
+    with pytest.MonkeyPatch.context() as mp:  # build the network without its released weights
+        mp.setattr(fidelity, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(cls, "load_state_dict", lambda self, state, *a, **k: None)
+        torch.manual_seed(0)
+        net = cls("inception-v3-compat", ["2048"])
+    path = tmp_path_factory.mktemp("weights") / FID_WEIGHTS
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def images(n, seed, size=16):
+    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+@pytest.fixture
+def inputs():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    data = DataBundle(
+        ImageSet(images(8, 0), labels),
+        ImageSet(images(2, 1), torch.tensor([0, 1])),
+        ImageSet(images(1, 2), torch.tensor([UNLABELLED])),
+        3,
+        "random",
+    )
+    recon = Reconstructions(to_float(images(5, 3)), torch.tensor([0, 1, 0, 1, 0]), torch.zeros(5, dtype=torch.long))
+    return MeasureInputs(
+        target=nn.Identity(),
+        evaluator=nn.Identity(),
+        evaluator_accuracy=1.0,
+        data=data,
+        eval_data=data,
+        classes=torch.tensor([0, 1]),
+        reconstructions=recon,
+        device=torch.device("cpu"),
+    )
+
+
+def test_inception_path_gives_2048_d_features(weights):
+    extractor = inception_extractor(weights, torch.device("cpu"))
+    feats = frechet.inception_features(images(3, 4), extractor, torch.device("cpu"))
+    assert feats.shape == (3, 2048) and feats.dtype == torch.float64 and torch.isfinite(feats).all()
+    grey = frechet.inception_features(images(2, 5)[:, :1], extractor, torch.device("cpu"))
+    assert grey.shape == (2, 2048)  # one-channel images are repeated to RGB
+
+
+def test_fid_metric_is_the_float64_frechet_distance_of_inception_features(weights, inputs):
+    params = FrechetParams(extractor="inception", weights=str(weights), fake_subset="all")
+    (m,) = FrechetDistance(params).compute(inputs, RunContext())
+    extractor = inception_extractor(weights, torch.device("cpu"))
+    real = frechet.inception_features(inputs.data.private_train.images[:6], extractor, torch.device("cpu"))
+    fake = frechet.inception_features(
+        (inputs.reconstructions.images * 255).round().to(torch.uint8), extractor, torch.device("cpu")
+    )
+    assert m.value == pytest.approx(frechet_distance_of_features(real, fake), rel=1e-9)
+    # a random file is not the released FID network: recorded as fd_inception, with the file's hash
+    assert m.metric == "fd_inception"
+    assert m.details["weights_sha256"] == frechet.sha256_of(weights) and m.details["n_fake"] == 5
+    assert m.details["n_real"] == 6 and m.details["rank_deficient"] is True
+
+
+def test_only_the_released_weights_make_a_fid(weights, inputs, monkeypatch):
+    monkeypatch.setattr(frechet, "sha256_of", lambda path: frechet.FID_SHA256_PREFIX + "0" * 56)
+    params = FrechetParams(extractor="inception", weights=str(weights), fake_subset="all")
+    (m,) = FrechetDistance(params).compute(inputs, RunContext())
+    assert m.metric == "fid" and m.details["resize"].startswith("299")
+
+
+def test_missing_weights_say_which_file_goes_where(tmp_path, inputs, monkeypatch):
+    monkeypatch.delenv("MIBENCH_WEIGHTS", raising=False)
+    metric = FrechetDistance(FrechetParams(extractor="inception"))
+    with pytest.raises(MibenchError, match=r"weights-inception-2015-12-05-6726825d\.pth.*\$MIBENCH_WEIGHTS"):
+        metric.compute(inputs, RunContext())
+    monkeypatch.setenv("MIBENCH_WEIGHTS", str(tmp_path))
+    with pytest.raises(MibenchError, match=f"FID weights not found: {tmp_path / FID_WEIGHTS}"):
+        metric.compute(inputs, RunContext())
+
+
+class NotATensor:
+    """Anything a weights-only unpickler refuses."""
+
+
+def test_a_file_with_code_never_reaches_the_unrestricted_loader(tmp_path, monkeypatch):
+    path = tmp_path / "evil.pth"
+    torch.save({"x": NotATensor()}, path)
+    built = []
+    monkeypatch.setattr(fidelity, "FeatureExtractorInceptionV3", lambda *a, **k: built.append(1))
+    with pytest.raises(pickle.UnpicklingError):
+        inception_extractor(path, torch.device("cpu"))
+    assert built == []
