@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         help="put the Trap-MID paper's published values beside ours (table number; default: the layout's)",
     )
 
+    figures = sub.add_parser("figures", help="trade-off plot (PNG, PDF) and reconstruction grids of a run")
+    figures.add_argument("run_dir", type=Path)
+    figures.add_argument("--attack", action="append", help="grid of this attack label (repeatable; default: all)")
+    figures.add_argument("--classes", type=int, default=8, help="rows of each grid (default 8)")
+    figures.add_argument("--seed", type=int, help="the run whose reconstructions a grid shows (default: the first)")
+    figures.add_argument("--out", type=Path, help="folder for the figures (default: RUN_DIR/figures)")
+
     lst = sub.add_parser("list", help="registered defenses, attacks, metrics, datasets and architectures")
     lst.add_argument("kind", nargs="?", choices=("defenses", "attacks", "metrics", "datasets", "architectures"))
 
@@ -221,6 +228,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Write the trade-off plot and one reconstruction grid per attack."""
+    from mibench.figures import reconstruction_grid, slug, tradeoff_plot
+    from mibench.report import load_run_records
+    from mibench.runner import load_plan_info
+    from mibench.store import ArtifactStore
+
+    if not (args.run_dir / "plan.json").is_file():
+        raise MibenchError(f"{args.run_dir}: not a run folder (no plan.json); figures need a run made by mibench run")
+    out = args.out or args.run_dir / "figures"
+    written = tradeoff_plot(load_run_records(args.run_dir), out / "tradeoff")
+    info = load_plan_info(args.run_dir)
+    store = ArtifactStore(Path(info["cache"]))
+    attacks = args.attack or list(dict.fromkeys(a["label"] for a in info["suite"]["attacks"]))
+    for attack in attacks:
+        written.append(
+            reconstruction_grid(info, store, attack, out / f"grid-{slug(attack)}.png", args.classes, args.seed)
+        )
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registries."""
     from rich.console import Console
@@ -263,7 +292,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "validate": cmd_validate}
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "figures": cmd_figures,
+    "list": cmd_list,
+    "validate": cmd_validate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
