@@ -37,7 +37,29 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("knn_dist",), "KNN Dist"),
         Column(("fid", "fd_inception", "fd_evaluator"), "FID"),
     ),
+    # Table 4 (adaptive attacks against Trap-MID) and Table 17 (Trap-MID with NegLS) use Table 1's columns.
+    "table3": (  # synthetic distribution: where each reconstruction's nearest real image lies
+        Column(("acc",), "Acc"),
+        Column(("aa1",), "AA-1"),
+        Column(("nn_private_share",), "NN private"),
+    ),
+    "table9": (Column(("acc",), "Acc"), Column(("train_time_s",), "Training time (s)")),
+    "table11": (
+        Column(("acc",), "Acc"),
+        Column(("precision",), "Precision"),
+        Column(("recall",), "Recall"),
+        Column(("density",), "Density"),
+        Column(("coverage",), "Coverage"),
+    ),
+    "table18": (Column(("acc",), "Acc"), Column(("initial_rounds",), "Init. iterations"), Column(("aa1",), "AA-1")),
+    "trapdoor": (
+        Column(("acc",), "Acc"),
+        Column(("aa1",), "AA-1"),
+        Column(("trapdoor_recall",), "Trapdoor recall"),
+        Column(("trapdoor_auc",), "Trapdoor AUC"),
+    ),
 }
+LAYOUTS["table4"] = LAYOUTS["table17"] = LAYOUTS["table1"]
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
 STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception"}
@@ -168,7 +190,8 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
         keys.append(metric)
 
     defenses = list(dict.fromkeys(summary.defense))
-    attacks = [a for a in dict.fromkeys(summary.attack) if a != NO_ATTACK]
+    shown = summary[summary.metric.isin([k for k in keys if k is not None])]
+    attacks = [a for a in dict.fromkeys(shown.attack) if a != NO_ATTACK]  # none: one block (Table 9)
     blocks = []
     for attack in attacks or [NO_ATTACK]:
         rows = []
@@ -191,6 +214,12 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
 # copy of specs/paper-results.csv. Accuracies are in percent there.
 PAPER_RESULTS = Path(__file__).parent / "reference" / "paper_results.csv"
 PERCENT_METRICS = {"acc", "aa1", "aa5", "precision", "recall", "coverage", "nn_private_pct", "nn_public_pct"}
+# Our metric -> (the paper CSV's metric, factor from the paper's unit to ours).
+PAPER_METRIC = {
+    "nn_private_share": ("nn_private_pct", 1.0),
+    "train_time_s": ("train_time_min", 60.0),
+    "initial_rounds": ("init_iterations", 1.0),
+}
 
 
 def _method_key(label: str) -> str:
@@ -223,6 +252,11 @@ def with_paper_columns(table: Table, table_number: int, path: Path = PAPER_RESUL
     paired: FD-eval is never set beside FID.
     """
     published = paper_values(table_number, path)
+    for ours, (theirs, factor) in PAPER_METRIC.items():  # the paper's names and units for our metrics
+        for (a, d, m), cell in list(published.items()):
+            if m == theirs:
+                std = None if cell.std is None else cell.std * factor
+                published[a, d, ours] = Cell(cell.mean * factor, std, cell.n, cell.unit)
     metrics = {m for _, _, m in published}
     pairs = [(i, h) for i, h in enumerate(table.header) if h.metric in metrics]
     header = []

@@ -193,3 +193,21 @@ def test_report_cli_compare_paper(records, tmp_path, capsys):
     assert main(["report", str(tmp_path / "records.jsonl"), "--compare-paper", "--latex"]) == 0
     out = capsys.readouterr().out
     assert "AA-1 (paper)" in out and "14.29 $\\pm$ 0.63" in out
+
+
+def test_table9_layout_is_one_block_and_compares_paper_minutes_as_seconds(records):
+    from mibench.report import paper_values, with_paper_columns
+
+    table = build_table(records, "table9")
+    assert [h.label for h in table.header] == ["Acc", "Training time (s)"]
+    assert len(table.blocks) == 1 and table.blocks[0][0] == ""  # defense-level metrics: no attack blocks
+    compared = with_paper_columns(table, 9)
+    minutes = paper_values(9)["none", "none", "train_time_min"].mean
+    assert [h.label for h in compared.header] == ["Acc", "Training time (s)", "Training time (s) (paper)"]
+    cells = dict(compared.blocks[0][1])["-"]
+    assert cells[1].mean == pytest.approx(10.0) and cells[2].mean == pytest.approx(60 * minutes)
+
+
+def test_unknown_layout_lists_the_allowed_ones(records):
+    with pytest.raises(ValueError, match="table18"):
+        build_table(records, "table99")

@@ -21,6 +21,7 @@ def weights(tmp_path, monkeypatch):
     monkeypatch.setenv("MIBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("CELEBA_ROOT", str(tmp_path / "celeba"))
     monkeypatch.setenv("ATT_ROOT", str(tmp_path / "att"))
+    monkeypatch.setenv("FFHQ_ROOT", str(tmp_path / "ffhq"))
     return tmp_path
 
 
