@@ -5,6 +5,9 @@ assignment). Score s(x) = cos(phi_T(x), S[argmax T(x)]). Threshold tau: the 95th
 training images (5% false positives on clean private data). Reported: the share of reconstructions above tau
 (`trapdoor_recall`) and the ROC AUC of reconstructions against clean public images (`trapdoor_auc`). Targets without
 triggers (no trapdoor defense) give no values.
+
+`adversarial-detection` scores adversarial examples of the private test images with the same signatures and threshold
+(Trap-MID's detection success rate, Fig. 3), with mibench's PGD adversary (`mibench.adversarial`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
+from mibench.adversarial import detection_success_rate, pgd_attack
 from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.metric import MeasureInputs, Measurement, Metric
@@ -55,4 +59,73 @@ class TrapdoorDetection(Metric):
         values = [Measurement("trapdoor_recall", (recon > tau).double().mean().item(), True, "fraction", details)]
         if public.numel():
             values.append(Measurement("trapdoor_auc", roc_auc(public, recon), True, "fraction", details))
+        return values
+
+
+class AdversarialDetectionParams(Params):
+    """Adversarial budgets and PGD settings (Trap-MID Fig. 3: L-inf 8/255 and L2 0.5 on the test images)."""
+
+    false_positive_rate: float = Field(0.05, gt=0, lt=1)
+    linf_eps: float = Field(8 / 255, gt=0)
+    l2_eps: float = Field(0.5, gt=0)
+    steps: int = Field(50, ge=1, description="PGD steps (mibench's adversary; the paper used AutoAttack)")
+    max_images: int | None = Field(None, ge=1, description="cap on test images attacked (default: all)")
+
+
+@METRICS.register
+class AdversarialDetection(Metric):
+    """Detection of adversarial examples by the trapdoor signatures (Trap-MID Fig. 3, panels 3-4; spec §6.6).
+
+    Threshold as in `trapdoor-detection` (95th percentile of clean training scores); untargeted PGD examples of the
+    private test images under each budget. Reported per budget: the detection success rate (accuracy on clean test
+    images plus as many adversarial ones) and the ROC AUC, clean test against adversarial.
+    """
+
+    name: ClassVar[str] = "adversarial-detection"
+    paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
+    Params = AdversarialDetectionParams
+    scope: ClassVar[str] = "target"
+
+    def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
+        """Nothing for a target without triggers."""
+        triggers = find_triggers(inputs.target_extras)
+        if triggers is None:
+            return []
+        p: AdversarialDetectionParams = self.params
+        device = inputs.device
+        pattern, mask = (t.to(device) for t in triggers)
+        train = to_float(inputs.data.private_train.images, device)
+        signatures = trapdoor_signatures(inputs.target, train, pattern, mask, ctx.generator("signatures"))
+        tau = torch.quantile(signature_scores(inputs.target, train, signatures).double(), 1 - p.false_positive_rate)
+        test = inputs.data.private_test
+        n = len(test) if p.max_images is None else min(p.max_images, len(test))
+        images, labels = to_float(test.images[:n], device), test.labels[:n].to(device)
+        clean = signature_scores(inputs.target, images, signatures)
+        values = []
+        for norm, eps in (("linf", p.linf_eps), ("l2", p.l2_eps)):
+            adv = torch.cat(
+                [
+                    pgd_attack(
+                        inputs.target,
+                        images[i : i + 256],
+                        labels[i : i + 256],
+                        norm=norm,
+                        eps=eps,
+                        steps=p.steps,
+                        generator=ctx.generator("pgd", norm, i),
+                    )
+                    for i in range(0, n, 256)
+                ]
+            )
+            scores = signature_scores(inputs.target, adv, signatures)
+            with torch.no_grad():
+                robust = (inputs.target(adv).logits.argmax(1) == labels).double().mean().item()
+            details = {"attack": f"PGD-{p.steps} (random start)", "eps": eps, "tau": tau.item(), "n": n}
+            details["robust_accuracy"] = robust
+            values.append(
+                Measurement(
+                    f"adv_dsr_{norm}", detection_success_rate(clean, scores, tau.item()), True, "fraction", details
+                )
+            )
+            values.append(Measurement(f"adv_auc_{norm}", roc_auc(clean, scores), True, "fraction", details))
         return values

@@ -57,6 +57,8 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("aa1",), "AA-1"),
         Column(("trapdoor_recall",), "Trapdoor recall"),
         Column(("trapdoor_auc",), "Trapdoor AUC"),
+        Column(("adv_dsr_linf",), "Adv. DSR (Linf)"),
+        Column(("adv_dsr_l2",), "Adv. DSR (L2)"),
     ),
 }
 LAYOUTS["table4"] = LAYOUTS["table17"] = LAYOUTS["table1"]
