@@ -41,3 +41,15 @@ def test_table1_without_environment_names_the_variable(monkeypatch, capsys):
     monkeypatch.delenv("CELEBA_ROOT", raising=False)
     assert main(["validate", "suites/table1.yaml"]) == 2
     assert "data.root: environment variable CELEBA_ROOT is not set" in capsys.readouterr().err
+
+
+def test_smoke_suite_covers_every_registered_defense_and_attack():
+    from mibench.registry import ATTACKS, DEFENSES, load_plugins
+    from mibench.suite import load_suite
+
+    load_plugins()
+    suite = load_suite("suites/smoke.yaml").suite
+    attacks = {a.name for a in suite.attacks}
+    defenses = {d.name for d in suite.defenses if d.name} | {m.name for d in suite.defenses for m in d.stack or []}
+    assert attacks == set(ATTACKS.names())
+    assert defenses == set(DEFENSES.names())

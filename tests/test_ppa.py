@@ -1,0 +1,81 @@
+"""PPA on a tiny style generator: truncation, candidate search, Poincaré W-space search beating random styles, and
+selection by transformation robustness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mibench.attack import DataInfo
+from mibench.attacks.ppa import PPA, PPAParams, StyleGANParams, render
+from mibench.context import RunContext
+from mibench.gan.style import TinyStyleGenerator
+from tests.conftest import hit_rate, white_box
+
+# The paper's lr 0.005 is sized for StyleGAN2's W; the tiny generator's W needs larger steps.
+SMALL = {"pool": 96, "candidates": 4, "select": 2, "iterations": 40, "lr": 0.05, "center_crop": 1.0}
+SMALL["selection_transforms"] = 8
+
+
+@pytest.fixture(scope="module")
+def ppa_prior(attack_setting):
+    _, data = attack_setting
+    torch.manual_seed(0)
+    attack = PPA(PPAParams(gan=StyleGANParams(z_dim=16, w_dim=16, width=16, epochs=40, batch_size=32), **SMALL))
+    prior = attack.build_prior(DataInfo(3, 16, 6))
+    attack.train_prior(prior, data.public, None, RunContext(seed=3))
+    return attack, prior
+
+
+def test_truncation_pulls_the_cutoff_layers_to_w_avg():
+    g = TinyStyleGenerator(16, 3, z_dim=8, w_dim=8, width=8).eval()
+    g.w_avg.copy_(torch.randn(8))
+    z = torch.randn(5, 8)
+    full = g.mapping(z)
+    assert full.shape == (5, g.num_ws, 8) and torch.equal(full[:, 0], full[:, -1])
+    torch.testing.assert_close(g.mapping(z, psi=0.0), g.w_avg.expand(5, g.num_ws, 8))
+    half = g.mapping(z, psi=0.5, cutoff=1)
+    torch.testing.assert_close(half[:, 0], (full[:, 0] + g.w_avg) / 2)
+    torch.testing.assert_close(half[:, 1:], full[:, 1:])
+
+
+def test_candidates_are_each_classes_most_confident_pool_members(attack_setting, ppa_prior):
+    target, _ = attack_setting
+    attack, prior = ppa_prior
+    g = prior.generator.eval()
+    ctx = RunContext(seed=5)
+    w, labels = attack.candidates(g, white_box(target), torch.tensor([1, 4]), 16, ctx)
+    assert w.shape == (8, 16) and labels.tolist() == [1] * 4 + [4] * 4
+    z = torch.randn(SMALL["pool"], 16, generator=ctx.generator("pool"))
+    with torch.no_grad():
+        x = render(g, g.mapping(z, 0.5, 8), 16, 1.0)
+        probs = (torch.softmax(target(x).logits, 1) + torch.softmax(target(x.flip(-1)).logits, 1)) / 2
+    expected = g.mapping(z, 0.5, 8)[probs[:, 4].topk(4).indices][:, 0]
+    torch.testing.assert_close(w[4:], expected)
+
+
+def test_ppa_beats_random_styles(attack_setting, ppa_prior):
+    target, _ = attack_setting
+    attack, prior = ppa_prior
+    classes = torch.arange(6)
+    recon = attack.invert(prior, white_box(target), classes, RunContext(seed=7))
+    assert recon.images.shape == (12, 3, 16, 16) and recon.images.min() >= 0 and recon.images.max() <= 1
+    assert recon.restarts.tolist() == [0, 1] * 6 and recon.labels.tolist() == [c for c in range(6) for _ in (0, 1)]
+    g = prior.generator.eval()
+    with torch.no_grad():
+        random = render(g, g.mapping(torch.randn(120, 16, generator=torch.Generator().manual_seed(0)), 0.5, 8), 16, 1.0)
+    baseline = hit_rate(target, random, torch.arange(120) % 6)
+    assert hit_rate(target, recon.images, recon.labels) > max(0.6, baseline + 0.3)
+
+
+def test_selection_keeps_the_most_robust_candidates(attack_setting, ppa_prior, monkeypatch):
+    target, _ = attack_setting
+    attack, prior = ppa_prior
+    params = attack.params.model_copy(update={"iterations": 1})
+    quick = PPA(params)
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7, 0.4])  # classes 0 (first four) and 3 (last four)
+    monkeypatch.setattr(PPA, "robustness", lambda self, *a, **k: scores)
+    recon = quick.invert(prior, white_box(target), torch.tensor([0, 3]), RunContext(seed=1))
+    # class 0 keeps candidates 1 (0.9) then 2 (0.5); class 3 keeps 4 (0.8) then 6 (0.7)
+    assert recon.labels.tolist() == [0, 0, 3, 3] and recon.restarts.tolist() == [0, 1, 0, 1]
+    assert recon.stats["mean_robustness"] == pytest.approx((0.9 + 0.5 + 0.8 + 0.7) / 4)
