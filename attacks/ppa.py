@@ -10,10 +10,14 @@
 3. Final selection by transformation robustness: each class keeps the `select` candidates with the highest mean
    target confidence over `selection_transforms` random crops (scale 0.5-0.9) and flips.
 
-The generator is pluggable (`mibench.gan.style`). The released StyleGAN2 FFHQ generator is not implemented yet, so the
-prior is a tiny style-based GAN trained with the shared WGAN-GP loop on the public data; suites at paper scale wait
-for the StyleGAN2 port. mibench's classifiers take [0, 1] images, so renders are mapped from [-1, 1] and clamped
-(the official code feeds [-1, 1] to targets normalised with mean = std = 0.5: the same function).
+The generator is pluggable (`gan.generator`):
+
+* `stylegan2`: NVIDIA's pre-trained StyleGAN2-ADA (e.g. FFHQ 1024, `gan.checkpoint` naming `ffhq.pkl` or a converted
+  file; `mibench.gan.stylegan2`), as in the paper. Nothing is trained; the file enters the cache key by its SHA-256.
+* `tiny-style` (tests, smoke runs): a small style-based GAN trained with the shared WGAN-GP loop on the public data.
+
+mibench's classifiers take [0, 1] images, so renders are mapped from [-1, 1] and clamped (the official code feeds
+[-1, 1] to targets normalised with mean = std = 0.5: the same function).
 
 Deviation: torchvision's RandomResizedCrop in the selection step also varies the aspect ratio (0.8-1.2); mibench's
 shared crop is square (ratio 1), as in the attack step.
@@ -25,15 +29,16 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
-from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
+from mibench.attack import DataInfo, GenerativeAttack, PriorSpec, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
 from mibench.data.base import ImageSet
 from mibench.gan.networks import GANPrior, WGANCritic
 from mibench.gan.style import TinyStyleGenerator
+from mibench.gan.stylegan2 import load_stylegan2
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
@@ -44,12 +49,19 @@ from mibench.registry import ATTACKS
 
 
 class StyleGANParams(WGANGPParams):
-    """The style generator and how the tiny one is trained (WGAN-GP on public data)."""
+    """The style generator: a released StyleGAN2 file, or a tiny one trained with WGAN-GP on the public data."""
 
-    generator: Literal["tiny-style"] = "tiny-style"
-    z_dim: int = Field(32, ge=1)
+    generator: Literal["tiny-style", "stylegan2"] = "tiny-style"
+    checkpoint: str | None = Field(None, description="stylegan2: NVIDIA's network pickle (ffhq.pkl) or a converted .pt")
+    z_dim: int = Field(32, ge=1, description="tiny-style only (StyleGAN2 takes its sizes from the file)")
     w_dim: int = Field(32, ge=1)
     width: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _released_needs_a_file(self) -> StyleGANParams:
+        if self.generator == "stylegan2" and not self.checkpoint:
+            raise ValueError("gan.generator 'stylegan2' needs gan.checkpoint (ffhq.pkl or a converted file)")
+        return self
 
 
 class PPAParams(Params):
@@ -96,9 +108,22 @@ class PPA(GenerativeAttack):
     Params = PPAParams
     prior_name: ClassVar[str] = "style-gan"
 
+    @property
+    def released(self) -> bool:
+        """Whether the generator is a pre-trained file (no prior to train)."""
+        return self.params.gan.generator == "stylegan2"
+
     def prior_params(self) -> StyleGANParams:
         """Only the generator settings determine the prior (target-independent, shared)."""
         return self.params.gan
+
+    def priors(self) -> list[PriorSpec]:
+        """The tiny generator is trained (and cached); a released StyleGAN2 is read from its file at inversion."""
+        return [] if self.released else super().priors()
+
+    def external_files(self) -> dict[str, str]:
+        """The StyleGAN2 file, keyed by content."""
+        return {"gan.checkpoint": self.params.gan.checkpoint} if self.released else {}
 
     def build_prior(self, info: DataInfo, name: str | None = None) -> GANPrior:
         """The style generator (and the critic that trains it) at the data's resolution."""
@@ -152,7 +177,11 @@ class PPA(GenerativeAttack):
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Candidates, optimisation, selection (see module docstring)."""
         p: PPAParams = self.params
-        generator = freeze(self.generative_prior(prior).generator).to(ctx.device)
+        if self.released:
+            generator = load_stylegan2(p.gan.checkpoint, what="PPA StyleGAN2 generator")
+        else:
+            generator = self.generative_prior(prior).generator
+        generator = freeze(generator).to(ctx.device)
         size = oracle.image_shape[-1]
         w0, labels = self.candidates(generator, oracle, classes, size, ctx)
         aug = AffineAugmentParams(crop_scale=p.attack_crop_scale, crop_p=1.0, flip_p=0.0, rotation_p=0.0)

@@ -11,7 +11,6 @@ Extractors:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
+from mibench.checkpoints import file_sha256
 from mibench.context import RunContext
 from mibench.data.base import to_uint8
 from mibench.errors import MibenchError, unknown_name_message
@@ -59,15 +59,6 @@ def fid_weights_path(explicit: str | None) -> Path:
             f"{FID_SHA256_PREFIX}...; mibench never downloads)"
         )
     return path
-
-
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
@@ -117,7 +108,7 @@ def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
     if p.extractor != "inception":
         return f"fd_{p.extractor}", {"extractor": p.extractor}
     path = fid_weights_path(p.weights)
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     details = {
         "extractor": "inception-v3 (torch-fidelity)",
         "weights": path.name,

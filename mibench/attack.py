@@ -126,6 +126,10 @@ class Attack(ABC):
             return []
         return [PriorSpec(self.prior_name, self.prior_params(), self.prior_uses_target, self.prior_version)]
 
+    def external_files(self) -> dict[str, str]:
+        """Files the attack reads from outside the cache (released weights), by params key; keyed by content."""
+        return {}
+
     def build_prior(self, info: DataInfo, name: str | None = None) -> nn.Module | None:
         """An untrained prior module named `name` (its state dict is what the cache stores)."""
         return None

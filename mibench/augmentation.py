@@ -75,6 +75,69 @@ def color_jitter(
     return torch.where(on, out, images)
 
 
+GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (GREY[0] * r + GREY[1] * g + GREY[2] * b).unsqueeze(1)
+
+
+def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate each RGB image's hue by `shift` (N, fraction of a turn) through HSV, as torchvision's adjust_hue."""
+    r, g, b = images.unbind(1)
+    maxc, minc = images.amax(1), images.amin(1)
+    delta = maxc - minc
+    grey = delta == 0
+    sat = torch.where(grey, torch.zeros_like(maxc), delta / torch.where(grey, torch.ones_like(maxc), maxc))
+    d = torch.where(grey, torch.ones_like(delta), delta)
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    hue = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(grey, torch.zeros_like(hue), (hue / 6.0) % 1.0)
+    hue = (hue + shift.view(-1, 1, 1)) % 1.0
+    i = torch.floor(hue * 6.0)
+    f = hue * 6.0 - i
+    i = i.long() % 6
+    v = maxc
+    p, q, t = v * (1 - sat), v * (1 - sat * f), v * (1 - sat * (1 - f))
+    # (r, g, b) for the six hue sectors
+    table = torch.stack([torch.stack(c) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return table.gather(0, i[None, None].expand(1, 3, *i.shape)).squeeze(0).transpose(0, 1)
+
+
+def adjust_colors(
+    images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor
+) -> torch.Tensor:
+    """The adjust_brightness, _contrast, _saturation and _hue of torchvision, one factor per image, in that order.
+
+    Brightness scales, contrast blends towards the image's mean grey level, saturation towards its grey image; each
+    result is clamped to [0, 1]; hue rotates in HSV.
+    """
+    view = (-1, 1, 1, 1)
+    x = (images * brightness.view(view)).clamp(0, 1)
+    mean = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast.view(view) + mean).clamp(0, 1)
+    grey = _grey(x)
+    x = ((x - grey) * saturation.view(view) + grey).clamp(0, 1)
+    return shift_hue(x, hue)
+
+
+def random_color_jitter(
+    images: torch.Tensor, strength: tuple[float, float, float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """ColorJitter(brightness, contrast, saturation, hue) as torchvision, drawn per image (PPA target training).
+
+    Factors are uniform in [max(0, 1 - s), 1 + s] and the hue shift in [-h, h]. torchvision applies the four in a
+    random order per image; here the order is fixed (brightness, contrast, saturation, hue).
+    """
+    n = images.shape[0]
+    b, c, s, h = strength
+    draws = [torch.empty(n).uniform_(max(0.0, 1 - v), 1 + v, generator=generator) for v in (b, c, s)]
+    draws.append(torch.empty(n).uniform_(-h, h, generator=generator))
+    factors = to_device(torch.stack(draws), images.device).to(images.dtype)  # one asynchronous copy
+    return adjust_colors(images, *factors)
+
+
 class PLGAugmentParams(AffineAugmentParams):
     """PLG-MI's augmentation: RandomResizedCrop(0.8-1, ratio 1, always), ColorJitter(0.2, 0.2), flip, rotation 5."""
 

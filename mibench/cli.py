@@ -205,11 +205,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_run_records(args.run_dir)
     fmt = args.format or "markdown"
-    layout, caption = args.layout, None
+    layout, caption, architecture = args.layout, None, None
     if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():
         report_spec = load_plan_info(args.run_dir)["suite"].get("report", {})
         layout = layout or report_spec.get("layout")
         caption = report_spec.get("caption")
+        architecture = report_spec.get("paper_architecture")
     layout = layout or "table1"
     if fmt == "csv":
         if args.compare_paper is not None:
@@ -219,7 +220,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         table = build_table(records, layout, caption)
         if args.compare_paper is not None:
             number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
-            table = with_paper_columns(table, number)
+            table = with_paper_columns(table, number, architecture=architecture)
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
     if args.out:
         args.out.write_text(text)

@@ -233,17 +233,21 @@ def _plan_attack(
         )
         prior_keys[spec.name] = prior.key
         deps.append(prior.id)
+    payload = {
+        "attack": _method(attack),
+        "priors": prior_keys,
+        "target": target.key,
+        "classes": classes,
+        "data": data,
+        "seed": derive_seed(seed, "invert", attack.name),
+    }
+    files = {k: checkpoint_ref(v, f"attacks[{attack.label}].params.{k}") for k, v in instance.external_files().items()}
+    if files:  # only when present, so that the keys of attacks without files stay as they were
+        payload["files"] = files
     invert = plan.add(
         _job(
             "invert",
-            {
-                "attack": _method(attack),
-                "priors": prior_keys,
-                "target": target.key,
-                "classes": classes,
-                "data": data,
-                "seed": derive_seed(seed, "invert", attack.name),
-            },
+            payload,
             tuple(deps),
             f"invert {attack.label} on {defense.label} seed={seed}",
             runtime,

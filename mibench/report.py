@@ -61,7 +61,10 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("adv_dsr_l2",), "Adv. DSR (L2)"),
     ),
 }
-LAYOUTS["table4"] = LAYOUTS["table17"] = LAYOUTS["table1"]
+# Table 19 (PPA at 224x224) also reports a FaceNet feature distance, which mibench does not compute; Table 20 is
+# Table 11's PRDC for the same runs.
+LAYOUTS["table4"] = LAYOUTS["table17"] = LAYOUTS["table19"] = LAYOUTS["table1"]
+LAYOUTS["table20"] = LAYOUTS["table11"]
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
 STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception"}
@@ -230,12 +233,20 @@ def _method_key(label: str) -> str:
     return key or "none"
 
 
-def paper_values(table_number: int, path: Path = PAPER_RESULTS) -> dict[tuple[str, str, str], Cell]:
-    """{(attack key, defense key, metric): published mean ± std} of one paper table (rows without a variant)."""
+def paper_values(
+    table_number: int, path: Path = PAPER_RESULTS, architecture: str | None = None
+) -> dict[tuple[str, str, str], Cell]:
+    """{(attack key, defense key, metric): published mean ± std} of one paper table.
+
+    Rows with a variant are left out except `default` (Table 19's Trap-MID with default settings); with
+    `architecture`, only that target's rows (labels compared loosely).
+    """
     out: dict[tuple[str, str, str], Cell] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            if row["table"] != str(table_number) or row["variant"] or not row["mean"]:
+            if row["table"] != str(table_number) or row["variant"] not in ("", "default") or not row["mean"]:
+                continue
+            if architecture and _method_key(row["architecture"]) != _method_key(architecture):
                 continue
             scale = 0.01 if row["metric"] in PERCENT_METRICS else 1.0
             unit = "fraction" if row["metric"] in PERCENT_METRICS else "score"
@@ -243,17 +254,20 @@ def paper_values(table_number: int, path: Path = PAPER_RESULTS) -> dict[tuple[st
             key = (_method_key(row["attack"]), _method_key(row["defense"]), row["metric"])
             out[key] = Cell(float(row["mean"]) * scale, std, 5, unit)
     if not out:
-        raise ValueError(f"the paper has no results table {table_number} in {path}")
+        which = f" for architecture {architecture!r}" if architecture else ""
+        raise ValueError(f"the paper has no results table {table_number}{which} in {path}")
     return out
 
 
-def with_paper_columns(table: Table, table_number: int, path: Path = PAPER_RESULTS) -> Table:
+def with_paper_columns(
+    table: Table, table_number: int, path: Path = PAPER_RESULTS, architecture: str | None = None
+) -> Table:
     """`table` with a "(paper)" column after each metric the paper's table reports.
 
     Cells are filled where attack, defense and metric match (labels compared loosely). Only identical metrics are
     paired: FD-eval is never set beside FID.
     """
-    published = paper_values(table_number, path)
+    published = paper_values(table_number, path, architecture)
     for ours, (theirs, factor) in PAPER_METRIC.items():  # the paper's names and units for our metrics
         for (a, d, m), cell in list(published.items()):
             if m == theirs:

@@ -133,6 +133,12 @@ class TrainSpec(Params):
     milestones: list[int] = Field(default_factory=list, description="MultiStepLR epochs; none in the official recipe")
     gamma: float = Field(0.1, gt=0)
     hflip: bool = Field(True, description="random horizontal flip, p = 0.5 (the dataset-level augmentation)")
+    crop_scale: tuple[float, float] | None = Field(
+        None, description="random resized crop (square) with this area range, e.g. PPA's [0.85, 1]; none by default"
+    )
+    color_jitter: tuple[float, float, float, float] | None = Field(
+        None, description="ColorJitter (brightness, contrast, saturation, hue), e.g. PPA's [0.2, 0.2, 0.1, 0.1]"
+    )
     drop_last: bool = True
     # The official code keeps the epoch with the best *test* accuracy (test-set model selection). It is the
     # default for faithfulness; `last` is the methodologically clean choice.
@@ -165,6 +171,9 @@ class ReportSpec(Params):
 
     layout: str = "table1"
     caption: str | None = None
+    paper_architecture: str | None = Field(
+        None, description="--compare-paper: the paper's rows of this target (ResNet-152, ...) in multi-model tables"
+    )
 
 
 class SlurmSpec(Params):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mibench.augmentation import AffineAugmentParams, random_affine_augment, random_color_jitter
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_float
 from mibench.models.base import ClassifierOutput
@@ -95,6 +96,16 @@ def epoch_batches(
     return list(zip(index, masks, strict=True))
 
 
+def augment_batch(images: torch.Tensor, spec: TrainSpec, generator: torch.Generator) -> torch.Tensor:
+    """The optional training augmentations after the flip: random resized crop, then colour jitter (PPA's recipe)."""
+    if spec.crop_scale is not None:
+        crop = AffineAugmentParams(crop_scale=spec.crop_scale, crop_p=1.0, flip_p=0.0, rotation_p=0.0)
+        images = random_affine_augment(images, crop, generator)
+    if spec.color_jitter is not None:
+        images = random_color_jitter(images, spec.color_jitter, generator)
+    return images
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 256) -> float:
     """Top-1 accuracy on every image of `data` (no drop_last, no shuffling), in eval mode."""
@@ -139,6 +150,7 @@ def train_classifier(
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
     shuffle = ctx.generator("shuffle")
     flips = ctx.generator("hflip")
+    augment = ctx.generator("augment")
     images, labels = train.images.to(device), train.labels.to(device)
     per_epoch = max(1, len(train) // spec.batch_size if spec.drop_last else -(-len(train) // spec.batch_size))
 
@@ -153,6 +165,7 @@ def train_classifier(
                 x = to_float(images[idx]).contiguous(memory_format=memory_format)
                 if flip is not None:
                     x = flip_where(x, flip)
+                x = augment_batch(x, spec, augment)
                 with autocast:
                     terms = step(model, x, labels[idx], epoch)
                 optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mibench.attack import Reconstructions
+from mibench.checkpoints import file_sha256
 from mibench.context import RunContext
 from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
 from mibench.errors import MibenchError
@@ -81,12 +82,12 @@ def test_fid_metric_is_the_float64_frechet_distance_of_inception_features(weight
     assert m.value == pytest.approx(frechet_distance_of_features(real, fake), rel=1e-9)
     # a random file is not the released FID network: recorded as fd_inception, with the file's hash
     assert m.metric == "fd_inception"
-    assert m.details["weights_sha256"] == frechet.sha256_of(weights) and m.details["n_fake"] == 5
+    assert m.details["weights_sha256"] == file_sha256(weights) and m.details["n_fake"] == 5
     assert m.details["n_real"] == 6 and m.details["rank_deficient"] is True
 
 
 def test_only_the_released_weights_make_a_fid(weights, inputs, monkeypatch):
-    monkeypatch.setattr(frechet, "sha256_of", lambda path: frechet.FID_SHA256_PREFIX + "0" * 56)
+    monkeypatch.setattr(frechet, "file_sha256", lambda path: frechet.FID_SHA256_PREFIX + "0" * 56)
     params = FrechetParams(extractor="inception", weights=str(weights), fake_subset="all")
     (m,) = FrechetDistance(params).compute(inputs, RunContext())
     assert m.metric == "fid" and m.details["resize"].startswith("299")

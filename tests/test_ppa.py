@@ -79,3 +79,64 @@ def test_selection_keeps_the_most_robust_candidates(attack_setting, ppa_prior, m
     # class 0 keeps candidates 1 (0.9) then 2 (0.5); class 3 keeps 4 (0.8) then 6 (0.7)
     assert recon.labels.tolist() == [0, 0, 3, 3] and recon.restarts.tolist() == [0, 1, 0, 1]
     assert recon.stats["mean_robustness"] == pytest.approx((0.9 + 0.5 + 0.8 + 0.7) / 4)
+
+
+def test_ppa_on_a_released_stylegan2_file(attack_setting, tmp_path):
+    """gan.generator stylegan2: no prior to train, the file is read at inversion (here a small random StyleGAN2)."""
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+
+    target, _ = attack_setting
+    torch.manual_seed(0)
+    save_stylegan2(StyleGAN2Generator(StyleGAN2Config(16, 16, 32, 3, 2, 256, 32)), tmp_path / "g.pt")
+    gan = StyleGANParams(generator="stylegan2", checkpoint=str(tmp_path / "g.pt"))
+    attack = PPA(PPAParams(gan=gan, **{**SMALL, "iterations": 3, "center_crop": 0.75}))
+    assert attack.priors() == [] and attack.external_files() == {"gan.checkpoint": str(tmp_path / "g.pt")}
+    recon = attack.invert(None, white_box(target), torch.tensor([2, 5]), RunContext(seed=2))
+    assert recon.images.shape == (4, 3, 16, 16) and recon.labels.tolist() == [2, 2, 5, 5]
+    assert recon.latents.shape == (4, 16) and recon.images.min() >= 0 and recon.images.max() <= 1
+
+
+def test_a_released_generator_needs_its_file_and_enters_keys_by_content(tmp_path, tiny_suite):
+    from mibench.errors import ConfigError, DataError
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+    from mibench.plan import build_plan
+    from mibench.suite import load_suite
+    from tests.conftest import write_suite
+
+    with pytest.raises(ValueError, match=r"needs gan\.checkpoint"):
+        StyleGANParams(generator="stylegan2")
+    file = tmp_path / "g.pt"
+    tiny_suite["attacks"] = [{"name": "ppa", "params": {"gan": {"generator": "stylegan2", "checkpoint": str(file)}}}]
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    with pytest.raises((DataError, ConfigError), match=r"attacks\[ppa\]\.params\.gan\.checkpoint"):
+        build_plan(load_suite(path))
+
+    def invert_keys() -> list[str]:
+        plan = build_plan(load_suite(path))
+        assert not [j for j in plan.jobs.values() if j.stage == "prior"]
+        return sorted(j.key for j in plan.jobs.values() if j.stage == "invert")
+
+    torch.manual_seed(0)
+    save_stylegan2(StyleGAN2Generator(StyleGAN2Config(16, 16, 16, 3, 2, 128, 16)), file)
+    first = invert_keys()
+    assert first == invert_keys()
+    torch.manual_seed(1)
+    save_stylegan2(StyleGAN2Generator(StyleGAN2Config(16, 16, 16, 3, 2, 128, 16)), file)  # same path, new weights
+    assert set(invert_keys()).isdisjoint(first)
+
+
+def test_released_generator_suite_runs_end_to_end_and_resumes(tmp_path, tiny_suite):
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+    from tests.conftest import run_suite_file, write_suite
+
+    torch.manual_seed(0)
+    save_stylegan2(StyleGAN2Generator(StyleGAN2Config(16, 16, 32, 3, 2, 256, 32)), tmp_path / "g.pt")
+    params = {"pool": 64, "candidates": 2, "select": 1, "iterations": 3, "selection_transforms": 2}
+    gan = {"generator": "stylegan2", "checkpoint": str(tmp_path / "g.pt")}
+    tiny_suite["attacks"] = [{"name": "ppa", "params": {"gan": gan, **params}}]
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    first = run_suite_file(path, tmp_path / "cache", tmp_path / "run")
+    assert not first.failed and sum(j.startswith("invert/") for j in first.ran) == 2
+    assert {r.metric for r in first.records if r.attack == "ppa"} >= {"aa1", "knn_dist", "target_queries"}
+    again = run_suite_file(path, tmp_path / "cache", tmp_path / "run")
+    assert again.ran == []

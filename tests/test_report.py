@@ -211,3 +211,18 @@ def test_table9_layout_is_one_block_and_compares_paper_minutes_as_seconds(record
 def test_unknown_layout_lists_the_allowed_ones(records):
     with pytest.raises(ValueError, match="table18"):
         build_table(records, "table99")
+
+
+def test_multi_model_tables_compare_one_architecture():
+    from mibench.report import LAYOUTS, paper_values
+
+    # Trap-MID Table 19 (spec paper-results.csv): undefended PPA AA-1 is 80.61% on ResNet-152, 82.96% on ResNeSt-101;
+    # Trap-MID's "default" row stands for the plain label.
+    resnet = paper_values(19, architecture="ResNet-152")
+    assert resnet["ppa", "none", "aa1"].mean == pytest.approx(0.8061)
+    assert resnet["ppa", "negls", "aa1"].mean == pytest.approx(0.2641)
+    assert paper_values(19, architecture="resnest101")["ppa", "none", "aa1"].mean == pytest.approx(0.8296)
+    assert ("ppa", "trapmid", "aa1") in resnet
+    with pytest.raises(ValueError, match="architecture 'VGG-19'"):
+        paper_values(19, architecture="VGG-19")
+    assert LAYOUTS["table19"] == LAYOUTS["table1"] and LAYOUTS["table20"] == LAYOUTS["table11"]

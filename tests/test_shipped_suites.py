@@ -16,12 +16,13 @@ SUITES = sorted(Path("suites").glob("*.yaml"))
 def weights(tmp_path, monkeypatch):
     """Placeholder weight files and a CelebA root, named by the environment variables the suites use."""
     (tmp_path / "weights").mkdir()
-    for name in ("vgg16_bn-6c64b313.pth", "FaceNet_95.88.tar"):
+    for name in ("vgg16_bn-6c64b313.pth", "FaceNet_95.88.tar", "ffhq.pkl"):
         torch.save({"placeholder": torch.zeros(1)}, tmp_path / "weights" / name)
     monkeypatch.setenv("MIBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("CELEBA_ROOT", str(tmp_path / "celeba"))
     monkeypatch.setenv("ATT_ROOT", str(tmp_path / "att"))
     monkeypatch.setenv("FFHQ_ROOT", str(tmp_path / "ffhq"))
+    monkeypatch.setenv("CELEBA_HQ_ROOT", str(tmp_path / "celeba-hq"))
     return tmp_path
 
 
@@ -35,6 +36,20 @@ def test_table1_protocol(weights, capsys):
     assert main(["validate", "suites/table1.yaml"]) == 0
     out = capsys.readouterr().out
     assert "5 defenses x 5 attacks x 5 seeds, 300 attacked classes" in out
+
+
+def test_table19_protocol(weights, capsys):
+    """PPA on 224x224 targets with the released StyleGAN2 (no prior to train), an Inception-v3 evaluator at 299."""
+    from mibench.plan import build_plan
+    from mibench.suite import load_suite
+
+    assert main(["validate", "suites/table19-ppa.yaml"]) == 0
+    assert "3 defenses x 1 attacks x 1 seeds, 1000 attacked classes" in capsys.readouterr().out
+    plan = build_plan(load_suite("suites/table19-ppa.yaml"))
+    stages = [j.stage for j in plan.jobs.values()]
+    assert "prior" not in stages and stages.count("invert") == 3
+    invert = next(j for j in plan.jobs.values() if j.stage == "invert")
+    assert set(invert.payload["files"]) == {"gan.checkpoint"}
 
 
 def test_table1_without_environment_names_the_variable(monkeypatch, capsys):

@@ -1,0 +1,83 @@
+"""torchvision 224x224 architectures (PPA's targets and evaluation model): shapes, sizes against torchvision's
+metadata, normalisation, and initialisation from ImageNet files (including DenseNet's old key names)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+
+from mibench.errors import CheckpointError
+from mibench.models.base import build_classifier
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "dim"),
+    [("resnet18", 64, 512), ("resnet152", 224, 2048), ("densenet169", 224, 1664), ("inception-v3", 299, 2048)],
+)
+def test_forward_backward_and_feature_size(name, size, dim):
+    torch.manual_seed(0)
+    model = build_classifier(name, {}, num_classes=7, in_channels=3, image_size=size).eval()
+    out = model(torch.rand(1, 3, size, size))
+    assert out.features.shape == (1, dim) and out.logits.shape == (1, 7)
+    out.logits.sum().backward()
+    assert model.fc.weight.grad is not None and len(model.hidden_layers()) >= 3
+
+
+@pytest.mark.parametrize(
+    ("name", "weights"),
+    [("resnet152", "ResNet152_Weights"), ("densenet169", "DenseNet169_Weights"), ("resnet101", "ResNet101_Weights")],
+)
+def test_parameter_counts_match_torchvision_metadata(name, weights):
+    model = build_classifier(name, {}, num_classes=1000, in_channels=3, image_size=224)
+    expected = getattr(torchvision.models, weights).IMAGENET1K_V1.meta["num_params"]
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_inputs_are_normalised_with_ppa_mean_and_std():
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", {}, num_classes=3, in_channels=3, image_size=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model(x).features, model.body(x * 2 - 1))
+
+
+def test_pretrained_files_initialise_the_body_only(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = build_classifier(
+        "resnet18", {"pretrained": str(tmp_path / "resnet18.pth")}, num_classes=5, in_channels=3, image_size=32
+    )
+    torch.testing.assert_close(model.body.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    assert model.fc.weight.shape == (5, 512)
+    state = reference.state_dict()
+    del state["layer4.1.bn2.running_var"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match=r"layer4\.1\.bn2\.running_var"):
+        build_classifier("resnet18", {"pretrained": str(tmp_path / "broken.pth")}, num_classes=5, in_channels=3,
+                         image_size=32)  # fmt: skip
+
+
+def test_old_densenet_key_names_are_remapped(tmp_path):
+    torch.manual_seed(2)
+    reference = torchvision.models.densenet121(weights=None)
+    old = {  # the 2017 file: old layer names and no BatchNorm counters
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)\.", r"\1.\2.", k): v
+        for k, v in reference.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old
+    torch.save(old, tmp_path / "densenet121-a639ec97.pth")
+    params = {"pretrained": str(tmp_path / "densenet121-a639ec97.pth")}
+    model = build_classifier("densenet121", params, num_classes=4, in_channels=3, image_size=64)
+    torch.testing.assert_close(
+        model.body.features.denseblock2.denselayer3.norm1.weight,
+        reference.features.denseblock2.denselayer3.norm1.weight,
+    )
+
+
+def test_too_small_inputs_are_refused():
+    with pytest.raises(ValueError, match="at least 75x75"):
+        build_classifier("inception-v3", {}, num_classes=4, in_channels=3, image_size=64)
