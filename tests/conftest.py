@@ -159,3 +159,31 @@ def plgmi_prior(attack_setting):
     prior = attack.build_prior(DataInfo(3, 16, 6))
     attack.train_prior(prior, data.public, white_box(target), RunContext(seed=2))
     return attack, prior
+
+
+def random_uint8_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """n random RGB uint8 images (a fixture for feature-space metrics)."""
+    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def random_measure_inputs(private_labels: list[int], recon: torch.Tensor, recon_labels: list[int], classes=(0, 1)):
+    """MeasureInputs over random private images with `private_labels`, the given reconstructions, identity models."""
+    from mibench.attack import Reconstructions
+    from mibench.data.base import UNLABELLED, DataBundle, ImageSet
+    from mibench.metric import MeasureInputs
+
+    private = ImageSet(random_uint8_images(len(private_labels), 0), torch.tensor(private_labels))
+    test = ImageSet(random_uint8_images(2, 1), torch.tensor([0, 1]))
+    public = ImageSet(random_uint8_images(1, 2), torch.tensor([UNLABELLED]))
+    data = DataBundle(private, test, public, max(private_labels) + 1, "random")
+    labels = torch.tensor(recon_labels)
+    return MeasureInputs(
+        target=torch.nn.Identity(),
+        evaluator=torch.nn.Identity(),
+        evaluator_accuracy=1.0,
+        data=data,
+        eval_data=data,
+        classes=torch.tensor(classes),
+        reconstructions=Reconstructions(recon, labels, torch.zeros(len(labels), dtype=torch.long)),
+        device=torch.device("cpu"),
+    )

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mibench.attack import Reconstructions
 from mibench.context import RunContext
-from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
+from mibench.data.base import to_float
 from mibench.errors import CheckpointError, MibenchError
 from mibench.metric import MeasureInputs
 from mibench.metrics.facenet_distance import FACENET_WEIGHTS, FaceNetDistance, FaceNetDistanceParams
 from mibench.models.inception_resnet_v1 import InceptionResnetV1, load_facenet_embedding
+from tests.conftest import random_measure_inputs, random_uint8_images
 
 # Names and shapes of facenet-pytorch's InceptionResnetV1 state dict (its models/inception_resnet_v1.py).
 REFERENCE_KEYS = {
@@ -72,25 +72,8 @@ def test_embeddings_are_unit_length_and_loading_is_strict(facenet_file, tmp_path
         load_facenet_embedding(tmp_path / "broken.pt")
 
 
-def _images(n, seed, size=16):
-    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-
-
 def _inputs(recon_images: torch.Tensor, recon_labels: torch.Tensor) -> MeasureInputs:
-    private = ImageSet(_images(6, 0), torch.tensor([0, 0, 0, 1, 1, 2]))
-    public = ImageSet(_images(1, 2), torch.tensor([UNLABELLED]))
-    data = DataBundle(private, ImageSet(_images(2, 1), torch.tensor([0, 1])), public, 3, "random")
-    recon = Reconstructions(recon_images, recon_labels, torch.zeros(len(recon_labels), dtype=torch.long))
-    return MeasureInputs(
-        target=nn.Identity(),
-        evaluator=nn.Identity(),
-        evaluator_accuracy=1.0,
-        data=data,
-        eval_data=data,
-        classes=torch.tensor([0, 1]),
-        reconstructions=recon,
-        device=torch.device("cpu"),
-    )
+    return random_measure_inputs([0, 0, 0, 1, 1, 2], recon_images, recon_labels.tolist())
 
 
 def test_facenet_distance_is_the_knn_distance_in_the_embedding(facenet_file):
@@ -101,7 +84,7 @@ def test_facenet_distance_is_the_knn_distance_in_the_embedding(facenet_file):
     (m,) = metric.compute(exact, RunContext())
     assert m.metric == "facenet_dist" and m.value == pytest.approx(0.0, abs=1e-9) and m.details["n"] == 2
 
-    recon = to_float(_images(4, 3))
+    recon = to_float(random_uint8_images(4, 3))
     labels = torch.tensor([0, 1, 1, 0])
     (m,) = metric.compute(_inputs(recon, labels), RunContext())
 
@@ -137,6 +120,6 @@ def test_offline_effnet_lite0_recognises_a_real_photo_and_gives_a_labelled_fd():
         logits = net.net(x)
     assert logits.argmax().item() == 985  # ImageNet class 985: daisy
     assert network_features(flower, net, 224, torch.device("cpu")).shape == (1, 1280)
-    inputs = _inputs(to_float(_images(4, 3)), torch.tensor([0, 1, 1, 0]))
+    inputs = _inputs(to_float(random_uint8_images(4, 3)), torch.tensor([0, 1, 1, 0]))
     (m,) = FrechetDistance(FrechetParams(extractor="effnet-lite0", fake_subset="all")).compute(inputs, RunContext())
     assert m.metric == "fd_effnet_lite0" and m.value > 0 and m.details["weights"] == path.name

@@ -7,17 +7,15 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
 
-from mibench.attack import Reconstructions
 from mibench.checkpoints import file_sha256
 from mibench.context import RunContext
-from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
+from mibench.data.base import to_float
 from mibench.errors import MibenchError
-from mibench.metric import MeasureInputs
 from mibench.metrics import frechet
 from mibench.metrics.frechet import FID_WEIGHTS, FrechetDistance, FrechetParams, inception_extractor
 from mibench.metrics.functional import frechet_distance_of_features
+from tests.conftest import random_measure_inputs, random_uint8_images
 
 fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
 
@@ -36,31 +34,12 @@ def weights(tmp_path_factory):
     return path
 
 
-def images(n, seed, size=16):
-    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+images = random_uint8_images
 
 
 @pytest.fixture
 def inputs():
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
-    data = DataBundle(
-        ImageSet(images(8, 0), labels),
-        ImageSet(images(2, 1), torch.tensor([0, 1])),
-        ImageSet(images(1, 2), torch.tensor([UNLABELLED])),
-        3,
-        "random",
-    )
-    recon = Reconstructions(to_float(images(5, 3)), torch.tensor([0, 1, 0, 1, 0]), torch.zeros(5, dtype=torch.long))
-    return MeasureInputs(
-        target=nn.Identity(),
-        evaluator=nn.Identity(),
-        evaluator_accuracy=1.0,
-        data=data,
-        eval_data=data,
-        classes=torch.tensor([0, 1]),
-        reconstructions=recon,
-        device=torch.device("cpu"),
-    )
+    return random_measure_inputs([0, 0, 0, 1, 1, 1, 2, 2], to_float(images(5, 3)), [0, 1, 0, 1, 0])
 
 
 def test_inception_path_gives_2048_d_features(weights):
