@@ -19,8 +19,8 @@ The generator is pluggable (`gan.generator`):
 mibench's classifiers take [0, 1] images, so renders are mapped from [-1, 1] and clamped (the official code feeds
 [-1, 1] to targets normalised with mean = std = 0.5: the same function).
 
-Deviation: torchvision's RandomResizedCrop in the selection step also varies the aspect ratio (0.8-1.2); mibench's
-shared crop is square (ratio 1), as in the attack step.
+Crops, flips and resizing use mibench's shared differentiable affine augmentation (bilinear sampling of the crop
+window) in place of torchvision's RandomResizedCrop with antialiasing.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class PPAParams(Params):
     center_crop: float = Field(800 / 1024, gt=0, le=1, description="crop side / image side (800 of 1024 for faces)")
     attack_crop_scale: tuple[float, float] = (0.9, 1.0)
     selection_crop_scale: tuple[float, float] = (0.5, 0.9)
+    selection_crop_ratio: tuple[float, float] = (0.8, 1.2)
     selection_transforms: int = Field(100, ge=1)
     batch_size: int = Field(25, ge=1, description="latents optimised together (memory only)")
 
@@ -160,7 +161,9 @@ class PPA(GenerativeAttack):
     def robustness(self, generator: nn.Module, oracle: TargetOracle, w: torch.Tensor, y: torch.Tensor, size: int, ctx):
         """Mean target confidence in y over random crops (scale 0.5-0.9) and flips of each render."""
         p: PPAParams = self.params
-        aug = AffineAugmentParams(crop_scale=p.selection_crop_scale, crop_p=1.0, flip_p=0.5, rotation_p=0.0)
+        aug = AffineAugmentParams(
+            crop_scale=p.selection_crop_scale, crop_ratio=p.selection_crop_ratio, crop_p=1.0, flip_p=0.5, rotation_p=0.0
+        )
         gen = ctx.generator("selection")
         scores = []
         with torch.no_grad():

@@ -21,6 +21,9 @@ class AffineAugmentParams(Params):
     """Trap-MID's augmentation (spec §4.1.4): crop scale (0.8, 1) ratio 1, flip, rotation +-30 degrees, p = 0.5 each."""
 
     crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = Field(
+        (1.0, 1.0), description="width/height range, log-uniform as torchvision's RandomResizedCrop (1: square)"
+    )
     crop_p: float = Field(0.5, ge=0, le=1)
     flip_p: float = Field(0.5, ge=0, le=1)
     rotation_degrees: float = Field(30.0, ge=0)
@@ -34,20 +37,27 @@ def random_affine_augment(images: torch.Tensor, p: AffineAugmentParams, generato
     def draw(prob: float) -> torch.Tensor:
         return torch.rand(n, generator=generator) < prob
 
-    # Crop: a square of area fraction s in crop_scale at a random position, resized back to full size.
+    # Crop: a window of area fraction s in crop_scale and aspect ratio r (width/height) at a random position,
+    # resized back to full size; sides beyond the image are clipped to it. The ratio is drawn only when it can vary,
+    # so that square crops consume the generator as before.
     area = torch.empty(n).uniform_(*p.crop_scale, generator=generator)
-    side = torch.where(draw(p.crop_p), area.sqrt(), torch.ones(n))
-    centre = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - side).unsqueeze(1)
+    ratio = torch.ones(n)
+    if p.crop_ratio[0] != p.crop_ratio[1] or p.crop_ratio[0] != 1:
+        ratio = torch.empty(n).uniform_(*map(math.log, p.crop_ratio), generator=generator).exp()
+    cropped = draw(p.crop_p)
+    width = torch.where(cropped, (area * ratio).sqrt().clamp(max=1), torch.ones(n))
+    height = torch.where(cropped, (area / ratio).sqrt().clamp(max=1), torch.ones(n))
+    centre = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - torch.stack([width, height], 1))
     flip = torch.where(draw(p.flip_p), -torch.ones(n), torch.ones(n))
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(p.rotation_degrees)
     angle = torch.where(draw(p.rotation_p), angle, torch.zeros(n))
     cos, sin = angle.cos(), angle.sin()
     # Output coordinates are rotated, flipped, then mapped into the crop window of the input.
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = side * flip * cos
-    theta[:, 0, 1] = -side * sin
-    theta[:, 1, 0] = side * flip * sin
-    theta[:, 1, 1] = side * cos
+    theta[:, 0, 0] = width * flip * cos
+    theta[:, 0, 1] = -width * sin
+    theta[:, 1, 0] = height * flip * sin
+    theta[:, 1, 1] = height * cos
     theta[:, :, 2] = centre
     grid = F.affine_grid(to_device(theta, images.device).to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -134,8 +134,9 @@ class TrainSpec(Params):
     gamma: float = Field(0.1, gt=0)
     hflip: bool = Field(True, description="random horizontal flip, p = 0.5 (the dataset-level augmentation)")
     crop_scale: tuple[float, float] | None = Field(
-        None, description="random resized crop (square) with this area range, e.g. PPA's [0.85, 1]; none by default"
+        None, description="random resized crop with this area range, e.g. PPA's [0.85, 1]; none by default"
     )
+    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="its aspect-ratio range, torchvision's default")
     color_jitter: tuple[float, float, float, float] | None = Field(
         None, description="ColorJitter (brightness, contrast, saturation, hue), e.g. PPA's [0.2, 0.2, 0.1, 0.1]"
     )

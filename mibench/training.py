@@ -99,7 +99,9 @@ def epoch_batches(
 def augment_batch(images: torch.Tensor, spec: TrainSpec, generator: torch.Generator) -> torch.Tensor:
     """The optional training augmentations after the flip: random resized crop, then colour jitter (PPA's recipe)."""
     if spec.crop_scale is not None:
-        crop = AffineAugmentParams(crop_scale=spec.crop_scale, crop_p=1.0, flip_p=0.0, rotation_p=0.0)
+        crop = AffineAugmentParams(
+            crop_scale=spec.crop_scale, crop_ratio=spec.crop_ratio, crop_p=1.0, flip_p=0.0, rotation_p=0.0
+        )
         images = random_affine_augment(images, crop, generator)
     if spec.color_jitter is not None:
         images = random_color_jitter(images, spec.color_jitter, generator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision.transforms.functional as TF
 
@@ -55,3 +56,23 @@ def test_training_applies_the_configured_augmentations(defense_data):
                      color_jitter=(0.2, 0.2, 0.1, 0.1))  # fmt: skip
     result = train_classifier(tiny_model(0), defense_data.private_train, defense_data.private_test, spec, RunContext())
     assert result.test_accuracy > 0.5  # five classes: chance is 0.2
+
+
+def test_random_resized_crop_draws_area_and_aspect_ratio_like_torchvision():
+    """On coordinate ramps, the output's slope along x is the crop's width fraction and along y its height."""
+    from mibench.augmentation import AffineAugmentParams, random_affine_augment
+
+    n, size = 400, 32
+    coords = (torch.arange(size) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    ramps = torch.stack([coords.expand(size, size), coords[:, None].expand(size, size)])  # x ramp, y ramp
+    p = AffineAugmentParams(crop_scale=(0.5, 0.9), crop_ratio=(0.8, 1.2), crop_p=1.0, flip_p=0.0, rotation_p=0.0)
+    out = random_affine_augment(ramps.expand(n, 2, size, size).contiguous(), p, torch.Generator().manual_seed(0))
+    width = (out[:, 0, 16, 20] - out[:, 0, 16, 10]) / (coords[20] - coords[10])
+    height = (out[:, 1, 20, 16] - out[:, 1, 10, 16]) / (coords[20] - coords[10])
+    area, ratio = width * height, width / height
+    assert area.min() > 0.5 - 1e-4 and area.max() < 0.9 + 1e-4
+    assert ratio.min() > 0.8 - 1e-4 and ratio.max() < 1.2 + 1e-4
+    assert ratio.min() < 0.85 and ratio.max() > 1.15  # the range is used, not just square crops
+    square = random_affine_augment(ramps[None], p.model_copy(update={"crop_ratio": (1.0, 1.0)}), torch.Generator())
+    w = (square[0, 0, 16, 20] - square[0, 0, 16, 10]) / (square[0, 1, 20, 16] - square[0, 1, 10, 16])
+    assert w == pytest.approx(1.0, abs=1e-4)
