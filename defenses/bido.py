@@ -32,11 +32,12 @@ from mibench.registry import DEFENSES
 
 
 class BiDORecipe(RecipeParams):
-    """The official BiDO optimiser."""
+    """The official BiDO optimiser and CelebA sampler (4 images per identity; its MNIST loader shuffles)."""
 
     optimizer: Literal["sgd", "adam"] | None = "adam"
     lr: float | None = 1e-4
     weight_decay: float | None = 0.0
+    sampler: Literal["shuffle", "identity"] | None = "identity"
 
 
 class BiDOParams(Params):

@@ -100,7 +100,7 @@ class TrapMID(Defense):
         start = time.perf_counter()
         with ctx.reporter.bar(f"target [{self.name}]", spec.epochs * n_batches) as advance:
             for epoch in range(spec.epochs):
-                batches = epoch_batches(len(labels), spec, gens["shuffle"], gens["hflip"], device)
+                batches = epoch_batches(labels, spec, gens["shuffle"], gens["hflip"], device)
                 targets = balanced_targets(sum(len(b) for b, _ in batches), k, gens["targets"]).to(device)
                 offset = 0
                 for idx, flip in batches:

@@ -54,6 +54,7 @@ class RecipeParams(Params):
     epochs: int | None = None
     milestones: list[int] | None = None
     gamma: float | None = None
+    sampler: Literal["shuffle", "identity"] | None = None
 
 
 @dataclass(frozen=True)

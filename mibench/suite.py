@@ -141,6 +141,10 @@ class TrainSpec(Params):
         None, description="ColorJitter (brightness, contrast, saturation, hue), e.g. PPA's [0.2, 0.2, 0.1, 0.1]"
     )
     drop_last: bool = True
+    sampler: Literal["shuffle", "identity"] = Field(
+        "shuffle", description="identity: batches of batch_size / images_per_identity identities (BiDO's sampler)"
+    )
+    images_per_identity: int = Field(4, ge=1)
     # The official code keeps the epoch with the best *test* accuracy (test-set model selection). It is the
     # default for faithfulness; `last` is the methodologically clean choice.
     selection: Literal["best_test", "last"] = "best_test"

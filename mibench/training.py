@@ -21,7 +21,7 @@ from torch import nn
 
 from mibench.augmentation import AffineAugmentParams, random_affine_augment, random_color_jitter
 from mibench.context import RunContext
-from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.data.base import ImageSet, identity_batches, iterate_batches, to_float
 from mibench.models.base import ClassifierOutput
 from mibench.suite import TrainSpec
 
@@ -80,14 +80,17 @@ def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_batches(
-    n: int, spec: TrainSpec, shuffle: torch.Generator, flips: torch.Generator, device: torch.device
+    labels: torch.Tensor, spec: TrainSpec, shuffle: torch.Generator, flips: torch.Generator, device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """One epoch's (index batch, flip mask or None) pairs on `device`.
+    """One epoch's (index batch, flip mask or None) pairs on `device`, shuffled or identity-balanced (`spec.sampler`).
 
     Drawn on the CPU in the same order as a per-batch `random_hflip` would, then copied to the device once: a copy
     from pageable memory synchronises the CUDA stream, so one per step would stall the GPU every step.
     """
-    batches = list(iterate_batches(n, spec.batch_size, generator=shuffle, drop_last=spec.drop_last))
+    if spec.sampler == "identity":
+        batches = identity_batches(labels.cpu(), spec.batch_size, spec.images_per_identity, shuffle)
+    else:
+        batches = list(iterate_batches(len(labels), spec.batch_size, generator=shuffle, drop_last=spec.drop_last))
     sizes = [len(b) for b in batches]
     index = torch.cat(batches).to(device).split(sizes)
     if not spec.hflip:
@@ -154,6 +157,7 @@ def train_classifier(
     flips = ctx.generator("hflip")
     augment = ctx.generator("augment")
     images, labels = train.images.to(device), train.labels.to(device)
+    # Progress-bar estimate; the identity sampler's epochs are somewhat shorter.
     per_epoch = max(1, len(train) // spec.batch_size if spec.drop_last else -(-len(train) // spec.batch_size))
 
     best_acc, best_epoch, best_state = -1.0, 0, None
@@ -163,7 +167,8 @@ def train_classifier(
         for epoch in range(spec.epochs):
             model.train()
             totals: dict[str, torch.Tensor] = {}  # summed on the device: a float() per step would sync
-            for idx, flip in epoch_batches(len(train), spec, shuffle, flips, device):
+            batches = epoch_batches(train.labels, spec, shuffle, flips, device)
+            for idx, flip in batches:
                 x = to_float(images[idx]).contiguous(memory_format=memory_format)
                 if flip is not None:
                     x = flip_where(x, flip)
@@ -180,7 +185,7 @@ def train_classifier(
                 scheduler.step()
             acc = evaluate_accuracy(model, test, device)
             history.append(
-                {"epoch": epoch, "test_accuracy": acc, **{k: float(v) / per_epoch for k, v in totals.items()}}
+                {"epoch": epoch, "test_accuracy": acc, **{k: float(v) / len(batches) for k, v in totals.items()}}
             )
             if spec.selection == "last" or acc > best_acc:
                 best_acc, best_epoch = acc, epoch

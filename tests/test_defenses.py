@@ -24,7 +24,9 @@ from tests.conftest import tiny_model
 
 SPEC = TrainSpec(epochs=5, batch_size=32, lr=0.05, selection="last")
 NO_RECIPE = {
-    "recipe": {k: None for k in ("optimizer", "lr", "weight_decay", "batch_size", "epochs", "milestones", "gamma")}
+    "recipe": {
+        k: None for k in ("optimizer", "lr", "weight_decay", "batch_size", "epochs", "milestones", "gamma", "sampler")
+    }
 }
 
 
@@ -241,3 +243,35 @@ def test_defenses_train_under_bf16_autocast(name, data, monkeypatch):
     trained = stack.fit(tiny_model(), data, SPEC, RunContext(seed=0))
     acc = evaluate_accuracy(freeze(stack.deploy(trained.model)), data.private_test, torch.device("cpu"))
     assert acc > 0.4, (name, acc)  # chance is 0.2
+
+
+def test_identity_sampler_batches_are_identity_balanced():
+    from mibench.data.base import identity_batches
+
+    labels = torch.tensor([0] * 10 + [1] * 9 + [2] * 2 + [3] * 8 + [4] * 12)  # identity 2 has fewer than 4 images
+    batches = identity_batches(labels, 8, 4, torch.Generator().manual_seed(0))
+    groups = torch.cat(batches).view(-1, 4)
+    assert all(len(b) == 8 for b in batches) and len(batches) >= 3
+    assert all(len(set(labels[g].tolist())) == 1 for g in groups)  # groups of 4 images of one identity
+    assert all(len(set(labels[b].view(2, 4)[:, 0].tolist())) == 2 for b in batches)  # two identities per batch
+    used = torch.cat(batches)
+    ok = used[labels[used] != 2]
+    assert len(ok.unique()) == len(ok)  # an image is used once, except where an identity needed repeats
+    # identities keep groups until fewer than two can fill a batch (the official loop's stopping rule)
+    chunks = {i: max(int((labels == i).sum()), 4) // 4 for i in range(5)}
+    left = {i: chunks[i] - int((labels[groups[:, 0]] == i).sum()) for i in range(5)}
+    assert sum(v > 0 for v in left.values()) < 2
+    again = identity_batches(labels, 8, 4, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    with pytest.raises(ValueError, match="at least 4 identities"):
+        identity_batches(labels[labels < 3], 16, 4, torch.Generator())
+
+
+def test_bido_trains_with_its_identity_sampler(data):
+    assert BiDOParams().recipe.sampler == "identity"
+    params = BiDOParams.model_validate({"recipe": {**NO_RECIPE["recipe"], "sampler": "identity"}})
+    stack = DefenseStack([BiDO(params)])
+    spec = SPEC.model_copy(update={"batch_size": 16})
+    trained = stack.fit(tiny_model(), data, spec, RunContext(seed=0))
+    acc = evaluate_accuracy(freeze(stack.deploy(trained.model)), data.private_test, torch.device("cpu"))
+    assert acc > 0.5, acc

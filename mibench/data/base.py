@@ -134,3 +134,41 @@ def iterate_batches(
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         yield order[start : start + batch_size]
+
+
+def identity_batches(
+    labels: torch.Tensor, batch_size: int, per_identity: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch of identity-balanced index batches: batch_size / per_identity identities x per_identity images each.
+
+    The RandomIdentitySampler of BiDO's official code (Peng et al., KDD 2022; spec §1): each identity's images are
+    shuffled (drawn with replacement up to `per_identity` when it has fewer) and cut into groups of `per_identity`
+    (a remainder is dropped); while at least batch_size / per_identity identities have groups left, that many are
+    drawn at random and each gives its next group. The groups, concatenated, are cut into batches of `batch_size`
+    (a remainder is dropped, as the official loader's drop_last).
+    """
+    per_batch = batch_size // per_identity
+    if per_batch < 1:
+        raise ValueError(f"batch_size {batch_size} is smaller than images_per_identity {per_identity}")
+    groups: dict[int, list[torch.Tensor]] = {}
+    for identity in torch.unique(labels).tolist():
+        idx = (labels == identity).nonzero().squeeze(1)
+        if len(idx) < per_identity:
+            idx = idx[torch.randint(len(idx), (per_identity,), generator=generator)]
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        groups[identity] = list(idx[: len(idx) - len(idx) % per_identity].split(per_identity))
+    available = sorted(groups)
+    if len(available) < per_batch:
+        raise ValueError(
+            f"the identity sampler needs at least {per_batch} identities for batch_size {batch_size} with "
+            f"{per_identity} images each; the data has {len(available)}"
+        )
+    order: list[torch.Tensor] = []
+    while len(available) >= per_batch:
+        chosen = [available[i] for i in torch.randperm(len(available), generator=generator)[:per_batch].tolist()]
+        for identity in chosen:
+            order.append(groups[identity].pop(0))
+            if not groups[identity]:
+                available.remove(identity)
+    flat = torch.cat(order)
+    return list(flat[: len(flat) - len(flat) % batch_size].split(batch_size))
