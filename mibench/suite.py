@@ -136,7 +136,7 @@ class TrainSpec(Params):
     crop_scale: tuple[float, float] | None = Field(
         None, description="random resized crop with this area range, e.g. PPA's [0.85, 1]; none by default"
     )
-    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="its aspect-ratio range, torchvision's default")
+    crop_ratio: tuple[float, float] = Field((1.0, 1.0), description="its aspect-ratio range (PPA's configs: square)")
     color_jitter: tuple[float, float, float, float] | None = Field(
         None, description="ColorJitter (brightness, contrast, saturation, hue), e.g. PPA's [0.2, 0.2, 0.1, 0.1]"
     )

@@ -100,7 +100,11 @@ def epoch_batches(
 
 
 def augment_batch(images: torch.Tensor, spec: TrainSpec, generator: torch.Generator) -> torch.Tensor:
-    """The optional training augmentations after the flip: random resized crop, then colour jitter (PPA's recipe)."""
+    """The optional training augmentations after the flip: random resized crop, then colour jitter (PPA's recipe).
+
+    PPA's torchvision pipeline crops, jitters, then flips; the flip commutes with the (position-uniform) crop and
+    with the colour jitter, so the order does not change the distribution.
+    """
     if spec.crop_scale is not None:
         crop = AffineAugmentParams(
             crop_scale=spec.crop_scale, crop_ratio=spec.crop_ratio, crop_p=1.0, flip_p=0.0, rotation_p=0.0

@@ -81,3 +81,46 @@ def test_old_densenet_key_names_are_remapped(tmp_path):
 def test_too_small_inputs_are_refused():
     with pytest.raises(ValueError, match="at least 75x75"):
         build_classifier("inception-v3", {}, num_classes=4, in_channels=3, image_size=64)
+
+
+def test_resnest101_matches_the_released_network_layout():
+    """48.3M parameters as ResNeSt's model zoo lists; module names of zhanghang1989/ResNeSt's state dict."""
+    from mibench.models.resnest import ResNeStNet
+
+    state = ResNeStNet().state_dict()
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 48_275_016
+    reference = {
+        "conv1.0.weight": (64, 3, 3, 3),
+        "conv1.6.weight": (128, 64, 3, 3),
+        "bn1.running_mean": (128,),
+        "layer1.0.downsample.1.weight": (256, 128, 1, 1),
+        "layer1.0.conv2.conv.weight": (128, 32, 3, 3),
+        "layer1.0.conv2.bn0.weight": (128,),
+        "layer2.0.conv2.fc1.weight": (64, 128, 1, 1),
+        "layer3.22.conv2.fc2.bias": (512,),
+        "layer4.0.downsample.2.running_var": (2048,),
+        "fc.weight": (1000, 2048),
+    }
+    assert {k: tuple(state[k].shape) for k in reference} == reference
+
+
+def test_split_attention_with_uniform_attention_averages_the_splits():
+    from mibench.models.resnest import SplitAttentionConv
+
+    torch.manual_seed(0)
+    block = SplitAttentionConv(8, stride=1).eval()
+    torch.nn.init.zeros_(block.fc2.weight)
+    torch.nn.init.zeros_(block.fc2.bias)  # equal logits: softmax weights 1/2 for both splits
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        splits = torch.relu(block.bn0(block.conv(x))).chunk(2, dim=1)
+        torch.testing.assert_close(block(x), (splits[0] + splits[1]) / 2)
+
+
+def test_resnest101_forward_backward_at_224():
+    torch.manual_seed(0)
+    model = build_classifier("resnest101", {}, num_classes=7, in_channels=3, image_size=224).eval()
+    out = model(torch.rand(1, 3, 224, 224))
+    assert out.features.shape == (1, 2048) and out.logits.shape == (1, 7)
+    out.logits.sum().backward()
+    assert model.body.layer3[5].conv2.fc1.weight.grad is not None

@@ -2,8 +2,7 @@
 
 PPA (Struppek et al., ICML 2022) attacks ResNet-18/101/152, DenseNet-121/169 and ResNeSt targets trained on
 224x224 CelebA crops, and evaluates with an Inception-v3 trained on the same identities at 299x299; Trap-MID's
-Table 19 uses ResNet-152 and DenseNet-169 (and ResNeSt-101, which torchvision does not provide and mibench does not
-register). Each network is torchvision's body with its ImageNet head replaced by a new linear layer over the
+Table 19 uses ResNet-152, DenseNet-169 and ResNeSt-101 (not in torchvision: `mibench.models.resnest`). Each network is torchvision's body with its ImageNet head replaced by a new linear layer over the
 pooled features (2048-d for ResNet-101/152 and Inception-v3, 512 for ResNet-18, 1024/1664 for DenseNet-121/169).
 
 Inputs: mibench passes [0, 1] images; PPA normalises with mean = std = 0.5 (inputs in [-1, 1], StyleGAN's range), so
