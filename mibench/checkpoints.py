@@ -65,12 +65,27 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state)
 
 
-def load_part(module: nn.Module, state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...], source: str) -> None:
-    """Initialise the submodules named by `prefixes` (e.g. a pretrained backbone) strictly; leave the rest."""
+def load_part(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    prefixes: tuple[str, ...],
+    source: str,
+    exclude: tuple[str, ...] = (),
+) -> None:
+    """Initialise the submodules named by `prefixes` (e.g. a pretrained backbone) strictly; leave the rest.
+
+    Submodules named by `exclude` (new heads inside the backbone) keep their own initialisation.
+    """
     own = module.state_dict()
     # torchvision's ImageNet files predate BatchNorm's `num_batches_tracked` counter (PyTorch 0.4.1); it is not a
     # weight, so a file without it keeps the module's own.
-    wanted = {k for k in own if k.startswith(prefixes) and not (k.endswith("num_batches_tracked") and k not in state)}
+    wanted = {
+        k
+        for k in own
+        if k.startswith(prefixes)
+        and not (exclude and k.startswith(exclude))
+        and not (k.endswith("num_batches_tracked") and k not in state)
+    }
     missing = sorted(wanted - set(state))
     shapes = sorted(k for k in wanted & set(state) if own[k].shape != state[k].shape)
     if missing or shapes:

@@ -87,6 +87,8 @@ class TrainingSetup:
         """Criterion plus extra terms on one batch; returns the terms ("loss" is their sum) and the output."""
         out: ClassifierOutput = model(images)
         terms = {"ce": self.criterion(out.logits, labels, epoch)}
+        if out.aux_logits is not None:  # Inception-v3's auxiliary classifier, trained with the same criterion
+            terms["aux_ce"] = self.criterion(out.aux_logits, labels, epoch)
         for _, term in self.extra_terms:
             terms.update(term(model, images, labels, out))
         return {"loss": sum(terms.values()), **{k: v.detach() for k, v in terms.items()}}, out

@@ -32,10 +32,14 @@ StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.
 def cross_entropy_step(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int
 ) -> dict[str, torch.Tensor]:
-    """The undefended step: mean cross-entropy of the logits."""
+    """The undefended step: mean cross-entropy of the logits (plus that of auxiliary logits, when present)."""
     out: ClassifierOutput = model(images)
     loss = F.cross_entropy(out.logits, labels)
-    return {"loss": loss, "ce": loss.detach()}
+    terms = {"ce": loss.detach()}
+    if out.aux_logits is not None:
+        aux = F.cross_entropy(out.aux_logits, labels)
+        loss, terms["aux_ce"] = loss + aux, aux.detach()
+    return {"loss": loss, **terms}
 
 
 @dataclass

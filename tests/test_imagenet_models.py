@@ -79,8 +79,31 @@ def test_old_densenet_key_names_are_remapped(tmp_path):
 
 
 def test_too_small_inputs_are_refused():
+    with pytest.raises(ValueError, match="needs 299x299 inputs"):
+        build_classifier("inception-v3", {}, num_classes=4, in_channels=3, image_size=224)
     with pytest.raises(ValueError, match="at least 75x75"):
-        build_classifier("inception-v3", {}, num_classes=4, in_channels=3, image_size=64)
+        build_classifier("inception-v3", {"aux_logits": False}, num_classes=4, in_channels=3, image_size=64)
+
+
+def test_inception_trains_its_auxiliary_classifier_as_ppa(tmp_path):
+    from mibench.training import cross_entropy_step
+
+    torch.manual_seed(0)
+    model = build_classifier("inception-v3", {}, num_classes=5, in_channels=3, image_size=299)
+    x, y = torch.rand(2, 3, 299, 299), torch.tensor([1, 3])
+    out = model.train()(x)
+    assert out.aux_logits.shape == (2, 5) and out.logits.shape == (2, 5)
+    terms = cross_entropy_step(model, x, y, 0)
+    assert set(terms) == {"loss", "ce", "aux_ce"}
+    torch.testing.assert_close(terms["loss"].detach(), terms["ce"] + terms["aux_ce"], rtol=1e-5, atol=1e-5)
+    assert model.eval()(x).aux_logits is None
+    # an ImageNet file initialises the auxiliary classifier's convolutions, not its new 5-class head
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
+    torch.save(reference.state_dict(), tmp_path / "inception_v3_google-0cc3c7bd.pth")
+    params = {"pretrained": str(tmp_path / "inception_v3_google-0cc3c7bd.pth")}
+    loaded = build_classifier("inception-v3", params, num_classes=5, in_channels=3, image_size=299)
+    torch.testing.assert_close(loaded.body.AuxLogits.conv1.conv.weight, reference.AuxLogits.conv1.conv.weight)
+    assert loaded.body.AuxLogits.fc.out_features == 5
 
 
 def test_resnest101_matches_the_released_network_layout():

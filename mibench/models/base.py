@@ -17,10 +17,15 @@ from mibench.registry import ARCHITECTURES, build_params
 
 
 class ClassifierOutput(NamedTuple):
-    """Penultimate features (N x D) and class logits (N x K)."""
+    """Penultimate features (N x D), class logits (N x K), and optional auxiliary logits.
+
+    `aux_logits`: an auxiliary classifier's output where a network has one and is training (Inception-v3); the
+    training losses add its cross-entropy with weight 1, as PPA does.
+    """
 
     features: torch.Tensor
     logits: torch.Tensor
+    aux_logits: torch.Tensor | None = None
 
 
 class Classifier(nn.Module):

@@ -2,8 +2,9 @@
 
 PPA (Struppek et al., ICML 2022) attacks ResNet-18/101/152, DenseNet-121/169 and ResNeSt targets trained on
 224x224 CelebA crops, and evaluates with an Inception-v3 trained on the same identities at 299x299; Trap-MID's
-Table 19 uses ResNet-152, DenseNet-169 and ResNeSt-101 (not in torchvision: `mibench.models.resnest`). Each network is torchvision's body with its ImageNet head replaced by a new linear layer over the
-pooled features (2048-d for ResNet-101/152 and Inception-v3, 512 for ResNet-18, 1024/1664 for DenseNet-121/169).
+Table 19 uses ResNet-152, DenseNet-169 and ResNeSt-101 (not in torchvision: `mibench.models.resnest`). Each
+network is torchvision's body with its ImageNet head replaced by a new linear layer over the pooled features (2048-d
+for ResNet-101/152 and Inception-v3, 512 for ResNet-18, 1024/1664 for DenseNet-121/169).
 
 Inputs: mibench passes [0, 1] images; PPA normalises with mean = std = 0.5 (inputs in [-1, 1], StyleGAN's range), so
 `input_mean` / `input_std` default to 0.5. `pretrained` names torchvision's ImageNet file (e.g.
@@ -61,17 +62,22 @@ class _TorchvisionClassifier(Classifier):
         if params.pretrained:
             state = read_state_dict(params.pretrained, what=f"{self.name} ImageNet weights")
             state = {"body." + _OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
-            load_part(self, state, ("body.",), params.pretrained)
+            load_part(self, state, ("body.",), params.pretrained, exclude=self.new_heads)
+
+    # Submodules of the body replaced for the new classes (not initialised from ImageNet files).
+    new_heads: ClassVar[tuple[str, ...]] = ()
 
     def build_body(self) -> nn.Module:
         """The torchvision network, randomly initialised."""
         return getattr(torchvision.models, self.builder)(weights=None)
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
-        """Pooled body features and logits of [0, 1] images."""
+        """Pooled body features and logits of [0, 1] images (and auxiliary logits where the body gives them)."""
         p: ImageNetParams = self.params
-        features = self.body((x - p.input_mean) / p.input_std)
-        return ClassifierOutput(features, self.fc(features))
+        out = self.body((x - p.input_mean) / p.input_std)
+        if isinstance(out, torchvision.models.InceptionOutputs):  # training with the auxiliary classifier
+            return ClassifierOutput(out.logits, self.fc(out.logits), out.aux_logits)
+        return ClassifierOutput(out, self.fc(out))
 
 
 class _ResNet(_TorchvisionClassifier):
@@ -136,18 +142,41 @@ class DenseNet169(_DenseNet):
     builder: ClassVar[str] = "densenet169"
 
 
+class InceptionParams(ImageNetParams):
+    """PPA trains its Inception-v3 evaluator with the auxiliary classifier (its loss added with weight 1)."""
+
+    aux_logits: bool = True
+
+
 @ARCHITECTURES.register
 class InceptionV3(_TorchvisionClassifier):
-    """Inception-v3 at 299x299 (2048-d features), PPA's evaluation model; no auxiliary classifier."""
+    """Inception-v3 at 299x299 (2048-d features), PPA's evaluation model, with its auxiliary classifier in training."""
 
     name: ClassVar[str] = "inception-v3"
     paper: ClassVar[str] = "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016 (PPA evaluation model)"
+    Params = InceptionParams
     head: ClassVar[str] = "fc"
     min_size: ClassVar[int] = 75
+    new_heads: ClassVar[tuple[str, ...]] = ("body.AuxLogits.fc.",)
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, params: InceptionParams):
+        if params.aux_logits and image_size < 299:
+            raise ValueError(
+                f"inception-v3's auxiliary classifier needs 299x299 inputs, got {image_size}; "
+                "set params: {aux_logits: false} for smaller ones"
+            )
+        super().__init__(num_classes, in_channels, image_size, params)
 
     def build_body(self) -> nn.Module:
-        """No auxiliary logits, no torchvision input transform (normalisation is `input_mean` / `input_std`)."""
-        return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+        """Without torchvision's input transform; the auxiliary classifier gets a head for the new classes.
+
+        Normalisation is `input_mean` / `input_std`; the auxiliary classifier is active in training mode only.
+        """
+        aux = self.params.aux_logits
+        body = torchvision.models.inception_v3(weights=None, aux_logits=aux, init_weights=True, transform_input=False)
+        if aux:
+            body.AuxLogits.fc = nn.Linear(body.AuxLogits.fc.in_features, self.num_classes)
+        return body
 
     def hidden_layers(self) -> list[nn.Module]:
         """The last block of each grid size."""
