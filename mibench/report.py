@@ -65,10 +65,10 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("adv_dsr_l2",), "Adv. DSR (L2)"),
     ),
 }
-# Table 2 (LOMMA), 4 (adaptive PLG-MI++), 14 (FFHQ public data), 15-16 (PLG-MI+ with CelebA / FFHQ public data)
-# and 17 (Trap-MID with NegLS) use Table 1's columns; Table 19 (PPA at 224x224) adds the FaceNet feature distance;
+# Table 2 (LOMMA), 4 (adaptive PLG-MI++), 12-13 (Face.evoLVe / IR-152 targets), 14 (FFHQ public data), 15-16
+# (PLG-MI+ with CelebA / FFHQ public data) and 17 (Trap-MID with NegLS) use Table 1's columns; Table 19 (PPA at 224x224) adds the FaceNet feature distance;
 # Table 20 is PPA's PRDC.
-for _number in (2, 4, 14, 15, 16, 17):
+for _number in (2, 4, 12, 13, 14, 15, 16, 17):
     LAYOUTS[f"table{_number}"] = LAYOUTS["table1"]
 LAYOUTS["table19"] = (*LAYOUTS["table1"][:3], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][3:])
 LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))

@@ -16,7 +16,7 @@ SUITES = sorted(Path("suites").glob("*.yaml"))
 def weights(tmp_path, monkeypatch):
     """Placeholder weight files and a CelebA root, named by the environment variables the suites use."""
     (tmp_path / "weights").mkdir()
-    for name in ("vgg16_bn-6c64b313.pth", "FaceNet_95.88.tar", "ffhq.pkl"):
+    for name in ("vgg16_bn-6c64b313.pth", "FaceNet_95.88.tar", "ffhq.pkl"):  # the checkpoints a plan hashes
         torch.save({"placeholder": torch.zeros(1)}, tmp_path / "weights" / name)
     monkeypatch.setenv("MIBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("CELEBA_ROOT", str(tmp_path / "celeba"))
