@@ -65,10 +65,11 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("adv_dsr_l2",), "Adv. DSR (L2)"),
     ),
 }
-# Table 2 (LOMMA), 4 (adaptive PLG-MI++), 12-13 (Face.evoLVe / IR-152 targets), 14 (FFHQ public data), 15-16
-# (PLG-MI+ with CelebA / FFHQ public data) and 17 (Trap-MID with NegLS) use Table 1's columns; Table 19 (PPA at 224x224) adds the FaceNet feature distance;
+# Tables 2 (LOMMA), 4 (adaptive PLG-MI++), 5-8 (TeD variants, trigger-optimisation, blend-ratio and loss-weight
+# ablations), 12-13 (Face.evoLVe / IR-152 targets), 14 (FFHQ public data), 15-16 (PLG-MI+ with CelebA / FFHQ public
+# data) and 17 (Trap-MID with NegLS) use Table 1's columns; Table 19 (PPA at 224x224) adds the FaceNet feature distance;
 # Table 20 is PPA's PRDC.
-for _number in (2, 4, 12, 13, 14, 15, 16, 17):
+for _number in (2, 4, 5, 6, 7, 8, 12, 13, 14, 15, 16, 17):
     LAYOUTS[f"table{_number}"] = LAYOUTS["table1"]
 LAYOUTS["table19"] = (*LAYOUTS["table1"][:3], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][3:])
 LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))
@@ -246,21 +247,25 @@ def paper_values(
 ) -> dict[tuple[str, str, str], Cell]:
     """{(attack key, defense key, metric): published mean ± std} of one paper table.
 
-    Rows with a variant are left out except `default` (Table 19's Trap-MID with default settings); with
-    `architecture`, only that target's rows (labels compared loosely).
+    A row with a variant (an ablation's setting) is keyed by defense and variant together, so that a defense labelled
+    "Trap-MID (alpha=0.03)" or "TeD alpha=0.1" meets the paper's "Trap-MID" / "alpha=0.03" row; `default` (Table 19's
+    Trap-MID with default settings) also stands for the plain label. With `architecture`, only that target's rows
+    (labels compared loosely).
     """
     out: dict[tuple[str, str, str], Cell] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            if row["table"] != str(table_number) or row["variant"] not in ("", "default") or not row["mean"]:
+            if row["table"] != str(table_number) or not row["mean"] or "?" in row["variant"]:
                 continue
             if architecture and _method_key(row["architecture"]) != _method_key(architecture):
                 continue
             scale = 0.01 if row["metric"] in PERCENT_METRICS else 1.0
             unit = "fraction" if row["metric"] in PERCENT_METRICS else "score"
             std = float(row["std"]) * scale if row["std"] else None
-            key = (_method_key(row["attack"]), _method_key(row["defense"]), row["metric"])
-            out[key] = Cell(float(row["mean"]) * scale, std, 5, unit)
+            cell = Cell(float(row["mean"]) * scale, std, 5, unit)
+            defenses = [row["defense"] + row["variant"]] + ([row["defense"]] if row["variant"] == "default" else [])
+            for defense in defenses:
+                out[_method_key(row["attack"]), _method_key(defense), row["metric"]] = cell
     if not out:
         which = f" for architecture {architecture!r}" if architecture else ""
         raise ValueError(f"the paper has no results table {table_number}{which} in {path}")

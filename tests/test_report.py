@@ -235,3 +235,19 @@ def test_the_fid_column_names_what_filled_it(records, metric, label):
     table = build_table(renamed)
     assert [h.label for h in table.header][-1] == label
     assert ("not FID" in table.caption) == (metric != "fid")
+
+
+def test_ablation_rows_are_matched_by_defense_and_variant():
+    from mibench.report import paper_values
+
+    # Trap-MID Table 7 (spec paper-results.csv): the blend-ratio rows are "Trap-MID" with variants "alpha=...";
+    # Table 5's TeD rows carry "alpha=0.1" / "alpha=0.2"; Table 6's ablation steps are variants too.
+    t7 = paper_values(7)
+    assert ("gmi", "trapmidalpha003", "aa1") in t7 and ("gmi", "trapmidalpha005", "aa1") in t7
+    assert ("gmi", "trapmid", "aa1") not in t7  # no plain row: a variant never stands for the defense
+    t5 = paper_values(5)
+    assert t5["gmi", "tedalpha01", "aa1"].mean != t5["gmi", "tedalpha02", "aa1"].mean
+    assert ("plgmi", "trapmidfixedtriggers", "aa1") in paper_values(6)
+    t8 = paper_values(8)
+    assert ("gmi", "trapmidbeta02", "aa1") in t8
+    assert ("gmi", "trapmidbetarow1", "aa1") not in t8  # unreadable variants ("beta=? (row 1)") are left out
