@@ -248,6 +248,23 @@ def test_ablation_rows_are_matched_by_defense_and_variant():
     t5 = paper_values(5)
     assert t5["gmi", "tedalpha01", "aa1"].mean != t5["gmi", "tedalpha02", "aa1"].mean
     assert ("plgmi", "trapmidfixedtriggers", "aa1") in paper_values(6)
+    assert ("gmi", "trapmidworstrun", "aa1") in paper_values(10) and ("gmi", "bidobestrun", "aa1") in paper_values(10)
     t8 = paper_values(8)
     assert ("gmi", "trapmidbeta02", "aa1") in t8
     assert ("gmi", "trapmidbetarow1", "aa1") not in t8  # unreadable variants ("beta=? (row 1)") are left out
+
+
+def test_table10_keeps_each_baselines_best_run_and_trap_mids_worst(records):
+    baseline = [r.model_copy(update={"defense": "MID"}) if r.defense == "-" else r for r in records]
+    table = build_table(baseline, "table10")
+    blocks = dict(table.blocks)
+    rows = dict(blocks["GMI"])
+    assert set(rows) == {"MID (best run)", "Trap_MID (worst run)"}
+    labels = [h.label for h in table.header]
+    acc, aa1 = labels.index("Acc"), labels.index("AA-1")
+    # fixture: GMI AA-1 of MID 0.14 (seed 0) / 0.16 (seed 1); of Trap-MID 0.02 / 0.04; accuracies 0.86/0.88, 0.80/0.82
+    assert rows["MID (best run)"][aa1].mean == pytest.approx(0.14) and rows["MID (best run)"][acc].mean == 0.86
+    assert rows["Trap_MID (worst run)"][aa1].mean == pytest.approx(0.04)
+    assert rows["Trap_MID (worst run)"][acc].mean == pytest.approx(0.82) and rows["Trap_MID (worst run)"][acc].n == 1
+    assert "worst of Trap-MID's" in table.caption
+    assert "-" not in rows and build_table(records, "table10").blocks[0][1][0][0] == "Trap_MID (worst run)"
