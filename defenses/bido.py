@@ -127,10 +127,15 @@ class BiDO(Defense):
     def dependency_terms(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, out: ClassifierOutput
     ) -> dict[str, torch.Tensor]:
-        """lambda_x sum_j d(X, Z_j) and -lambda_y sum_j d(Y, Z_j) over hidden layers and the feature."""
+        """lambda_x sum_j d(X, Z_j) and -lambda_y sum_j d(Y, Z_j) over hidden layers and the feature.
+
+        The hidden representations are those of the first len(images) rows of the latest forward pass: all of it in
+        plain training, the clean half of Trap-MID's joint clean + trapdoored batch when stacked with it.
+        """
         p: BiDOParams = self.params
         measure = normalized_hsic if p.measure == "hsic" else coco
-        hiddens = [*self.recorder.take(), out.features]
+        n = len(images)
+        hiddens = [z[:n] for z in (*self.recorder.take(), out.features)]
         # Kernels and the normalised HSIC's solve run in float32 even under mixed precision (bf16 Gram matrices
         # lose the small differences the measure is made of, and linalg.solve has no bf16 kernel).
         with torch.autocast(images.device.type, enabled=False):

@@ -115,12 +115,14 @@ class TrapMID(Defense):
                             pattern = self._trigger_step(model, disc, x, t, pattern, mask, trap_loss, epoch, aug)
                         x_trap = inject(x, t, pattern, mask)
                         model.train()
-                        both = torch.cat([aug(x), aug(x_trap)])
-                        out = model(both)
+                        a = aug(x)
+                        out = model(torch.cat([a, aug(x_trap)]))
                         clean, trapped = out.logits[: len(y)], out.logits[len(y) :]
                         loss = (1 - p.beta) * setup.criterion(clean, y, epoch) + p.beta * trap_loss(trapped, t, epoch)
+                        # Stacked terms (BiDO) see the clean half only, as the official engine computes them on
+                        # (a, hiddens(a), y); they read the first len(a) rows of the joint forward.
                         for _, term in setup.extra_terms:
-                            loss = loss + sum(term(model, both, torch.cat([y, t]), out).values())
+                            loss = loss + sum(term(model, a, y, out).values())
                     opt_t.zero_grad(set_to_none=True)
                     loss.backward()
                     opt_t.step()

@@ -147,6 +147,21 @@ def test_bido_terms_cover_hidden_layers_and_feature():
     assert defense.recorder.outputs == []  # evaluation passes are not recorded
 
 
+def test_bido_terms_read_the_first_rows_of_a_joint_forward():
+    """Stacked with Trap-MID, BiDO sees the clean half of the clean + trapdoored batch: its terms are those of the
+    forward's first len(images) rows."""
+    defense = BiDO(BiDOParams.model_validate(NO_RECIPE))
+    model = defense.wrap(tiny_model()).train()
+    torch.manual_seed(0)
+    clean, labels = torch.rand(8, 3, 16, 16), torch.arange(8) % 5
+    out = model(torch.cat([clean, torch.rand(8, 3, 16, 16)]))
+    recorded = [z.clone() for z in defense.recorder.outputs]
+    terms = defense.dependency_terms(model, clean, labels, out)
+    kx = gaussian_kernel(clean, 5.0)
+    expected = sum(normalized_hsic(kx, gaussian_kernel(z[:8], 5.0)) for z in [*recorded, out.features])
+    torch.testing.assert_close(terms["dep_x"], 0.05 * expected)
+
+
 # --- MIDAS ----------------------------------------------------------------------------------------------------------
 
 
