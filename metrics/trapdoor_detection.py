@@ -27,6 +27,24 @@ from mibench.registry import METRICS
 from mibench.trapdoor import find_triggers, signature_scores, trapdoor_signatures
 
 
+def signatures_and_threshold(
+    inputs: MeasureInputs, ctx: RunContext, false_positive_rate: float
+) -> tuple[torch.Tensor, float] | None:
+    """The target's trapdoor signatures and the score threshold tau; None for a target without triggers.
+
+    Both come from the private training images: tau lets `false_positive_rate` of their clean scores through.
+    """
+    triggers = find_triggers(inputs.target_extras)
+    if triggers is None:
+        return None
+    device = inputs.device
+    pattern, mask = (t.to(device) for t in triggers)
+    train = to_float(inputs.data.private_train.images, device)
+    signatures = trapdoor_signatures(inputs.target, train, pattern, mask, ctx.generator("signatures"))
+    clean = signature_scores(inputs.target, train, signatures)
+    return signatures, torch.quantile(clean.double(), 1 - false_positive_rate).item()
+
+
 class TrapdoorDetectionParams(Params):
     """The clean false-positive rate that fixes the threshold."""
 
@@ -44,15 +62,11 @@ class TrapdoorDetection(Metric):
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Nothing for a target without triggers."""
-        triggers = find_triggers(inputs.target_extras)
-        if triggers is None:
+        reference = signatures_and_threshold(inputs, ctx, self.params.false_positive_rate)
+        if reference is None:
             return []
+        signatures, tau = reference
         device = inputs.device
-        pattern, mask = (t.to(device) for t in triggers)
-        train = to_float(inputs.data.private_train.images, device)
-        signatures = trapdoor_signatures(inputs.target, train, pattern, mask, ctx.generator("signatures"))
-        clean = signature_scores(inputs.target, train, signatures)
-        tau = torch.quantile(clean.double(), 1 - self.params.false_positive_rate).item()
         recon = signature_scores(inputs.target, inputs.reconstructions.images.to(device), signatures)
         public = signature_scores(inputs.target, to_float(inputs.data.public.images, device), signatures)
         details = {"tau": tau, "n_reconstructions": int(recon.numel()), "n_public": int(public.numel())}
@@ -88,15 +102,12 @@ class AdversarialDetection(Metric):
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Nothing for a target without triggers."""
-        triggers = find_triggers(inputs.target_extras)
-        if triggers is None:
-            return []
         p: AdversarialDetectionParams = self.params
+        reference = signatures_and_threshold(inputs, ctx, p.false_positive_rate)
+        if reference is None:
+            return []
+        signatures, tau = reference
         device = inputs.device
-        pattern, mask = (t.to(device) for t in triggers)
-        train = to_float(inputs.data.private_train.images, device)
-        signatures = trapdoor_signatures(inputs.target, train, pattern, mask, ctx.generator("signatures"))
-        tau = torch.quantile(signature_scores(inputs.target, train, signatures).double(), 1 - p.false_positive_rate)
         test = inputs.data.private_test
         n = len(test) if p.max_images is None else min(p.max_images, len(test))
         images, labels = to_float(test.images[:n], device), test.labels[:n].to(device)
@@ -120,12 +131,10 @@ class AdversarialDetection(Metric):
             scores = signature_scores(inputs.target, adv, signatures)
             with torch.no_grad():
                 robust = (inputs.target(adv).logits.argmax(1) == labels).double().mean().item()
-            details = {"attack": f"PGD-{p.steps} (random start)", "eps": eps, "tau": tau.item(), "n": n}
+            details = {"attack": f"PGD-{p.steps} (random start)", "eps": eps, "tau": tau, "n": n}
             details["robust_accuracy"] = robust
             values.append(
-                Measurement(
-                    f"adv_dsr_{norm}", detection_success_rate(clean, scores, tau.item()), True, "fraction", details
-                )
+                Measurement(f"adv_dsr_{norm}", detection_success_rate(clean, scores, tau), True, "fraction", details)
             )
             values.append(Measurement(f"adv_auc_{norm}", roc_auc(clean, scores), True, "fraction", details))
         return values
