@@ -9,38 +9,27 @@ across evaluators. The weights are read from `weights` or $MIBENCH_WEIGHTS; noth
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
-from mibench.checkpoints import file_sha256
+from mibench.checkpoints import file_sha256, weights_file
 from mibench.context import RunContext
-from mibench.errors import MibenchError
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.frechet import network_features
+from mibench.metrics.frechet import cached_network, network_features
 from mibench.metrics.functional import knn_distance
-from mibench.models.inception_resnet_v1 import InceptionResnetV1, load_facenet_embedding
+from mibench.models.inception_resnet_v1 import load_facenet_embedding
 from mibench.params import Params
 from mibench.registry import METRICS
 
 FACENET_WEIGHTS = "20180402-114759-vggface2.pt"
-_NETS: dict[tuple[str, str], InceptionResnetV1] = {}  # (weights path, device) -> network, per process
 
 
 def facenet_weights_path(explicit: str | None) -> Path:
     """`explicit`, else $MIBENCH_WEIGHTS/<FACENET_WEIGHTS>; a clear error naming the file when it is absent."""
-    where = Path(explicit) if explicit else None
-    if where is None and os.environ.get("MIBENCH_WEIGHTS"):
-        where = Path(os.environ["MIBENCH_WEIGHTS"]) / FACENET_WEIGHTS
-    if where is None or not where.is_file():
-        raise MibenchError(
-            f"facenet-distance needs facenet-pytorch's VGGFace2 InceptionResnetV1 weights {FACENET_WEIGHTS} "
-            f"({'not found: ' + str(where) if where else 'no path given'}): put the file in the folder "
-            "$MIBENCH_WEIGHTS names or give the metric params: {weights: /path/to/file}; mibench never downloads"
-        )
-    return where
+    provenance = "facenet-pytorch's VGGFace2 InceptionResnetV1 release"
+    return weights_file(explicit, FACENET_WEIGHTS, "facenet-distance", provenance, "{weights: /path/to/file}")
 
 
 class FaceNetDistanceParams(Params):
@@ -63,10 +52,7 @@ class FaceNetDistance(Metric):
         """δ_face of the reconstructions against the private training images of the attacked classes."""
         p: FaceNetDistanceParams = self.params
         path = facenet_weights_path(p.weights)
-        key = (str(path), str(inputs.device))
-        if key not in _NETS:
-            _NETS[key] = load_facenet_embedding(path).to(inputs.device)
-        net = _NETS[key]
+        net = cached_network(str(path), inputs.device, lambda: load_facenet_embedding(path))
         private = inputs.data.private_train.of_classes(inputs.classes)
         recon = inputs.reconstructions
         fake = network_features(recon.images, net, p.input_size, inputs.device)

