@@ -28,14 +28,13 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
 from mibench.attack import DataInfo, GenerativeAttack, PriorSpec, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.data.base import ImageSet
+from mibench.data.base import ImageSet, resize_images
 from mibench.gan.networks import GANPrior, WGANCritic
 from mibench.gan.style import TinyStyleGenerator
 from mibench.gan.stylegan2 import load_stylegan2
@@ -91,9 +90,7 @@ def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float) -> to
     side = images.shape[-1]
     keep = max(1, round(side * crop))
     top = (side - keep) // 2
-    images = images[..., top : top + keep, top : top + keep]
-    if keep != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    images = resize_images(images[..., top : top + keep, top : top + keep], size, antialias=True)
     return ((images + 1) / 2).clamp(0, 1)
 
 

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from mibench.checkpoints import file_sha256, load_strict, read_state_dict, weights_file
 from mibench.context import RunContext
-from mibench.data.base import to_uint8
+from mibench.data.base import resize_images, to_float, to_uint8
 from mibench.errors import MibenchError, unknown_name_message
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import frechet_distance_of_features, topk_correct
@@ -93,11 +93,9 @@ def network_features(
     """
     out = []
     for i in range(0, len(images), batch):
-        x = images[i : i + batch].to(device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        if x.shape[-1] != size:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        x = images[i : i + batch]
+        x = to_float(x, device) if x.dtype == torch.uint8 else x.to(device).float()
+        x = resize_images(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, size, antialias=True)
         out.append(net(x * 2 - 1).double().cpu())
     return torch.cat(out)
 

@@ -115,15 +115,16 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
     """Bilinear resize of float images to size x size (no-op when already that size).
 
     This is mibench's one evaluation resize for every attack (the PLG-MI convention: bilinear on float tensors,
     no 8-bit round trip; GMI/KED-MI's PIL `low2high` quantises first, which shifts AA by a fraction of a point).
+    `antialias` low-pass filters when shrinking, as torchvision's Resize does (PPA's renders, feature extractors).
     """
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
 
 
 def iterate_batches(
