@@ -51,15 +51,23 @@ def weights_file(explicit: str | None, default_name: str, what: str, provenance:
     return path
 
 
-def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed."""
+def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> object:
+    """The contents of a checkpoint file, read with `torch.load(weights_only=True)` onto the CPU.
+
+    A missing, corrupt or unsafe file is a CheckpointError naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed."""
+    obj = read_checkpoint(path, what=what)
     while isinstance(obj, Mapping) and len(obj) >= 1 and any(k in obj for k in _WRAPPERS):
         obj = next(obj[k] for k in _WRAPPERS if k in obj)
     if not isinstance(obj, Mapping):

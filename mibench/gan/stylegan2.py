@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mibench.checkpoints import load_strict
+from mibench.checkpoints import load_strict, read_checkpoint
 from mibench.errors import CheckpointError
 
 NoiseMode = Literal["const", "random", "none"]
@@ -320,10 +320,7 @@ def load_stylegan2(path: str | Path, *, what: str = "StyleGAN2 generator") -> St
 
         state, config = read_network_pickle(path, "G_ema")
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt or unsafe files
-            raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+        obj = read_checkpoint(path, what=what)
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"{what} {path} holds no state dict")
         state = obj.get("state_dict", obj)
