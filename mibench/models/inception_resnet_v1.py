@@ -39,20 +39,34 @@ def _chain(*convs: tuple) -> nn.Sequential:
     return nn.Sequential(*(BasicConv2d(*c) for c in convs))
 
 
-class ResidualInception(nn.Module):
-    """Block35/17/8: parallel branches, concatenated, 1x1 conv (with bias), scaled residual, optional ReLU."""
+class Reduction(nn.Module):
+    """Parallel branches `branch0`, `branch1`, ... whose outputs are concatenated.
 
-    def __init__(self, channels: int, branches: list[nn.Module], mixed: int, scale: float, relu: bool = True):
+    Used alone for Mixed_6a / Mixed_7a (strided branches and a 3x3/2 max-pool).
+    """
+
+    def __init__(self, branches: list[nn.Module]):
         super().__init__()
         for i, branch in enumerate(branches):
             setattr(self, f"branch{i}", branch)
-        self.num_branches, self.scale, self.relu = len(branches), scale, relu
+        self.num_branches = len(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated branch outputs."""
+        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.num_branches)], 1)
+
+
+class ResidualInception(Reduction):
+    """Block35/17/8: the concatenated branches, 1x1 conv (with bias), scaled residual, optional ReLU."""
+
+    def __init__(self, channels: int, branches: list[nn.Module], mixed: int, scale: float, relu: bool = True):
+        super().__init__(branches)
+        self.scale, self.relu = scale, relu
         self.conv2d = nn.Conv2d(mixed, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The input plus the scaled 1x1 projection of the concatenated branches."""
-        out = torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.num_branches)], 1)
-        out = self.conv2d(out) * self.scale + x
+        out = self.conv2d(super().forward(x)) * self.scale + x
         return F.relu(out) if self.relu else out
 
 
@@ -82,20 +96,6 @@ def block8(scale: float = 0.20, relu: bool = True) -> ResidualInception:
         _chain((1792, 192, 1), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0))),
     ]
     return ResidualInception(1792, branches, 384, scale, relu)
-
-
-class Reduction(nn.Module):
-    """Mixed_6a / Mixed_7a: strided branches and a 3x3/2 max-pool, concatenated."""
-
-    def __init__(self, branches: list[nn.Module]):
-        super().__init__()
-        for i, branch in enumerate(branches):
-            setattr(self, f"branch{i}", branch)
-        self.num_branches = len(branches)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated branch outputs."""
-        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.num_branches)], 1)
 
 
 class InceptionResnetV1(nn.Module):
