@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -22,7 +23,17 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict")
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (cache keys and records name checkpoints by content, not by path)."""
+    """Hex SHA-256 of a file (cache keys and records name checkpoints by content, not by path).
+
+    Memoised per process on the file's path, size and modification time, so that planning and every measurement
+    naming the same weights hash them once.
+    """
+    stat = Path(path).stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

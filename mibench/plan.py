@@ -16,7 +16,6 @@ params, seeds, data definition, upstream keys, the cache version), and nothing t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +116,6 @@ def data_runtime(rs: ResolvedSuite) -> dict[str, Any]:
     return {"root": rs.suite.data.root, "public_root": public.root if public else None}
 
 
-@cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
 def checkpoint_ref(path: str | None, where: str) -> dict[str, str] | None:
     """A checkpoint enters keys by content (SHA-256), never by path; a missing file is an error naming the key."""
     if path is None:
@@ -129,8 +123,7 @@ def checkpoint_ref(path: str | None, where: str) -> dict[str, str] | None:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{where}: checkpoint file not found: {p}")
-    stat = p.stat()
-    return {"sha256": _sha256(str(p), stat.st_size, stat.st_mtime_ns)}
+    return {"sha256": file_sha256(p)}
 
 
 def build_plan(rs: ResolvedSuite) -> Plan:
