@@ -45,7 +45,14 @@ from mibench.metric import Measurement
 from mibench.models.base import Classifier
 from mibench.params import Params
 from mibench.registry import DEFENSES
-from mibench.training import epoch_batches, evaluate_accuracy, flip_where, make_optimizer, mixed_precision
+from mibench.training import (
+    augment_batch,
+    epoch_batches,
+    evaluate_accuracy,
+    flip_where,
+    make_optimizer,
+    mixed_precision,
+)
 from mibench.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers, trapdoor_success
 
 
@@ -88,7 +95,7 @@ class TrapMID(Defense):
         opt_t = make_optimizer([q for q in model.parameters() if q.requires_grad], spec)
         opt_d = make_optimizer(list(disc.parameters()), spec) if disc is not None else None
         trap_loss = setup.criterion if p.trapdoor_criterion == "main" else cross_entropy
-        gens = {name: ctx.generator(name) for name in ("shuffle", "hflip", "targets", "augment", "test")}
+        gens = {name: ctx.generator(name) for name in ("shuffle", "hflip", "dataset", "targets", "augment", "test")}
         images, labels = data.private_train.images.to(device), data.private_train.labels.to(device)
         test_images = to_float(data.private_test.images, device)
 
@@ -106,6 +113,7 @@ class TrapMID(Defense):
                 for idx, flip in batches:
                     x = to_float(images[idx]).contiguous(memory_format=memory_format)
                     x = flip_where(x, flip) if flip is not None else x
+                    x = augment_batch(x, spec, gens["dataset"])  # the recipe's own crops and jitter (PPA's), if any
                     y, t = labels[idx], targets[offset : offset + len(idx)]
                     offset += len(idx)
                     with autocast:

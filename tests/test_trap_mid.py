@@ -117,3 +117,21 @@ def test_trap_mid_with_negls_uses_negls_for_both_losses(data, monkeypatch):
     trained = stack.fit(tiny_model(), data, SPEC.model_copy(update={"epochs": 1}), RunContext(seed=0))
     assert "0.triggers" in trained.extras
     assert len(calls) >= 3 * 9  # per batch: trigger step, main loss, trapdoor loss
+
+
+def test_trap_mid_applies_the_recipes_own_crops_and_jitter(data, monkeypatch):
+    """A recipe with PPA's augmentations (crop_scale, color_jitter) reaches Trap-MID's own loop, once per batch."""
+    from mibench.defenses import trap_mid
+    from mibench.training import augment_batch
+
+    seen = []
+
+    def spy(images, spec, generator):
+        seen.append((spec.crop_scale, spec.color_jitter))
+        return augment_batch(images, spec, generator)
+
+    monkeypatch.setattr(trap_mid, "augment_batch", spy)
+    spec = SPEC.model_copy(update={"epochs": 1, "crop_scale": (0.85, 1.0), "color_jitter": (0.2, 0.2, 0.1, 0.1)})
+    DefenseStack([TrapMID(TrapMIDParams(**TINY))]).fit(tiny_model(), data, spec, RunContext(seed=0))
+    assert seen and set(seen) == {((0.85, 1.0), (0.2, 0.2, 0.1, 0.1))}
+    assert len(seen) == len(data.private_train) // SPEC.batch_size
