@@ -81,7 +81,7 @@ class PPAParams(Params):
     selection_crop_scale: tuple[float, float] = (0.5, 0.9)
     selection_crop_ratio: tuple[float, float] = (0.8, 1.2)
     selection_transforms: int = Field(100, ge=1)
-    batch_size: int = Field(25, ge=1, description="latents optimised together (memory only)")
+    batch_size: int = Field(25, ge=1, description="latents rendered or optimised together (memory only)")
 
 
 def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float) -> torch.Tensor:
@@ -147,7 +147,7 @@ class PPA(GenerativeAttack):
         z = torch.randn(p.pool, generator.z_dim, generator=ctx.generator("pool")).to(ctx.device)
         ws = torch.cat([generator.mapping(z[c], p.truncation_psi, p.truncation_cutoff) for c in in_chunks(p.pool, 256)])
         probs = []
-        for c in in_chunks(p.pool, 256):
+        for c in in_chunks(p.pool, p.batch_size):  # renders at the generator's resolution: memory-bound
             x = render(generator, ws[c], size, p.center_crop)
             probs.append(((oracle.probabilities(x) + oracle.probabilities(x.flip(-1))) / 2)[:, classes.to(ctx.device)])
         top = torch.cat(probs).topk(min(p.candidates, p.pool), dim=0).indices.T  # classes x candidates, distinct
@@ -213,7 +213,7 @@ class PPA(GenerativeAttack):
             images = torch.cat(
                 [
                     render(generator, self._ws(generator, latents[keep_idx[c]].to(ctx.device)), size, p.center_crop)
-                    for c in in_chunks(len(keep_idx), 256)
+                    for c in in_chunks(len(keep_idx), p.batch_size)
                 ]
             ).cpu()
         stats = {"target_queries": float(oracle.queries), "mean_robustness": float(score[keep_idx].mean())}
