@@ -148,7 +148,8 @@ def modulated_conv2d(
     else:
         x = F.conv2d(x, w, padding=weight.shape[-1] // 2)
     if demodulate:
-        d = ((weight.unsqueeze(0) * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        # sum_{i,k} (w_oik s_i)^2 = sum_i s_i^2 sum_k w_oik^2: no N x O x I x k x k tensor per layer and step
+        d = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()
         x = x * d.to(x.dtype)[:, :, None, None]
     return x
 
