@@ -8,12 +8,15 @@ Official-code details reproduced: Gaussian kernels with a fixed sigma = 5 and ba
 dimension, K_ab = exp(-|u_a - u_b|^2 / (2 sigma^2 d)); a linear label kernel on one-hot labels by default; the
 "HSIC" measure is the normalised HSIC of the HSIC-bottleneck code, trace(Rx Ry) with R = K H (K H + eps m I)^-1
 (right-centring only), eps = 1e-5; the "COCO" measure is sqrt(|H Kx H H Ky H|_F) / m as coded. Hidden
-representations are the architecture's `hidden_layers()` outputs (VGG16: the four pooled blocks) plus the penultimate
-feature. The official code computes the kernels on the CPU in float32; mibench computes them on the device.
+representations are the architecture's `hidden_layers()` outputs (VGG16: the four pooled blocks) plus, where the
+architecture says so (`Classifier.dependency_on_feature`), the penultimate feature: VGG16's official BiDO model
+returns its BN1d feature among the hiddens; on the IR nets only "the four major ResNet blocks" are regularised
+(Trap-MID App. C.6, its `IR18_BiDO`). The official code computes the kernels on the CPU in float32; mibench computes
+them on the device.
 
-Recipe: the official `train_HSIC.py` uses Adam lr 1e-4 (50 epochs, MultiStepLR [60] gamma 0.5, i.e. no effect);
-set the recipe fields to null to use the suite's target recipe as Trap-MID's BiDO path does. Not reproduced: the
-identity-balanced sampler (4 images per identity per batch).
+Recipe: the official `train_HSIC.py` uses Adam lr 1e-4 (50 epochs, MultiStepLR [60] gamma 0.5, i.e. no effect) and
+the identity-balanced sampler (RandomIdentitySampler: 4 images per identity per batch); set the recipe fields to null
+to use the suite's target recipe as Trap-MID's BiDO path does.
 """
 
 from __future__ import annotations
@@ -113,11 +116,14 @@ class BiDO(Defense):
 
     name: ClassVar[str] = "bido"
     paper: ClassVar[str] = "Peng et al., Bilateral Dependency Optimization: Defending Against MI Attacks, KDD 2022"
+    version: ClassVar[int] = 2  # 2: IR nets regularise their four blocks only
     Params = BiDOParams
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Record the architecture's hidden layers during training (no change to the network)."""
-        self.recorder = HiddenRecorder(_classifier(model).hidden_layers())
+        classifier = _classifier(model)
+        self.recorder = HiddenRecorder(classifier.hidden_layers())
+        self.on_feature = classifier.dependency_on_feature
         return model
 
     def configure(self, setup: TrainingSetup) -> TrainingSetup:
@@ -135,7 +141,10 @@ class BiDO(Defense):
         p: BiDOParams = self.params
         measure = normalized_hsic if p.measure == "hsic" else coco
         n = len(images)
-        hiddens = [z[:n] for z in (*self.recorder.take(), out.features)]
+        recorded = list(self.recorder.take())
+        if self.on_feature:
+            recorded.append(out.features)
+        hiddens = [z[:n] for z in recorded]
         # Kernels and the normalised HSIC's solve run in float32 even under mixed precision (bf16 Gram matrices
         # lose the small differences the measure is made of, and linalg.solve has no bf16 kernel).
         with torch.autocast(images.device.type, enabled=False):

@@ -16,12 +16,16 @@ degrees, p = 0.5 each, per sample) is applied only when trapdoors are on. Defaul
 defender's secret, saved with the target as `triggers`/`trigger_mask`); its trapdoor success rate on the test set is
 recorded, and `min_trapdoor_success` turns the paper's ">99%" into a check that fails the job.
 
+The recipe's LR schedule (`milestones`, `gamma`) steps both the target's and the discriminator's optimiser each
+epoch, as the official engine does (Table 17's NegLS recipe: [75, 90], gamma 0.1).
+
 The main and trapdoor criteria come from the training setup, so a stacked NegLS applies to both (Trap-MID with
 NegLS, Table 17; `trapdoor_criterion: ce` is the `trapls=0` variant). Extra loss terms of stacked defenses are
 computed on the concatenated clean and triggered batch (official BiDO-with-trapdoors uses the clean half only).
 
 TeD (`ted`) and TeD+ (`ted-plus`) are the same module with TeD's five-square patch triggers (App. D.1, spec §4.5):
-TeD keeps the patches fixed (no discriminator, no trigger steps) with mask ratio 0.1; TeD+ adopts Trap-MID's
+TeD keeps the patches fixed (no discriminator, no trigger steps) with mask ratio 0.1 and, as App. D.1 says, the
+unprotected model's training setup (no random augmentation beyond the flip); TeD+ adopts Trap-MID's
 settings (mask ratio = alpha 0.02, beta 0.2, trigger optimisation with the discriminator, augmentation).
 """
 
@@ -51,6 +55,7 @@ from mibench.training import (
     evaluate_accuracy,
     flip_where,
     make_optimizer,
+    make_scheduler,
     mixed_precision,
 )
 from mibench.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers, trapdoor_success
@@ -77,6 +82,7 @@ class TrapMID(Defense):
     name: ClassVar[str] = "trap-mid"
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     Params = TrapMIDParams
+    version: ClassVar[int] = 2  # 2: the recipe's LR schedule is applied (TeD and TeD+ inherit it)
     defines_fit: ClassVar[bool] = True
 
     def fit(self, model: nn.Module, data: DataBundle, setup: TrainingSetup, ctx: RunContext) -> TrainedTarget:
@@ -94,6 +100,9 @@ class TrapMID(Defense):
             disc = _discriminator(model).to(device, memory_format=memory_format)
         opt_t = make_optimizer([q for q in model.parameters() if q.requires_grad], spec)
         opt_d = make_optimizer(list(disc.parameters()), spec) if disc is not None else None
+        # The recipe's LR schedule steps the target's and the discriminator's optimisers each epoch, as the official
+        # engine does (`classify_trap_negls.json`: MultiStepLR [75, 90], gamma 0.1; plain Trap-MID has none).
+        schedulers = [make_scheduler(o, spec) for o in (opt_t, opt_d) if o is not None]
         trap_loss = setup.criterion if p.trapdoor_criterion == "main" else cross_entropy
         gens = {name: ctx.generator(name) for name in ("shuffle", "hflip", "dataset", "targets", "augment", "test")}
         images, labels = data.private_train.images.to(device), data.private_train.labels.to(device)
@@ -135,6 +144,9 @@ class TrapMID(Defense):
                     loss.backward()
                     opt_t.step()
                     advance(1)
+                for scheduler in schedulers:
+                    if scheduler is not None:
+                        scheduler.step()
                 acc = evaluate_accuracy(model, data.private_test, device)
                 if spec.selection == "last" or acc > best["acc"]:
                     trap = trapdoor_success(model, test_images, pattern, mask, gens["test"])
@@ -198,7 +210,7 @@ DEFENSES.register(TrapMID)
 
 
 class TeDParams(TrapMIDParams):
-    """TeD's patch trapdoors as Trap-MID's Table 5 trains them: fixed patches, mask ratio 0.1.
+    """TeD's patch trapdoors as Trap-MID's Table 5 trains them: fixed patches, mask ratio 0.1, no augmentation.
 
     beta 0.5 stands for TeD's injection ratio of 0.5 (half the training samples trapdoored); TeD's own loss weight
     was lost from the paper text, so this value is inferred.
@@ -209,6 +221,8 @@ class TeDParams(TrapMIDParams):
     triggers: Literal["blend", "patches"] = "patches"
     optimize_triggers: bool = False
     discriminator: bool = False
+    # App. D.1: TeD keeps the unprotected model's setup (the flip only); augmentation is one of TeD+'s additions.
+    augment: bool = False
 
 
 @DEFENSES.register

@@ -27,6 +27,7 @@ from torch import nn
 
 from mibench.context import RunContext
 from mibench.data.base import DataBundle
+from mibench.hashing import derive_seed
 from mibench.metric import Measurement
 from mibench.models.base import ClassifierOutput
 from mibench.params import Params
@@ -141,8 +142,12 @@ class Defense:
         """Put back defense state saved in `extras` into a freshly loaded `wrap(model)` (default: nothing)."""
         return None
 
-    def deploy(self, model: nn.Module) -> nn.Module:
-        """The model as released to attackers and evaluated for utility (default: unchanged)."""
+    def deploy(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
+        """The model as released to attackers and evaluated for utility (default: unchanged).
+
+        `generator` is seeded from the target's key: whatever randomness the released model has (MIDAS's bit errors)
+        is the same in every job that loads this target.
+        """
         return model
 
 
@@ -192,8 +197,8 @@ class DefenseStack:
             prefix = f"{i}."
             d.restore(model, {k.removeprefix(prefix): v for k, v in extras.items() if k.startswith(prefix)})
 
-    def deploy(self, model: nn.Module) -> nn.Module:
-        """Apply every defense's `deploy` in order."""
-        for d in self.defenses:
-            model = d.deploy(model)
+    def deploy(self, model: nn.Module, seed: int) -> nn.Module:
+        """Apply every defense's `deploy` in order, each with its own generator derived from `seed`."""
+        for i, d in enumerate(self.defenses):
+            model = d.deploy(model, torch.Generator().manual_seed(derive_seed(seed, "deploy", i)))
         return model

@@ -33,7 +33,7 @@ from mibench.progress import Reporter
 from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, build_params
 from mibench.store import ArtifactStore, write_json_atomic
 from mibench.suite import TrainSpec
-from mibench.training import evaluate_accuracy, train_classifier
+from mibench.training import evaluate_accuracy, precision_label, train_classifier
 from mibench.trapdoor import find_triggers, trapdoor_signatures
 
 
@@ -171,7 +171,9 @@ def load_target(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Mo
         model = defense.wrap(build_network(payload["architecture"], data))
         model.load_state_dict(load_state(folder / "model.pt"))
         defense.restore(model, load_state(folder / "extras.pt"))
-        return freeze(defense.deploy(model)).to(ws.device), data
+        # The released model's own randomness (MIDAS's one draw of bit errors per trial) is seeded by the target key,
+        # so the accuracy test, every attack and every measurement see the same deployed copy.
+        return freeze(defense.deploy(model, derive_seed(key, "deploy"))).to(ws.device), data
 
     return ws.memo(f"target/{key}", build)
 
@@ -275,7 +277,9 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
         trained = TrainedTarget(model, acc, 0.0)
     else:
         trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
-    values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", {"device": str(ws.device)})]
+    precision = precision_label(TrainSpec(**p["train"]), ws.device) if not p.get("checkpoint") else "checkpoint"
+    details = {"device": str(ws.device), "precision": precision}
+    values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", details)]
     values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}
     _publish(ws, job, files, values, trained.wall_time_s)

@@ -5,7 +5,8 @@ random horizontal flip, cross-entropy, no LR schedule unless milestones are give
 accuracy kept (test-set model selection, as the official code does; `selection: last` avoids it).
 
 Data stays in memory as uint8 tensors and batches (with their flips) are made on the device, so an epoch does not
-decode images; on CUDA the step runs under bf16 autocast in channels_last layout (`amp`, `channels_last`).
+decode images; on CUDA the step can run under bf16 autocast (`amp: true`; float32 by default, as the official code) in
+channels_last layout (`channels_last`).
 """
 
 from __future__ import annotations
@@ -65,11 +66,23 @@ def mixed_precision(spec: TrainSpec, device: torch.device) -> tuple[torch.autoca
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and spec.amp), memory_format
 
 
+def precision_label(spec: TrainSpec, device: torch.device) -> str:
+    """What the training arithmetic was, for provenance: "bf16-autocast" or "float32"."""
+    return "bf16-autocast" if spec.amp and device.type in MIXED_PRECISION_DEVICES else "float32"
+
+
 def make_optimizer(params: list[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay, or Adam, as the spec says."""
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """MultiStepLR at `spec.milestones` with `spec.gamma` (stepped once per epoch), or None without milestones."""
+    if not spec.milestones:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -158,9 +171,7 @@ def train_classifier(
     autocast, memory_format = mixed_precision(spec, device)
     model.to(memory_format=memory_format)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
-    scheduler = None
-    if spec.milestones:
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
+    scheduler = make_scheduler(optimizer, spec)
     shuffle = ctx.generator("shuffle")
     flips = ctx.generator("hflip")
     augment = ctx.generator("augment")

@@ -135,3 +135,50 @@ def test_trap_mid_applies_the_recipes_own_crops_and_jitter(data, monkeypatch):
     DefenseStack([TrapMID(TrapMIDParams(**TINY))]).fit(tiny_model(), data, spec, RunContext(seed=0))
     assert seen and set(seen) == {((0.85, 1.0), (0.2, 0.2, 0.1, 0.1))}
     assert len(seen) == len(data.private_train) // SPEC.batch_size
+
+
+def _capture_optimizers(monkeypatch):
+    import mibench.defenses.trap_mid as trap_mid_module
+
+    made = []
+
+    def capturing(params, spec):
+        opt = trap_mid_module.make_optimizer.__wrapped__(params, spec)
+        made.append(opt)
+        return opt
+
+    capturing.__wrapped__ = trap_mid_module.make_optimizer
+    monkeypatch.setattr(trap_mid_module, "make_optimizer", capturing)
+    return made
+
+
+def test_trap_mid_steps_the_recipe_schedule_for_target_and_discriminator(data, monkeypatch):
+    """Official engine: MultiStepLR of the recipe on T and D (Table 17's NegLS stack: [75, 90], gamma 0.1)."""
+    made = _capture_optimizers(monkeypatch)
+    spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, milestones=[1], gamma=0.1, selection="last")
+    TrapMID(TrapMIDParams(**TINY)).fit(tiny_model(), data, DefenseStack([TrapMID(TrapMIDParams())]).setup(spec),
+                                      RunContext(seed=0))
+    assert len(made) == 2  # the target's and the discriminator's
+    for opt in made:
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.005)  # 0.1x after the first milestone
+
+
+def test_ted_trains_without_augmentation_and_ted_plus_with_it(data, monkeypatch):
+    """App. D.1: TeD keeps the unprotected setup; random augmentation is a TeD+ addition."""
+    import mibench.defenses.trap_mid as trap_mid_module
+    from mibench.defenses.trap_mid import TeDPlus, TeDPlusParams
+
+    calls = []
+    original = trap_mid_module.random_affine_augment
+
+    def counting(x, params, generator):
+        calls.append(len(x))
+        return original(x, params, generator)
+
+    monkeypatch.setattr(trap_mid_module, "random_affine_augment", counting)
+    spec = TrainSpec(epochs=1, batch_size=32, lr=0.05, selection="last")
+    assert TeDParams().augment is False
+    TeD(TeDParams()).fit(tiny_model(), data, DefenseStack([TeD(TeDParams())]).setup(spec), RunContext(seed=0))
+    assert calls == []
+    TeDPlus(TeDPlusParams()).fit(tiny_model(), data, DefenseStack([TeD(TeDParams())]).setup(spec), RunContext())
+    assert calls

@@ -42,6 +42,11 @@ class Classifier(nn.Module):
     paper: ClassVar[str]
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
+    # MID's bottleneck width on this architecture; None: half the width of `bottleneck_input` (the official default).
+    vib_bottleneck: ClassVar[int | None] = None
+    # Whether BiDO regularises the penultimate feature besides `hidden_layers()` (VGG16: yes, its official model
+    # returns the BN1d feature among the hiddens; IR nets: no, "the four major ResNet blocks").
+    dependency_on_feature: ClassVar[bool] = True
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: Params):
         super().__init__()
@@ -53,6 +58,10 @@ class Classifier(nn.Module):
     def hidden_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the hidden representations dependency-based defenses regularise (BiDO)."""
         return []
+
+    def bottleneck_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature a variational bottleneck (MID) reads in place of the head: the penultimate feature."""
+        return self(x).features
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:  # pragma: no cover - interface
         """Features and logits of [0, 1] images (N x C x H x W)."""

@@ -64,6 +64,10 @@ class VGG16(Classifier):
         pools = [m for m in self.feature if isinstance(m, nn.MaxPool2d)]
         return pools[:4]
 
+    def bottleneck_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw flattened 2,048-d body output, before the BN1d: what the official `VGG16_vib` bottleneck reads."""
+        return self.feature(x).flatten(1)
+
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         """BN1d features and logits."""
         features = self.bn(self.feature(x).flatten(1))
@@ -149,6 +153,8 @@ class IRNet(Classifier):
 
     depth: ClassVar[int] = 50
     Params = IRParams
+    vib_bottleneck: ClassVar[int | None] = 512  # Trap-MID App. C.6: "bottleneck size of 512" for the IR targets
+    dependency_on_feature: ClassVar[bool] = False  # BiDO on "the four major ResNet blocks" (App. C.6)
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: IRParams):
         super().__init__(num_classes, in_channels, image_size, params)
