@@ -42,7 +42,6 @@ from mibench.params import Params
 from mibench.registry import DEFENSES
 
 _FLOAT_BITS = 32
-_CHUNK = 1 << 20  # elements whose bit draws are held in memory at once
 
 # The official grids (`MIDAS_shallow.ipynb` cell 32 spans these ends; `MIDAS_deep.ipynb` cell 20).
 SHALLOW_RATES: tuple[float, ...] = tuple(2.0**-k for k in range(12, 2, -1))
@@ -56,7 +55,7 @@ class MIDASParams(Params):
 
     bit_error_rate: float = Field(2.0**-7, ge=0, le=0.5, description="probability that a stored bit flips")
     memory: Literal["fixed-point", "float32-per-query"] = "fixed-point"
-    bits: int = Field(12, ge=2, le=32, description="fixed-point word: one sign bit and bits - 1 magnitude bits")
+    bits: int = Field(12, ge=2, le=24, description="fixed-point word: one sign bit and bits - 1 magnitude bits")
     layers: Literal["linear", "all"] = Field("linear", description="which layers sit in approximate memory")
     activations: bool = Field(False, description="float32-per-query only: flip activation bits too")
 
@@ -90,26 +89,48 @@ def encode_fixed_point(values: torch.Tensor, exponent: int, bits: int) -> torch.
     Magnitudes past the range wrap (their high bits are lost), as the notebooks' bit decomposition does. Zero and
     positive values get sign 0 (the notebooks' `torch.sign` gives 0.5 for exact zeros, which decodes to NaN).
     """
-    magnitude = torch.floor(values.abs().double() / 2.0**exponent).to(torch.int64) % (1 << (bits - 1))
+    # Scaling by a power of two is exact in floating point, so the truncation is exact too.
+    magnitude = torch.floor(values.abs().float() * 2.0**-exponent).to(torch.int64) % (1 << (bits - 1))
     sign = torch.signbit(values).to(torch.int64)  # -0.0 (a flipped sign bit over magnitude 0) keeps its sign
     return (sign << (bits - 1)) | magnitude
 
 
 def decode_fixed_point(words: torch.Tensor, exponent: int, bits: int, dtype: torch.dtype) -> torch.Tensor:
     """Inverse of `encode_fixed_point`: (-1)^s * magnitude * 2^e."""
-    magnitude = (words & ((1 << (bits - 1)) - 1)).double()
-    sign = 1.0 - 2.0 * ((words >> (bits - 1)) & 1).double()
-    return (sign * magnitude * 2.0**exponent).to(dtype)
+    magnitude = (words & ((1 << (bits - 1)) - 1)).float()  # exact: at most 23 magnitude bits
+    negative = ((words >> (bits - 1)) & 1).bool()
+    value = magnitude * 2.0**exponent
+    return torch.where(negative, -value, value).to(dtype)
+
+
+def bernoulli_positions(total: int, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """The indices below `total` at which a Bernoulli(rate) stream succeeds, drawn in O(successes).
+
+    The gaps between successes of independent Bernoulli trials are Geometric(rate): floor(log U / log(1 - rate)) + 1
+    with U uniform in (0, 1], so summing drawn gaps gives exactly the distribution of per-bit coin flips without
+    drawing one number per bit (a 10M-weight layer has 125M stored bits).
+    """
+    if rate <= 0 or total <= 0:
+        return torch.zeros(0, dtype=torch.int64)
+    chunk = int(total * rate * 1.05) + 64
+    found, last = [], -1
+    while True:
+        u = 1.0 - torch.rand(chunk, generator=generator, dtype=torch.float64)  # in (0, 1]
+        gaps = torch.floor(torch.log(u) / math.log1p(-rate)).to(torch.int64) + 1
+        positions = last + torch.cumsum(gaps, 0)
+        inside = positions < total
+        found.append(positions[inside])
+        if not inside.all():
+            return torch.cat(found)
+        last = int(positions[-1])
 
 
 def bit_error_masks(count: int, bits: int, rate: float, generator: torch.Generator) -> torch.Tensor:
     """`count` int64 XOR masks in which each of the low `bits` bits is set independently with probability `rate`."""
-    weights = torch.ones(bits, dtype=torch.int64) << torch.arange(bits)
-    masks = [
-        ((torch.rand(min(_CHUNK, count - start), bits, generator=generator) < rate).to(torch.int64) * weights).sum(1)
-        for start in range(0, count, _CHUNK)
-    ]
-    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.int64)
+    positions = bernoulli_positions(count * bits, rate, generator)
+    masks = torch.zeros(count, dtype=torch.int64)
+    # Positions are distinct, so the bits added into one element are distinct too: the sum is their OR.
+    return masks.index_put_((positions // bits,), torch.ones_like(positions) << (positions % bits), accumulate=True)
 
 
 def flip_fixed_point(

@@ -170,3 +170,26 @@ def nearest_set_share(
         d2 = pairwise_distances(part, second).min(1).values
         out[start : start + chunk] = d1 <= d2
     return out
+
+
+def pearson_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each row pair of `a` and `b` (N x ... each), over all pixels of the row (float64).
+
+    The MIDAS notebooks' PCC: sum((a - mean a)(b - mean b)) / sqrt(sum (a - mean a)^2 sum (b - mean b)^2), one mean
+    per image (over channels and pixels). A constant image has no defined correlation: NaN.
+    """
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    da, db = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (da * db).sum(1) / (da.pow(2).sum(1) * db.pow(2).sum(1)).sqrt()
+
+
+def class_mean_pearson(
+    recon: torch.Tensor, recon_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor
+) -> torch.Tensor:
+    """Per reconstruction, the mean PCC with every real image of its class (MIDAS shallow notebook, cell 30)."""
+    out = torch.empty(len(recon), dtype=torch.float64)
+    for i, (image, label) in enumerate(zip(recon, recon_labels, strict=True)):
+        same = real[real_labels == label]
+        out[i] = pearson_correlation(image.expand_as(same), same).mean() if len(same) else float("nan")
+    return out

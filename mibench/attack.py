@@ -66,6 +66,8 @@ class Reconstructions:
         restarts: N restart (or sample) indices within a class.
         latents: Optional N x d latent codes.
         stats: Scalars the attack measured about itself (target queries, iterations, ...).
+        victims: For attacks that reconstruct given images from the target's outputs on them (the inversion
+            network, Yang et al. 2019): N indices into the private test set of the image each one reconstructs.
     """
 
     images: torch.Tensor
@@ -73,11 +75,14 @@ class Reconstructions:
     restarts: torch.Tensor
     latents: torch.Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    victims: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.labels.shape != (n,) or self.restarts.shape != (n,):
             raise ValueError("Reconstructions need one label and one restart index per image")
+        if self.victims is not None and self.victims.shape != (n,):
+            raise ValueError("Reconstructions need one victim index per image when victims are given")
 
     def save(self, path: Path) -> None:
         """Write to a tensor file (loadable with weights_only=True)."""
@@ -88,6 +93,7 @@ class Reconstructions:
                 "restarts": self.restarts.cpu(),
                 "latents": None if self.latents is None else self.latents.cpu(),
                 "stats": dict(self.stats),
+                "victims": None if self.victims is None else self.victims.cpu(),
             },
             path,
         )
@@ -96,7 +102,7 @@ class Reconstructions:
     def load(cls, path: Path) -> Reconstructions:
         """Read what `save` wrote."""
         d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(d["images"], d["labels"], d["restarts"], d["latents"], d["stats"])
+        return cls(d["images"], d["labels"], d["restarts"], d["latents"], d["stats"], d.get("victims"))
 
 
 class Attack(ABC):

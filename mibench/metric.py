@@ -88,8 +88,8 @@ class MeasureInputs:
         return self._memo[key]
 
     @property
-    def eval_size(self) -> int:
-        """The evaluator's input resolution."""
+    def eval_size(self) -> int | tuple[int, int]:
+        """The evaluator's input resolution (a side, or height and width)."""
         return self.eval_data.image_size
 
     @torch.no_grad()

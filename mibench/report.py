@@ -56,6 +56,8 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
         Column(("coverage",), "Coverage"),
     ),
     "table18": (Column(("acc",), "Acc"), Column(("initial_rounds",), "Init. iterations"), Column(("aa1",), "AA-1")),
+    # MIDAS (Xu et al. 2022): utility and inversion success against the bit-error rate (one row per rate).
+    "midas": (Column(("acc",), "Acc"), Column(("aa1",), "AA-1"), Column(("pcc",), "PCC")),
     "trapdoor": (
         Column(("acc",), "Acc"),
         Column(("aa1",), "AA-1"),

@@ -72,7 +72,7 @@ def defense_stack(specs: list[dict[str, Any]]) -> DefenseStack:
 def load_data(payload: dict[str, Any], runtime: dict[str, Any], cache_dir: Path) -> DataBundle:
     """Load the private/public bundle, taking public images from another dataset when the suite says so."""
     dataset = instantiate(DATASETS, payload["dataset"])
-    size = payload["image_size"]
+    size = payload["image_size"] if isinstance(payload["image_size"], int) else tuple(payload["image_size"])
     root = Path(runtime["root"]) if runtime.get("root") else None
     bundle = dataset.load(root, size, cache_dir)
     if payload.get("public"):
@@ -207,7 +207,7 @@ def make_oracle(
     model: nn.Module, attack: Attack, data: DataBundle, knowledge: DefenderKnowledge | None = None
 ) -> TargetOracle:
     """The target behind the access the attack declared (and the defense knowledge, for adaptive attacks)."""
-    shape = (data.channels, data.image_size, data.image_size)
+    shape = data.image_shape
     return TargetOracle(
         model,
         attack.access,

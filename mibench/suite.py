@@ -116,7 +116,19 @@ class DataSpec(Params):
 
     dataset: str
     root: str | None = None
-    image_size: int = Field(64, gt=0)
+    image_size: int | tuple[int, int] = Field(
+        64, description="side of square images, or [height, width] (image-folder data, shallow models; AT&T 112x92)"
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        sides = (v,) if isinstance(v, int) else v
+        if any(s <= 0 or s > 4096 for s in sides):
+            raise ValueError(f"image sides must be in 1..4096, got {v}")
+        if not isinstance(v, int) and v[0] == v[1]:
+            return v[0]  # a square given as a pair is the same data as its side (and the same cache key)
+        return v
     params: dict[str, Any] = Field(default_factory=dict)
     public: PublicDataSpec | None = None
 
@@ -400,6 +412,17 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     for where, spec in (("data", suite.data), ("data.public", suite.data.public)):
         if spec is not None and spec.dataset in DATASETS and DATASETS.get(spec.dataset).needs_root and not spec.root:
             problems.append(f"{where}.root: dataset {spec.dataset!r} reads files; give the folder that holds them")
+    if not isinstance(suite.data.image_size, int):
+        size = "x".join(map(str, suite.data.image_size))
+        if dataset is not None and not dataset.cls.rectangular:
+            problems.append(f"data.image_size: dataset {dataset.name!r} makes square images only, got {size}")
+        for where, arch in (("target", target_arch), ("evaluator", evaluator_arch)):
+            square_input = where == "evaluator" and suite.evaluator.input_size
+            if arch is not None and not arch.cls.rectangular_input and not square_input:
+                problems.append(
+                    f"{where}.architecture: {arch.name!r} needs square images, data.image_size is {size}"
+                    + (" (give evaluator.input_size)" if where == "evaluator" else "")
+                )
     if problems:
         raise ConfigError(source, problems)
     return ResolvedSuite(suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch)

@@ -17,7 +17,7 @@ from mibench.progress import SILENT
 from mibench.runner import run_plan
 from mibench.store import ArtifactStore
 from mibench.suite import load_suite
-from tests.conftest import write_suite
+from tests.conftest import MID_SHUFFLED, write_suite
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_cluster_executors_explain_a_missing_extra(tmp_path, monkeypatch):
 
 
 def test_a_failed_job_is_recorded_and_independent_jobs_finish(tmp_path, tiny_suite, monkeypatch):
-    tiny_suite["defenses"].append({"name": "mid", "label": "MID"})
+    tiny_suite["defenses"].append({"name": "mid", "label": "MID", "params": MID_SHUFFLED})
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
     store = ArtifactStore(tmp_path / "cache")

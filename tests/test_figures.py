@@ -18,10 +18,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, request):
-    from tests.conftest import TINY_SUITE
+    from tests.conftest import MID_SHUFFLED, TINY_SUITE
 
     root = tmp_path_factory.mktemp("fig")
-    path = write_suite(root / "s.yaml", {**TINY_SUITE, "defenses": [{"name": "none", "label": "-"}, "mid"]})
+    defenses = [{"name": "none", "label": "-"}, {"name": "mid", "params": MID_SHUFFLED}]
+    path = write_suite(root / "s.yaml", {**TINY_SUITE, "defenses": defenses})
     run_suite_file(path, root / "cache", root / "run")
     return root / "run"
 

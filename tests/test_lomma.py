@@ -14,7 +14,7 @@ from mibench.inversion.losses import feature_regulariser, poincare_identity
 from mibench.plan import build_plan
 from mibench.suite import load_suite
 from mibench.training import distill
-from tests.conftest import hit_rate, tiny_model, white_box, write_suite
+from tests.conftest import MID_SHUFFLED, hit_rate, tiny_model, white_box, write_suite
 
 TINY_STUDENTS = [StudentSpec(architecture="tiny-cnn", params={"width": 8}), StudentSpec(architecture="tiny-resnet")]
 
@@ -111,7 +111,7 @@ def test_lomma_gmi_beats_random_latents(attack_setting, lomma_prior):
 
 
 def test_students_prior_is_per_target_and_the_gan_is_shared(tmp_path, tiny_suite):
-    tiny_suite["defenses"].append({"name": "mid", "label": "MID"})
+    tiny_suite["defenses"].append({"name": "mid", "label": "MID", "params": MID_SHUFFLED})
     tiny_suite["attacks"] = [
         {"name": "gmi", "params": {"gan": {"z_dim": 8}}},
         {"name": "lomma-gmi", "params": {"gan": {"z_dim": 8}}},

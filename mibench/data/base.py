@@ -63,9 +63,16 @@ class DataBundle:
         return self.private_train.images.shape[1]
 
     @property
-    def image_size(self) -> int:
-        """Side of the square images."""
-        return self.private_train.images.shape[-1]
+    def image_size(self) -> int | tuple[int, int]:
+        """Side of square images, or (height, width) of rectangular ones (what `build_classifier` takes)."""
+        height, width = self.private_train.images.shape[-2:]
+        return width if height == width else (height, width)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        c, h, w = self.private_train.images.shape[1:]
+        return (c, h, w)
 
 
 class Dataset(ABC):
@@ -80,6 +87,7 @@ class Dataset(ABC):
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
     needs_root: ClassVar[bool] = True
+    rectangular: ClassVar[bool] = False  # whether `image_size` may be (height, width)
 
     def __init__(self, params: Params):
         self.params = params
@@ -115,16 +123,17 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def resize_images(images: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
-    """Bilinear resize of float images to size x size (no-op when already that size).
+def resize_images(images: torch.Tensor, size: int | tuple[int, int], antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize of float images to size x size, or to (height, width) (no-op when already that size).
 
     This is mibench's one evaluation resize for every attack (the PLG-MI convention: bilinear on float tensors,
     no 8-bit round trip; GMI/KED-MI's PIL `low2high` quantises first, which shifts AA by a fraction of a point).
     `antialias` low-pass filters when shrinking, as torchvision's Resize does (PPA's renders, feature extractors).
     """
-    if images.shape[-1] == size and images.shape[-2] == size:
+    height, width = (size, size) if isinstance(size, int) else size
+    if images.shape[-2] == height and images.shape[-1] == width:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)
 
 
 def iterate_batches(

@@ -194,6 +194,7 @@ class ImageFolderParams(Params):
     )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     crop: tuple[int, int, int, int] | None = Field(None, description="left, top, right, bottom box before resizing")
+    grey: bool = Field(False, description="read one grey channel (AT&T faces) instead of RGB")
 
 
 @DATASETS.register
@@ -203,6 +204,7 @@ class ImageFolder(Dataset):
     name: ClassVar[str] = "image-folder"
     paper: ClassVar[str] = "generic layout (torchvision ImageFolder convention)"
     Params = ImageFolderParams
+    rectangular: ClassVar[bool] = True
 
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Private classes split into train/test per class by sorted file name; other classes are public."""
@@ -239,7 +241,7 @@ class ImageFolder(Dataset):
             description,
             lambda: {
                 part: ImageSet(
-                    load_images([f for f, _ in r], p.crop, image_size),
+                    load_images([f for f, _ in r], p.crop, image_size, p.grey),
                     torch.tensor([y for _, y in r], dtype=torch.long),
                 )
                 for part, r in rows.items()

@@ -30,25 +30,43 @@ def require_dir(path: Path, what: str, hint: str) -> Path:
     return path
 
 
-def load_crop_resize(path: Path, box: tuple[int, int, int, int] | None, size: int) -> torch.Tensor:
-    """Open an image as RGB, crop (left, top, right, bottom), resize to size x size (PIL bilinear), uint8 C x H x W."""
+Size = int | tuple[int, int]  # a square side, or (height, width)
+
+
+def _height_width(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
+def load_crop_resize(
+    path: Path, box: tuple[int, int, int, int] | None, size: Size, grey: bool = False
+) -> torch.Tensor:
+    """Open an image as RGB (or grey), crop (left, top, right, bottom), resize (PIL bilinear), uint8 C x H x W.
+
+    `size` is a square side or (height, width); an image already of that size is not resampled.
+    """
+    height, width = _height_width(size)
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = img.convert("L" if grey else "RGB")
             if box is not None:
                 img = img.crop(box)
-            img = img.resize((size, size), Image.BILINEAR)
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
+    if grey:
+        array = array[:, :, None]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def load_images(paths: list[Path], box: tuple[int, int, int, int] | None, size: int) -> torch.Tensor:
-    """Stack `load_crop_resize` over `paths` (N x 3 x size x size uint8)."""
+def load_images(
+    paths: list[Path], box: tuple[int, int, int, int] | None, size: Size, grey: bool = False
+) -> torch.Tensor:
+    """Stack `load_crop_resize` over `paths` (N x C x H x W uint8; C is 1 for grey, else 3)."""
     if not paths:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    return torch.stack([load_crop_resize(p, box, size) for p in paths])
+        return torch.zeros(0, 1 if grey else 3, *_height_width(size), dtype=torch.uint8)
+    return torch.stack([load_crop_resize(p, box, size, grey) for p in paths])
 
 
 def cached_sets(cache_dir: Path, description: dict, build: Callable[[], dict[str, ImageSet]]) -> dict[str, ImageSet]:

@@ -42,6 +42,8 @@ class Classifier(nn.Module):
     paper: ClassVar[str]
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
+    # Whether the network takes rectangular images (image_size given as (height, width)).
+    rectangular_input: ClassVar[bool] = False
     # MID's bottleneck width on this architecture; None: half the width of `bottleneck_input` (the official default).
     vib_bottleneck: ClassVar[int | None] = None
     # Whether BiDO regularises the penultimate feature besides `hidden_layers()` (VGG16: yes, its official model
@@ -69,10 +71,17 @@ class Classifier(nn.Module):
 
 
 def build_classifier(
-    architecture: str, params: dict[str, Any] | None, *, num_classes: int, in_channels: int, image_size: int
+    architecture: str,
+    params: dict[str, Any] | None,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int | tuple[int, int],
 ) -> Classifier:
     """Instantiate a registered architecture by name."""
     cls = ARCHITECTURES.get(architecture)
+    if not isinstance(image_size, int) and not cls.rectangular_input:
+        raise ValueError(f"architecture {architecture!r} needs square images, got height x width {tuple(image_size)}")
     return cls(num_classes, in_channels, image_size, build_params(cls, params))
 
 
@@ -82,6 +91,11 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def pixel_count(image_size: int | tuple[int, int]) -> int:
+    """Pixels per channel of a square side or a (height, width) pair."""
+    return image_size * image_size if isinstance(image_size, int) else image_size[0] * image_size[1]
 
 
 class SavedShapeBuffers(nn.Module):

@@ -92,6 +92,7 @@ class TinyResNet(Classifier):
     name: ClassVar[str] = "tiny-resnet"
     paper: ClassVar[str] = "mibench test model (no paper)"
     Params = TinyResNetParams
+    rectangular_input: ClassVar[bool] = True  # the adaptive pooling takes any height and width
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: TinyResNetParams):
         super().__init__(num_classes, in_channels, image_size, params)
