@@ -1,21 +1,33 @@
 """Training-based inversion: "Neural Network Inversion in Adversarial Setting via Background Knowledge Alignment".
 
-Yang, Zhang, Chang, Liang; CCS 2019. A decoder G_inv learns, on the attacker's public (background) images x, to map
-the target's confidence vector back to the image: min ||G_inv(trunc(F(x))) - x||^2. Black-box: only confidence
-scores (`probabilities` access). `truncation: k` keeps the k largest scores and zeroes the rest, in training and at
-inversion (the paper's defence-aware variant for partial prediction vectors); null keeps the full vector.
+Yang, Zhang, Chang, Liang; CCS 2019; official code yziqi/adversarial-model-inversion @ c421bbc. A decoder G_inv
+learns, on the attacker's public (background) images x, to map the target's prediction vector back to the image:
+min ||G_inv(enc(F(x))) - x||^2. Black-box: only confidence scores (`probabilities` access).
 
-For class-representative reconstruction the attack decodes the ideal prediction of class y, the one-hot vector. The
-decoder is the paper's: the vector as a K x 1 x 1 map, transposed convolutions (4x4) with batch norm and tanh,
-doubling the resolution to the image size, and a sigmoid output. The paper trains "until convergence"; the epoch
-count is a parameter (default 100, Adam 2e-4, betas (0.5, 0.999), batch 128).
+As the official code (`model.py` `Inversion.forward`, `train_inversion.py`):
+
+* the decoder input is the log-confidence encoding `log_confidence_encoding`: the top-k scores (k = all by
+  default, `truncation`), log p clamped at -1000, plus c = 50, shifted so that the smallest kept value is >= 0,
+  scattered into zeros. Small probabilities, the image-specific signal, become visible to the first layer;
+* the decoder: the vector as a K x 1 x 1 map, transposed convolutions (4x4) with batch norm and tanh, doubling the
+  resolution to the image size, a sigmoid output; Adam 2e-4, betas (0.5, 0.999), amsgrad, batch 128, 100 epochs;
+* the attack reconstructs **each victim image from the target's prediction vector for that image**, queried at
+  attack time through the probabilities-level oracle (`oracle.victim_probabilities`), so an inference-time defense
+  (MIDAS's corrupted weights) reaches the vectors the decoder sees. Victims are the private images of the attacked
+  classes (`victim_split: train`, Yang's "test1", by default; `victims_per_class` caps them). Reconstructions name
+  their victims, so `pcc` and `pixel-mse` score each against its own image, beside AA.
+
+`protocol: class-onehot` keeps mibench's earlier class-representative variant (decode the one-hot vector of each
+class, no attack-time query) as a named alternative; under the official encoding a one-hot vector lies far outside
+the training inputs, so it is not the published attack. The official code keeps the epoch with the best MSE on the
+private training set (`test1`); mibench keeps the last epoch (no private data in attacker model selection).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +41,11 @@ from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
 
+LOG_FLOOR = -1000.0  # the official clamp of log p (a zero probability)
+
 
 class InversionNetParams(Params):
-    """Decoder width, training settings and truncation."""
+    """Decoder width, training settings, the input encoding and the protocol (official defaults)."""
 
     width: int = Field(128, ge=1, description="ngf, channels of the last hidden layer")
     epochs: int = Field(100, ge=1)
@@ -39,7 +53,12 @@ class InversionNetParams(Params):
     lr: float = Field(2e-4, gt=0)
     beta1: float = 0.5
     beta2: float = 0.999
+    amsgrad: bool = True
     truncation: int | None = Field(None, ge=1, description="keep the top-k confidence scores (null: all)")
+    c: float = Field(50.0, description="constant added to log p (official `--c`)")
+    protocol: Literal["per-image", "class-onehot"] = "per-image"
+    victim_split: Literal["train", "test"] = Field("train", description="which private images are the victims")
+    victims_per_class: int | None = Field(None, ge=1, description="the first N victims of each class (null: all)")
 
 
 class InversionDecoder(nn.Module):
@@ -47,9 +66,9 @@ class InversionDecoder(nn.Module):
 
     def __init__(self, num_classes: int, image_size: int, channels: int, width: int):
         super().__init__()
-        ups = int(math.log2(image_size // 4))
-        if 4 * 2**ups != image_size:
-            raise ValueError(f"the inversion decoder needs a power-of-two image size >= 8, got {image_size}")
+        ups = int(math.log2(image_size // 4)) if isinstance(image_size, int) and image_size >= 4 else 0
+        if not isinstance(image_size, int) or 4 * 2**ups != image_size or ups < 1:
+            raise ValueError(f"the inversion decoder needs a square power-of-two image size >= 8, got {image_size}")
         dims = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. 8w, 4w, 2w, w at 64x64
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(num_classes, dims[0], 4, 1, 0),
@@ -61,9 +80,9 @@ class InversionDecoder(nn.Module):
         layers += [nn.ConvTranspose2d(dims[-1], channels, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from N x K score vectors."""
-        return self.net(scores[:, :, None, None])
+    def forward(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from N x K encoded prediction vectors."""
+        return self.net(encoded[:, :, None, None])
 
 
 def truncate(scores: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -74,26 +93,47 @@ def truncate(scores: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.zeros_like(scores).scatter(1, top.indices, top.values)
 
 
+def log_confidence_encoding(probabilities: torch.Tensor, k: int | None, c: float) -> torch.Tensor:
+    """Yang et al.'s decoder input: top-k of log p clamped at -1000, plus c, shifted to >= 0, scattered into zeros.
+
+    `model.py:89-94` of the official code: the shift adds relu(-min) of the kept values, so it only acts when some
+    kept log-probability is below -c.
+    """
+    k = probabilities.shape[1] if k is None else min(k, probabilities.shape[1])
+    top = probabilities.topk(k, dim=1)
+    values = torch.log(top.values).clamp(min=LOG_FLOOR) + c
+    values = values + F.relu(-values.min(dim=1, keepdim=True).values)
+    return torch.zeros_like(probabilities).scatter(1, top.indices, values)
+
+
 @ATTACKS.register
 class InversionNetwork(Attack):
-    """A decoder trained on public data to invert the target's confidence vectors."""
+    """A decoder trained on public data to invert the target's prediction vectors of victim images."""
 
     name: ClassVar[str] = "inversion-network"
     paper: ClassVar[str] = (
         "Yang et al., Neural Network Inversion in Adversarial Setting via Background Knowledge Alignment, CCS 2019"
     )
+    version: ClassVar[int] = 2  # 2: the log-confidence encoding and the per-image protocol
     access: ClassVar[Access] = Access.PROBABILITIES
     Params = InversionNetParams
     prior_name: ClassVar[str] = "inversion-decoder"
+    prior_version: ClassVar[int] = 2
     prior_uses_target: ClassVar[bool] = True
+    observes_victims: ClassVar[bool] = True
 
     def prior_params(self) -> InversionNetParams:
-        """Everything about the decoder and its training."""
-        return self.params
+        """Everything about the decoder and its training (the protocol and victims do not change it)."""
+        attack_time = {"protocol": "per-image", "victim_split": "train", "victims_per_class": None}
+        return self.params.model_copy(update=attack_time)
 
     def build_prior(self, info: DataInfo, name: str | None = None) -> InversionDecoder:
         """The decoder at the data's resolution."""
         return InversionDecoder(info.num_classes, info.image_size, info.channels, self.params.width)
+
+    def encode(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The decoder input for prediction vectors."""
+        return log_confidence_encoding(probabilities, self.params.truncation, self.params.c)
 
     def train_prior(
         self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
@@ -104,15 +144,15 @@ class InversionNetwork(Attack):
         scores = torch.cat(
             [oracle.probabilities(to_float(public.images[idx], device)) for idx in iterate_batches(len(public), 256)]
         )
-        scores = truncate(scores, p.truncation)
+        encoded = self.encode(scores)
         prior.to(device).train()
-        opt = torch.optim.Adam(prior.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
+        opt = torch.optim.Adam(prior.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), amsgrad=p.amsgrad)
         shuffle = ctx.generator("shuffle")
         steps = p.epochs * -(-len(public) // p.batch_size)
         with ctx.reporter.bar("inversion decoder", steps) as advance:
             for _ in range(p.epochs):
                 for idx in iterate_batches(len(public), p.batch_size, generator=shuffle):
-                    loss = F.mse_loss(prior(scores[idx.to(device)]), to_float(public.images[idx], device))
+                    loss = F.mse_loss(prior(encoded[idx.to(device)]), to_float(public.images[idx], device))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -120,9 +160,21 @@ class InversionNetwork(Attack):
         prior.eval()
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
-        """Decode the one-hot prediction of each class (no target queries)."""
+        """Decode each victim's prediction vector (per-image), or each class's one-hot vector (class-onehot)."""
+        p: InversionNetParams = self.params
         prior = prior.to(ctx.device).eval()
-        onehot = F.one_hot(classes, oracle.num_classes).float().to(ctx.device)
+        if p.protocol == "class-onehot":
+            onehot = F.one_hot(classes, oracle.num_classes).float()
+            with torch.no_grad():
+                images = prior(self.encode(onehot).to(ctx.device)).cpu()
+            return Reconstructions(images, classes.clone(), torch.zeros_like(classes), None, {})
+        victims = oracle.victim_indices(classes, p.victim_split, p.victims_per_class)
+        labels = oracle.victim_labels(victims)
+        vectors = oracle.victim_probabilities(victims)  # queried now: inference-time defenses act here
         with torch.no_grad():
-            images = prior(truncate(onehot, self.params.truncation)).cpu()
-        return Reconstructions(images, classes.clone(), torch.zeros_like(classes), None, {})
+            images = torch.cat(
+                [prior(self.encode(vectors[idx]).to(ctx.device)).cpu() for idx in iterate_batches(len(victims), 256)]
+            )
+        restarts = torch.cat([torch.arange(int((labels == c).sum())) for c in classes.tolist()])
+        stats = {"victims": float(len(victims))}
+        return Reconstructions(images, labels, restarts, None, stats, victims=victims)

@@ -16,8 +16,14 @@ The generator is pluggable (`gan.generator`):
   file; `mibench.gan.stylegan2`), as in the paper. Nothing is trained; the file enters the cache key by its SHA-256.
 * `tiny-style` (tests, smoke runs): a small style-based GAN trained with the shared WGAN-GP loop on the public data.
 
-mibench's classifiers take [0, 1] images, so renders are mapped from [-1, 1] and clamped (the official code feeds
-[-1, 1] to targets normalised with mean = std = 0.5: the same function).
+mibench's classifiers take [0, 1] images, so renders are mapped from [-1, 1] (the official code feeds [-1, 1] to
+targets normalised with mean = std = 0.5: the same function). As the official CelebA_FFHQ configuration
+(LukasStruppek/Plug-and-Play-Attacks @ 3087a4f): only the candidate search clamps its renders (`find_initial_w`'s
+default `clip=True`); the 70-step search (`clip: false`) and the robustness selection see unclamped renders, so
+out-of-range pixels keep their gradients; the stored reconstructions are clamped to [0, 1]. The evaluation model gets
+a fresh render of each kept latent (`evaluation_images`): synthesis at the generator's resolution, the centre crop,
+one antialiased resize to the evaluator's input (1024 -> 800 -> 299 for Table 19), unclamped, as the official
+`create_image(..., resize=299)`; not the target-sized render upsampled.
 
 Crops, flips and resizing use mibench's shared differentiable affine augmentation (bilinear sampling of the crop
 window) in place of torchvision's RandomResizedCrop with antialiasing.
@@ -84,14 +90,14 @@ class PPAParams(Params):
     batch_size: int = Field(25, ge=1, description="latents rendered or optimised together (memory only)")
 
 
-def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float) -> torch.Tensor:
-    """Synthesis, centre crop, antialiased resize to `size`, mapped to [0, 1] (what the target sees)."""
+def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
+    """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`."""
     images = generator.synthesis(ws)
     side = images.shape[-1]
     keep = max(1, round(side * crop))
     top = (side - keep) // 2
-    images = resize_images(images[..., top : top + keep, top : top + keep], size, antialias=True)
-    return ((images + 1) / 2).clamp(0, 1)
+    images = (resize_images(images[..., top : top + keep, top : top + keep], size, antialias=True) + 1) / 2
+    return images.clamp(0, 1) if clip else images
 
 
 @ATTACKS.register
@@ -103,6 +109,7 @@ class PPA(GenerativeAttack):
         "Struppek et al., Plug & Play Attacks: Towards Robust and Flexible Model Inversion, ICML 2022"
     )
     access: ClassVar[Access] = Access.WHITE_BOX
+    version: ClassVar[int] = 2  # 2: unclamped search and selection renders, evaluator re-render
     Params = PPAParams
     prior_name: ClassVar[str] = "style-gan"
 
@@ -135,6 +142,30 @@ class PPA(GenerativeAttack):
         """WGAN-GP on the public images (a released StyleGAN2 would be loaded instead)."""
         train_wgan_gp(prior.generator, prior.discriminator, public, self.params.gan, ctx)
 
+    def style_generator(self, prior: nn.Module | None, ctx: RunContext) -> nn.Module:
+        """The frozen generator: the released StyleGAN2 file, or the trained tiny prior."""
+        if self.released:
+            generator = load_stylegan2(self.params.gan.checkpoint, what="PPA StyleGAN2 generator")
+        else:
+            generator = self.generative_prior(prior).generator
+        return freeze(generator).to(ctx.device)
+
+    def evaluation_images(
+        self, prior: nn.Module | None, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
+    ) -> torch.Tensor:
+        """Fresh unclamped renders of the kept latents at the evaluator's input size (the official evaluation)."""
+        if not isinstance(size, int):
+            raise ValueError(f"PPA renders square images; the evaluator takes {size}")
+        generator = self.style_generator(prior, ctx)
+        latents, crop = reconstructions.latents, self.params.center_crop
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    render(generator, self._ws(generator, latents[c].to(ctx.device)), size, crop, clip=False)
+                    for c in in_chunks(len(latents), self.params.batch_size)
+                ]
+            ).cpu()
+
     def _ws(self, generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
         return w.unsqueeze(1).expand(-1, generator.num_ws, -1) if self.params.single_w else w
 
@@ -165,7 +196,7 @@ class PPA(GenerativeAttack):
         scores = []
         with torch.no_grad():
             for c in in_chunks(len(w), p.batch_size):
-                x = render(generator, self._ws(generator, w[c].to(ctx.device)), size, p.center_crop)
+                x = render(generator, self._ws(generator, w[c].to(ctx.device)), size, p.center_crop, clip=False)
                 labels = y[c].to(ctx.device)
                 total = torch.zeros(len(labels), device=ctx.device)
                 for _ in range(p.selection_transforms):
@@ -177,11 +208,7 @@ class PPA(GenerativeAttack):
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Candidates, optimisation, selection (see module docstring)."""
         p: PPAParams = self.params
-        if self.released:
-            generator = load_stylegan2(p.gan.checkpoint, what="PPA StyleGAN2 generator")
-        else:
-            generator = self.generative_prior(prior).generator
-        generator = freeze(generator).to(ctx.device)
+        generator = self.style_generator(prior, ctx)
         size = oracle.image_shape[-1]
         w0, labels = self.candidates(generator, oracle, classes, size, ctx)
         aug = AffineAugmentParams(crop_scale=p.attack_crop_scale, crop_p=1.0, flip_p=0.0, rotation_p=0.0)
@@ -194,7 +221,7 @@ class PPA(GenerativeAttack):
                 y = labels[c].to(ctx.device)
                 opt = torch.optim.Adam([w], lr=p.lr, betas=p.betas)
                 for _ in range(p.iterations):
-                    x = render(generator, self._ws(generator, w), size, p.center_crop)
+                    x = render(generator, self._ws(generator, w), size, p.center_crop, clip=False)  # clip: false
                     loss = poincare_identity(oracle.logits(random_affine_augment(x, aug, gen)), y).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -8,7 +8,6 @@ import torch
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.functional import topk_correct
 from mibench.params import NoParams
 from mibench.registry import METRICS
 
@@ -17,7 +16,8 @@ from mibench.registry import METRICS
 class AttackAccuracy(Metric):
     """AA-1 and AA-5 over all (class, restart) reconstructions (GMI, Zhang et al. CVPR 2020, Sec. 4.1; spec §6.1).
 
-    A reconstruction succeeds when the evaluation model's top-1 (top-5) prediction is its intended class. The value is
+    A reconstruction succeeds when the evaluation model's top-1 (top-5) prediction is its intended class and the
+    attack did not declare it failed (BREP-MI without an accepted expansion, `Reconstructions.failed`). The value is
     the plain success fraction over all reconstructions, as the PLG-MI/GMI/KED-MI code computes it. The standard
     deviation of the per-restart accuracy is kept in `details` as a within-run diagnostic (the paper appendices' ±).
     """
@@ -30,10 +30,9 @@ class AttackAccuracy(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """AA-1 and AA-5 from the evaluator's logits on the reconstructions."""
         recon = inputs.reconstructions
-        _, logits = inputs.reconstruction_outputs()
         out = []
         for k in (1, 5):
-            correct = topk_correct(logits, recon.labels, k).double()
+            correct = inputs.successful(k).double()
             per_restart = torch.stack([correct[recon.restarts == r].mean() for r in recon.restarts.unique()])
             details = {
                 "n": int(correct.numel()),

@@ -27,7 +27,7 @@ from mibench.context import RunContext
 from mibench.data.base import resize_images, to_float, to_uint8
 from mibench.errors import MibenchError, unknown_name_message
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.functional import frechet_distance_of_features, topk_correct
+from mibench.metrics.functional import frechet_distance_of_features
 from mibench.params import Params
 from mibench.registry import METRICS
 
@@ -230,8 +230,7 @@ class FrechetDistance(Metric):
         name, details = extractor_details(p)
         real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         if p.fake_subset == "successful":
-            _, logits = inputs.reconstruction_outputs()
-            fake = fake[topk_correct(logits, inputs.reconstructions.labels, 1)]
+            fake = fake[inputs.successful(1)]
         details |= {
             "fake_subset": p.fake_subset,
             "n_fake": int(fake.shape[0]),

@@ -6,6 +6,9 @@ that identity (all of its images, train and test); the deep notebook (cell 21) c
 the victim image whose prediction vector it was decoded from. mibench does the second whenever the reconstructions
 name their victims (the inversion network), else the first. Higher PCC is a better attack, so the defender's
 direction is down. Reconstructions and real images are compared at the target's resolution, in [0, 1].
+
+`pixel-mse` is Yang et al.'s reconstruction error for attacks that name their victims: the mean squared pixel error
+of each reconstruction against its own victim image (`train_inversion.py` `test`, per pixel).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import class_mean_pearson, pearson_correlation
-from mibench.params import Params
+from mibench.params import NoParams, Params
 from mibench.registry import METRICS
 
 
@@ -43,9 +46,8 @@ class PearsonCorrelation(Metric):
         recon = inputs.reconstructions
         data = inputs.data
         if recon.victims is not None:
-            victims = to_float(data.private_test.images[recon.victims])
-            values = pearson_correlation(recon.images, victims)
-            pairing = "own victim image (private test set)"
+            values = pearson_correlation(recon.images, victim_images(inputs))
+            pairing = "own victim image"
         else:
             sets = [data.private_train] + ([data.private_test] if self.params.images == "all" else [])
             real = torch.cat([to_float(s.images) for s in sets])
@@ -56,3 +58,30 @@ class PearsonCorrelation(Metric):
         value = defined.mean().item() if len(defined) else float("nan")
         details = {"pairing": pairing, "n": len(values), "undefined": int(values.isnan().sum())}
         return [Measurement("pcc", value, False, "score", details)]
+
+
+def victim_images(inputs: MeasureInputs) -> torch.Tensor:
+    """The private images the reconstructions name as their victims (training set first, then test set), in [0, 1]."""
+    data = inputs.data
+    private = torch.cat([data.private_train.images, data.private_test.images])
+    return to_float(private[inputs.reconstructions.victims])
+
+
+@METRICS.register
+class PixelMSE(Metric):
+    """Mean squared pixel error of each reconstruction against its own victim image (Yang et al. 2019)."""
+
+    name: ClassVar[str] = "pixel-mse"
+    paper: ClassVar[str] = (
+        "Yang et al., Neural Network Inversion in Adversarial Setting via Background Knowledge Alignment, CCS 2019"
+    )
+    Params = NoParams
+    scope: ClassVar[str] = "attack"
+
+    def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
+        """MSE per pixel, averaged over reconstructions; nothing when the attack names no victims."""
+        recon = inputs.reconstructions
+        if recon.victims is None:
+            return []
+        error = (recon.images.double() - victim_images(inputs).double()).pow(2).flatten(1).mean(1)
+        return [Measurement("recon_mse", error.mean().item(), True, "score", {"n": len(error), "per": "pixel"})]

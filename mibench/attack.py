@@ -67,7 +67,10 @@ class Reconstructions:
         latents: Optional N x d latent codes.
         stats: Scalars the attack measured about itself (target queries, iterations, ...).
         victims: For attacks that reconstruct given images from the target's outputs on them (the inversion
-            network, Yang et al. 2019): N indices into the private test set of the image each one reconstructs.
+            network, Yang et al. 2019): N indices of the private image each one reconstructs, counting the private
+            training set first and then the test set (`TargetOracle.victim_indices`).
+        failed: N flags of reconstructions the attack itself declares failed (BREP-MI's classes without an accepted
+            radius expansion, which its official accuracy counts as misses); attack accuracy counts them as misses.
     """
 
     images: torch.Tensor
@@ -76,6 +79,7 @@ class Reconstructions:
     latents: torch.Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
     victims: torch.Tensor | None = None
+    failed: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -83,6 +87,8 @@ class Reconstructions:
             raise ValueError("Reconstructions need one label and one restart index per image")
         if self.victims is not None and self.victims.shape != (n,):
             raise ValueError("Reconstructions need one victim index per image when victims are given")
+        if self.failed is not None and self.failed.shape != (n,):
+            raise ValueError("Reconstructions need one failure flag per image when failures are given")
 
     def save(self, path: Path) -> None:
         """Write to a tensor file (loadable with weights_only=True)."""
@@ -94,6 +100,7 @@ class Reconstructions:
                 "latents": None if self.latents is None else self.latents.cpu(),
                 "stats": dict(self.stats),
                 "victims": None if self.victims is None else self.victims.cpu(),
+                "failed": None if self.failed is None else self.failed.cpu(),
             },
             path,
         )
@@ -102,7 +109,9 @@ class Reconstructions:
     def load(cls, path: Path) -> Reconstructions:
         """Read what `save` wrote."""
         d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(d["images"], d["labels"], d["restarts"], d["latents"], d["stats"], d.get("victims"))
+        return cls(
+            d["images"], d["labels"], d["restarts"], d["latents"], d["stats"], d.get("victims"), d.get("failed")
+        )
 
 
 class Attack(ABC):
@@ -118,12 +127,25 @@ class Attack(ABC):
     prior_uses_target: ClassVar[bool] = False
     # Adaptive attacks (PLG-MI++) are told about the defense through `oracle.defender`.
     knows_defense: ClassVar[bool] = False
+    # Attacks that reconstruct private images from the target's outputs on them (Yang et al.'s inversion network)
+    # observe those outputs through `oracle.victim_probabilities`.
+    observes_victims: ClassVar[bool] = False
 
     def __init__(self, params: Params):
         self.params = params
 
     def prior_params(self) -> Params | None:
         """The part of `params` that determines the prior (its cache key); None when there is no prior."""
+        return None
+
+    def evaluation_images(
+        self, prior: Any, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
+    ) -> torch.Tensor | None:
+        """Images the evaluation model should see at its resolution `size`, when the attack renders its own.
+
+        Default None: the evaluator sees the stored reconstructions resized. PPA re-renders its kept latents at the
+        generator's resolution, as the official code does, instead of upsampling its target-sized renders.
+        """
         return None
 
     def priors(self) -> list[PriorSpec]:

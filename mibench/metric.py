@@ -18,6 +18,7 @@ from torch import nn
 from mibench.attack import Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import DataBundle, iterate_batches, resize_images, to_float
+from mibench.metrics.functional import topk_correct
 from mibench.params import Params
 
 
@@ -53,6 +54,8 @@ class MeasureInputs:
         reconstructions: The attack's output (None for target-scope metrics).
         device: Where to compute.
         target_extras: Defense state saved with the target (e.g. Trap-MID's triggers), for defense-aware metrics.
+        evaluation_images: What the evaluator sees in place of the resized reconstructions, when the attack renders
+            its own at the evaluator's resolution (PPA's fresh renders); same order as the reconstructions.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class MeasureInputs:
         device: torch.device,
         batch_size: int = 256,
         target_extras: dict[str, torch.Tensor] | None = None,
+        evaluation_images: torch.Tensor | None = None,
     ):
         self.target = target
         self.evaluator = evaluator
@@ -79,6 +83,7 @@ class MeasureInputs:
         self.device = device
         self.batch_size = batch_size
         self.target_extras = target_extras or {}
+        self.evaluation_images = evaluation_images
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -106,7 +111,16 @@ class MeasureInputs:
     def reconstruction_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluator features and logits of the reconstructions (memoised)."""
         assert self.reconstructions is not None, "attack-scope metric called without reconstructions"
-        return self.memo("recon", lambda: self.evaluator_pass(self.reconstructions.images))
+        images = self.reconstructions.images if self.evaluation_images is None else self.evaluation_images
+        return self.memo("recon", lambda: self.evaluator_pass(images))
+
+    def successful(self, k: int = 1) -> torch.Tensor:
+        """Per reconstruction: the evaluator's top-k contains its class and the attack did not declare it failed."""
+        _, logits = self.reconstruction_outputs()
+        hit = topk_correct(logits, self.reconstructions.labels, k)
+        if self.reconstructions.failed is not None:
+            hit = hit & ~self.reconstructions.failed.to(hit.device)
+        return hit
 
     def private_train_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Evaluator features, logits and labels of the private training images of the attacked classes.

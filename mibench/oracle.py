@@ -7,8 +7,14 @@ An attack declares its `access`; the runner hands it an oracle that exposes exac
 * `Access.LABELS`: the top-1 label only (BREP-MI's label-only threat model).
 
 Every query is counted in images, so tables can report query budgets (Trap-MID Table 18). The model is kept behind
-a name-mangled attribute: the point is to make an attack that oversteps its declaration fail loudly, not to stop a
-determined programmer.
+a name-mangled attribute and every path to it, the internal one included, checks the access level: the point is to
+make an attack that oversteps its declaration fail loudly, not to stop a determined programmer (a test scans
+`attacks/` for private oracle use).
+
+Victims: an attack that reconstructs given private images from the target's outputs on them (the inversion network,
+Yang et al. 2019) observes those outputs through `victim_probabilities`, never the images: the oracle holds the
+private images (training set first, then test set) and answers with the deployed target's prediction vectors, so an
+inference-time defense (MIDAS) reaches the attack.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from mibench.data.base import ImageSet, to_float
 from mibench.errors import AccessDenied, QueryBudgetExceeded
 from mibench.models.base import ClassifierOutput
 
@@ -68,6 +75,7 @@ class TargetOracle:
         image_shape: tuple[int, int, int],
         max_queries: int | None = None,
         defender: DefenderKnowledge | None = None,
+        victims: tuple[ImageSet, ImageSet] | None = None,
     ):
         model.eval()
         for p in model.parameters():
@@ -79,6 +87,7 @@ class TargetOracle:
         self.max_queries = max_queries
         self.defender = defender
         self.queries = 0
+        self.__victims = victims
 
     # -- access checks ------------------------------------------------------------------------------------------------
 
@@ -116,7 +125,9 @@ class TargetOracle:
         return self(x).logits
 
     @torch.no_grad()
-    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+    def _scores(self, x: torch.Tensor, needed: Access) -> torch.Tensor:
+        """Detached logits for a public method that grants `needed` (checked here too, not only by the caller)."""
+        self._require(needed, "target outputs" if needed is Access.LABELS else "confidence scores")
         self._count(x)
         return self.__model(x).logits.detach()
 
@@ -124,9 +135,49 @@ class TargetOracle:
         """Softmax scores, detached (probabilities access or more)."""
         self._require(Access.PROBABILITIES, "confidence scores")
         self._no_grad_input(x)
-        return torch.softmax(self._scores(x), dim=1)
+        return torch.softmax(self._scores(x, Access.PROBABILITIES), dim=1)
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Top-1 labels (any access)."""
         self._no_grad_input(x)
-        return self._scores(x).argmax(dim=1)
+        return self._scores(x, Access.LABELS).argmax(dim=1)
+
+    # -- victims: outputs on private images, never the images ---------------------------------------------------------
+
+    def _victim_set(self) -> tuple[ImageSet, ImageSet]:
+        if self.__victims is None:
+            raise AccessDenied("this oracle observes no victim images (the runner gives them to attacks that ask)")
+        return self.__victims
+
+    def victim_indices(self, classes: torch.Tensor, split: str = "train", per_class: int | None = None) -> torch.Tensor:
+        """Indices of victims of `classes` in the private `split` ("train" or "test"), the first per_class of each.
+
+        Indices count the training set first, then the test set (`Reconstructions.victims` uses the same order).
+        """
+        train, test = self._victim_set()
+        offset, images = (0, train) if split == "train" else (len(train), test)
+        picked = []
+        for c in classes.tolist():
+            where = (images.labels == c).nonzero().squeeze(1)
+            picked.append(where[:per_class] if per_class is not None else where)
+        return torch.cat(picked) + offset if picked else torch.zeros(0, dtype=torch.long)
+
+    def victim_labels(self, indices: torch.Tensor) -> torch.Tensor:
+        """The identities of victims (the classes their reconstructions are scored against)."""
+        train, test = self._victim_set()
+        return torch.cat([train.labels, test.labels])[indices]
+
+    def victim_probabilities(self, indices: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """The deployed target's softmax vector for each victim image (probabilities access; counted as queries)."""
+        self._require(Access.PROBABILITIES, "victims' confidence vectors")
+        train, test = self._victim_set()
+        device = next((p.device for p in self.__model.parameters()), torch.device("cpu"))
+        out = []
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            in_train = idx < len(train)
+            images = torch.empty(len(idx), *train.images.shape[1:], dtype=torch.uint8)
+            images[in_train] = train.images[idx[in_train]]
+            images[~in_train] = test.images[idx[~in_train] - len(train)]
+            out.append(torch.softmax(self._scores(to_float(images, device), Access.PROBABILITIES), dim=1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.num_classes)

@@ -359,6 +359,19 @@ def with_paper_columns(
     return Table(header, blocks, f"{table.caption[:-1]}. {note}.", table.label)
 
 
+def _capped_walk_notes(records: list[Record]) -> list[str]:
+    """BREP-MI walks stopped by mibench's iteration cap (the official code has none), where any were."""
+    capped: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r.metric == "walks_capped" and r.value:
+            key = (r.attack or "", r.defense or "-")
+            capped[key] = capped.get(key, 0) + int(r.value)
+    if not capped:
+        return []
+    where = ", ".join(f"{n} for {a} vs {d}" for (a, d), n in capped.items())
+    return [f"Walks stopped by the iteration cap (not in the official code), summed over seeds: {where}"]
+
+
 def _caption(records: list[Record], keys: list[str | None], prefix: str | None) -> str:
     seeds = sorted({r.seed for r in records if r.seed is not None})
     parts = [prefix] if prefix else []
@@ -375,6 +388,12 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
     if "facenet_dist" in keys:
         parts.append("FaceNet Dist: the same in the VGGFace2 FaceNet embedding (PPA's δ_face)")
     parts += [STAND_IN_NOTES[k] for k in keys if k in STAND_IN_NOTES]
+    if "initial_rounds" in keys:
+        parts.append(
+            "Init. iterations: rounds of 256 latents labelled until every attacked class had a start, counted from 1 "
+            "(BREP-MI's code prints the 0-based round index)"
+        )
+    parts += _capped_walk_notes(records)
     parts.append("Best per attack in bold; arrows give the better direction for the defender")
     return ". ".join(parts) + "."
 

@@ -214,6 +214,7 @@ def make_oracle(
         num_classes=data.num_classes,
         image_shape=shape,
         defender=knowledge if attack.knows_defense else None,
+        victims=(data.private_train, data.private_test) if attack.observes_victims else None,
     )
 
 
@@ -336,22 +337,37 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
     target, data = load_target(ws, p["target"], job.runtime)
     evaluator, evaluator_acc = load_evaluator(ws, p["evaluator"], job.runtime)
     recon = Reconstructions.load(ws.store.path("invert", p["invert"]) / "reconstructions.pt") if "invert" in p else None
+    eval_data = ws.data(p["eval_data"], job.runtime)
+    rendered = _evaluation_renders(ws, p["invert"], recon, eval_data, data, ctx) if recon is not None else None
     inputs = MeasureInputs(
         target=target,
         evaluator=evaluator,
         evaluator_accuracy=evaluator_acc,
         data=data,
-        eval_data=ws.data(p["eval_data"], job.runtime),
+        eval_data=eval_data,
         classes=torch.tensor(p.get("classes", []), dtype=torch.long),
         reconstructions=recon,
         device=ws.device,
         target_extras=load_state(ws.store.path("target", p["target"]) / "extras.pt"),
+        evaluation_images=rendered,
     )
     start = time.perf_counter()
     values: list[Measurement] = []
     for spec in p["metrics"]:
         values += instantiate(METRICS, spec).compute(inputs, ctx)
     _publish(ws, job, {}, values, time.perf_counter() - start)
+
+
+def _evaluation_renders(
+    ws: Workspace, invert_key: str, recon: Reconstructions, eval_data: DataBundle, data: DataBundle, ctx: RunContext
+) -> torch.Tensor | None:
+    """The attack's own renders at the evaluator's resolution (PPA), from its invert job's attack and priors."""
+    payload = json.loads((ws.store.path("invert", invert_key) / "job.json").read_text())
+    attack: Attack = instantiate(ATTACKS, payload["attack"])
+    if type(attack).evaluation_images is Attack.evaluation_images:
+        return None
+    prior = _load_priors(ws, attack, payload["priors"], data)
+    return attack.evaluation_images(prior, recon, eval_data.image_size, ctx)
 
 
 RUNNERS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mibench.attacks.brepmi import BREPMI, BREPMIParams, boundary_repulsion, initial_points
@@ -38,11 +39,42 @@ def test_walk_respects_the_iteration_cap():
     assert walk["capped"].tolist() == [True] and walk["queries"].tolist() == [7 * 17]
 
 
+def _sphere_with(inside: int, n: int = 32):
+    """labels_of for one class-0 walk: `inside` of each sphere's n points stay in class 0; every move is accepted."""
+
+    def labels_of(z):
+        if len(z) == n:
+            return (torch.arange(n) >= inside).long()
+        return torch.zeros(len(z), dtype=torch.long)
+
+    return labels_of
+
+
+@pytest.mark.parametrize(("inside", "expands"), [(28, False), (29, True), (32, True)])
+def test_expansion_needs_29_of_32_points_inside(inside, expands):
+    """Official rule: the +1/-1 scores sum to more than 0.75 N, 2 * 29 - 32 = 26 > 24 but 2 * 28 - 32 = 24 is not."""
+    p = BREPMIParams(gan={"z_dim": 2}, patience=1, max_iterations=1)
+    walk = boundary_repulsion(_sphere_with(inside), torch.zeros(1, 2), torch.tensor([0]), p, RunContext(seed=0))
+    assert walk["expanded"].tolist() == [expands]
+
+
+def test_a_class_without_an_accepted_expansion_is_a_failure(attack_setting, gmi_gan):
+    target, _ = attack_setting
+    _, prior = gmi_gan
+    oracle = TargetOracle(target, Access.LABELS, num_classes=6, image_shape=(3, 16, 16))
+    # A fraction above 1 can never be met (the sum of 32 scores is at most 32): no class ever expands.
+    params = BREPMIParams(gan={"z_dim": 16}, sphere_points=8, patience=2, initial_batch=64, expansion_fraction=1.0)
+    recon = BREPMI(params).invert(prior, oracle, torch.arange(2), RunContext(seed=0))
+    assert recon.failed is not None and recon.failed.all()
+    assert recon.stats["walks_without_expansion"] == len(recon.labels)
+    assert BREPMIParams().mode == "untargeted" and BREPMIParams().output == "last_expansion"  # official defaults
+
+
 def test_initial_points_targeted_and_untargeted():
     def labels_of(z):  # four classes by quadrant
         return (z[:, 0] > 0).long() + 2 * (z[:, 1] > 0).long()
 
-    p = toy_params(initial_batch=8)
+    p = toy_params(initial_batch=8, mode="targeted")
     found, rounds = initial_points(labels_of, torch.tensor([1, 3]), p, RunContext(seed=1))
     assert set(found) == {1, 3} and rounds >= 1
     assert all(int(labels_of(found[c][None])) == c for c in found)

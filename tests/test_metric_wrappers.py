@@ -66,6 +66,14 @@ def test_attack_accuracy(inputs):
     assert values["aa5"].value == 1.0  # four classes: top-5 always contains the label
 
 
+def test_attack_accuracy_counts_failed_reconstructions_as_misses(inputs):
+    """BREP-MI's classes without an accepted expansion: the official accuracy counts them as failures."""
+    inputs.reconstructions.failed = torch.tensor([True, False, False, False, False, False])
+    values = {m.metric: m for m in AttackAccuracy(NoParams()).compute(inputs, RunContext())}
+    assert values["aa1"].value == pytest.approx(3 / 6)  # item 0 was right by the evaluator, but failed
+    assert values["aa5"].value == pytest.approx(5 / 6)
+
+
 def test_knn_distance_uses_evaluator_features_of_same_class(inputs):
     (m,) = KNNDistance(NoParams()).compute(inputs, RunContext())
     recon = inputs.reconstructions

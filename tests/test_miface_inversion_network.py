@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from mibench.attack import DataInfo
-from mibench.attacks.inversion_network import InversionDecoder, InversionNetParams, InversionNetwork, truncate
+from mibench.attacks.inversion_network import (
+    InversionDecoder,
+    InversionNetParams,
+    InversionNetwork,
+    log_confidence_encoding,
+    truncate,
+)
 from mibench.attacks.miface import MIFace, MIFaceParams, gaussian_blur3
 from mibench.context import RunContext
+from mibench.data.base import to_float
 from mibench.errors import AccessDenied
 from mibench.models.base import ClassifierOutput
 from mibench.oracle import Access, TargetOracle
@@ -66,18 +75,71 @@ def test_truncation_and_decoder_shapes():
         InversionDecoder(10, 48, 3, 8)
 
 
-def test_inversion_network_uses_scores_only_and_beats_random(attack_setting):
+def test_log_confidence_encoding_of_a_known_vector():
+    """Official `Inversion.forward`: log p clamped at -1000, + c, shifted by relu(-min), top-k scattered into zeros."""
+    p = torch.tensor([[0.5, 0.25, 0.2, 0.05, 0.0]])
+    full = log_confidence_encoding(p, None, 50.0)
+    raw = torch.tensor([math.log(0.5), math.log(0.25), math.log(0.2), math.log(0.05), -1000.0]) + 50
+    torch.testing.assert_close(full[0], raw + 950.0)  # the zero probability's -950 sets the shift
+    top2 = log_confidence_encoding(p, 2, 50.0)
+    torch.testing.assert_close(top2[0], torch.tensor([50 + math.log(0.5), 50 + math.log(0.25), 0.0, 0.0, 0.0]))
+    low_c = log_confidence_encoding(p[:, :4], None, 1.0)  # log 0.05 + 1 < 0: shifted so the minimum is 0
+    assert low_c.min().item() == pytest.approx(0.0) and low_c[0, 0].item() == pytest.approx(math.log(10.0))
+
+
+def _trained_inversion(attack_setting, **params):
     target, data = attack_setting
-    oracle = TargetOracle(target, Access.PROBABILITIES, num_classes=6, image_shape=(3, 16, 16))
-    with pytest.raises(AccessDenied):
-        oracle.logits(torch.zeros(1, 3, 16, 16))
-    attack = InversionNetwork(InversionNetParams(width=16, epochs=30, batch_size=32, truncation=1))
+    oracle = TargetOracle(
+        target,
+        Access.PROBABILITIES,
+        num_classes=6,
+        image_shape=(3, 16, 16),
+        victims=(data.private_train, data.private_test),
+    )
+    attack = InversionNetwork(InversionNetParams(width=16, epochs=30, batch_size=32, **params))
     decoder = attack.build_prior(DataInfo(3, 16, 6))
     attack.train_prior(decoder, data.public, oracle, RunContext(seed=0))
-    assert oracle.queries == len(data.public)  # one query per public image, none during inversion
-    recon = attack.invert(decoder, oracle, torch.arange(6), RunContext())
+    return attack, decoder, oracle
+
+
+def test_inversion_network_reconstructs_each_victim_from_its_own_prediction(attack_setting):
+    target, data = attack_setting
+    attack, decoder, oracle = _trained_inversion(attack_setting, victims_per_class=3)
+    with pytest.raises(AccessDenied):
+        oracle.logits(torch.zeros(1, 3, 16, 16))
     assert oracle.queries == len(data.public)
-    with torch.no_grad():
-        random = decoder(torch.softmax(torch.randn(6, 6, generator=torch.Generator().manual_seed(0)), 1))
-    attacked, baseline = hit_rate(target, recon.images, recon.labels), hit_rate(target, random, recon.labels)
-    assert attacked >= 0.6 and attacked >= baseline + 0.3
+    recon = attack.invert(decoder, oracle, torch.arange(6), RunContext())
+    assert oracle.queries == len(data.public) + 18  # one query per victim image at attack time
+    assert recon.victims is not None and len(recon.victims) == 18 and recon.restarts.tolist() == [0, 1, 2] * 6
+    victims = to_float(data.private_train.images[recon.victims])
+    assert torch.equal(recon.labels, data.private_train.labels[recon.victims])
+    # Each reconstruction is closer to its own victim than to the other victims' images.
+    own = (recon.images - victims).pow(2).flatten(1).mean(1)
+    other = (recon.images - victims.roll(3, 0)).pow(2).flatten(1).mean(1)
+    assert (own < other).float().mean() >= 0.7
+    assert hit_rate(target, recon.images, recon.labels) >= 0.6
+
+
+def test_inversion_network_sees_an_inference_time_defense(attack_setting):
+    from mibench.defenses.midas import MIDAS, MIDASParams
+    from mibench.models.base import freeze
+
+    target, data = attack_setting
+    attack, decoder, _ = _trained_inversion(attack_setting, victims_per_class=2)
+    victims = (data.private_train, data.private_test)
+    clean = TargetOracle(target, Access.PROBABILITIES, num_classes=6, image_shape=(3, 16, 16), victims=victims)
+    defended_model = freeze(MIDAS(MIDASParams(bit_error_rate=0.05)).deploy(target, torch.Generator().manual_seed(0)))
+    defended = TargetOracle(
+        defended_model, Access.PROBABILITIES, num_classes=6, image_shape=(3, 16, 16), victims=victims
+    )
+    a = attack.invert(decoder, clean, torch.arange(6), RunContext())
+    b = attack.invert(decoder, defended, torch.arange(6), RunContext())
+    assert torch.equal(a.victims, b.victims) and defended.queries == 12
+    assert not torch.allclose(a.images, b.images)  # the corrupted model's vectors reach the decoder
+
+
+def test_inversion_network_class_onehot_variant_makes_no_query(attack_setting):
+    attack, decoder, oracle = _trained_inversion(attack_setting, protocol="class-onehot")
+    before = oracle.queries
+    recon = attack.invert(decoder, oracle, torch.arange(6), RunContext())
+    assert oracle.queries == before and recon.victims is None and len(recon.images) == 6

@@ -70,3 +70,24 @@ def test_queries_are_counted_and_capped(model):
 def test_wrong_input_shape_is_rejected(model):
     with pytest.raises(ValueError, match=r"N x \(3, 16, 16\)"):
         oracle(model, Access.LABELS).labels(torch.rand(2, 3, 8, 8))
+
+
+def test_internal_score_access_checks_the_level_too():
+    oracle = TargetOracle(torch.nn.Identity(), Access.LABELS, num_classes=2, image_shape=(1, 1, 2))
+    with pytest.raises(AccessDenied):
+        oracle._scores(torch.zeros(1, 1, 1, 2), Access.PROBABILITIES)
+    with pytest.raises(AccessDenied, match="victim"):
+        oracle.victim_probabilities(torch.tensor([0]))
+
+
+def test_no_attack_reaches_into_the_oracle_privately():
+    """Attacks use the public access methods only: no `oracle._...` and no name-mangled model attribute."""
+    import re
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted(Path("attacks").glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"oracle\._|_TargetOracle__|__model\b|__victims\b", line):
+                offenders.append(f"{path}:{number}: {line.strip()}")
+    assert offenders == []

@@ -140,3 +140,74 @@ def test_released_generator_suite_runs_end_to_end_and_resumes(tmp_path, tiny_sui
     assert {r.metric for r in first.records if r.attack == "ppa"} >= {"aa1", "knn_dist", "target_queries"}
     again = run_suite_file(path, tmp_path / "cache", tmp_path / "run")
     assert again.ran == []
+
+
+class _Bright(torch.nn.Module):
+    """A stand-in synthesis whose output leaves [-1, 1]: 3 * w broadcast over a 1 x 8 x 8 image."""
+
+    num_ws = 1
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return 3 * ws[:, 0, :1, None, None].expand(-1, 1, 8, 8)
+
+
+def test_search_renders_are_unclamped_so_out_of_range_pixels_keep_their_gradient():
+    w = torch.full((2, 1, 4), 1.0, requires_grad=True)  # renders to (3 + 1) / 2 = 2, far above 1
+    render(_Bright(), w, 8, 1.0, clip=False).sum().backward()
+    assert w.grad.abs().sum() > 0
+    w.grad = None
+    render(_Bright(), w, 8, 1.0, clip=True).sum().backward()
+    assert w.grad.abs().sum() == 0  # what the clamped search did: no gradient at all out of range
+
+
+def test_only_the_candidate_search_clamps(attack_setting, ppa_prior, monkeypatch):
+    import mibench.attacks.ppa as ppa_module
+
+    target, _ = attack_setting
+    attack, prior = ppa_prior
+    calls = []
+    original = ppa_module.render
+
+    def spy(generator, ws, size, crop, clip=True):
+        calls.append((torch.is_grad_enabled() and ws.requires_grad, clip))
+        return original(generator, ws, size, crop, clip)
+
+    monkeypatch.setattr(ppa_module, "render", spy)
+    small = attack.params.model_copy(update={"iterations": 2, "selection_transforms": 1})
+    PPA(small).invert(prior, white_box(target), torch.tensor([0]), RunContext(seed=0))
+    searched = {clip for optimised, clip in calls if optimised}
+    assert searched == {False}  # the 70-step search (official clip: false)
+    assert calls[0][1] is True  # the candidate search clamps (find_initial_w's default)
+
+
+def test_evaluator_sees_a_fresh_render_at_its_own_resolution(attack_setting, ppa_prior):
+    from mibench.metric import MeasureInputs
+
+    target, data = attack_setting
+    attack, prior = ppa_prior
+    small = attack.params.model_copy(update={"iterations": 2, "selection_transforms": 1, "center_crop": 0.75})
+    recon = PPA(small).invert(prior, white_box(target), torch.tensor([0, 1]), RunContext(seed=0))
+    rendered = PPA(small).evaluation_images(prior, recon, 32, RunContext())
+    g = prior.generator.eval()
+    with torch.no_grad():
+        expected = render(g, recon.latents[:, None].expand(-1, g.num_ws, -1), 32, 0.75, clip=False)
+    torch.testing.assert_close(rendered, expected)
+    upsampled = torch.nn.functional.interpolate(recon.images, size=32, mode="bilinear", antialias=True)
+    assert not torch.allclose(rendered, upsampled, atol=1e-3)  # not the target-sized render upsampled
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            self.seen = x
+            return target(torch.nn.functional.interpolate(x, size=16))
+
+    spy = Spy()
+    inputs = MeasureInputs(
+        target=target, evaluator=spy, evaluator_accuracy=1.0, data=data, eval_data=data,
+        classes=torch.tensor([0, 1]), reconstructions=recon, device=torch.device("cpu"), evaluation_images=rendered,
+    )  # fmt: skip
+    inputs.reconstruction_outputs()
+    # The evaluator's input comes from the renders (here resized to this test's 16-pixel eval data), not from the
+    # stored reconstructions.
+    from mibench.data.base import resize_images
+
+    torch.testing.assert_close(spy.seen, resize_images(rendered, 16))

@@ -268,3 +268,19 @@ def test_table10_keeps_each_baselines_best_run_and_trap_mids_worst(records):
     assert rows["Trap_MID (worst run)"][acc].mean == pytest.approx(0.82) and rows["Trap_MID (worst run)"][acc].n == 1
     assert "worst of Trap-MID's" in table.caption
     assert "-" not in rows and build_table(records, "table10").blocks[0][1][0][0] == "Trap_MID (worst run)"
+
+
+def test_table18_states_its_counting_and_capped_walks():
+    records = [
+        rec("-", "BREP-MI", "aa1", 0, 0.7, False, n=300),
+        rec("-", "BREP-MI", "initial_rounds", 0, 2.0, None, "count"),
+        rec("-", "BREP-MI", "walks_capped", 0, 0.0, None, "count"),
+        rec("MID", "BREP-MI", "aa1", 0, 0.5, False, n=300),
+        rec("MID", "BREP-MI", "initial_rounds", 0, 3.0, None, "count"),
+        rec("MID", "BREP-MI", "walks_capped", 0, 4.0, None, "count"),
+    ]
+    caption = build_table(records, "table18").caption
+    assert "counted from 1" in caption
+    assert "iteration cap" in caption and "4 for BREP-MI vs MID" in caption and "vs -" not in caption
+    records[-1] = rec("MID", "BREP-MI", "walks_capped", 0, 0.0, None, "count")
+    assert "iteration cap" not in build_table(records, "table18").caption

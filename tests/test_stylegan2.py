@@ -196,3 +196,27 @@ def test_a_pickle_without_the_network_is_a_named_error(tmp_path):
         pickle.dump({"D": 1}, f)
     with pytest.raises(CheckpointError, match="no network 'G_ema'"):
         load_stylegan2(tmp_path / "other.pkl")
+
+
+@pytest.mark.parametrize(
+    ("where", "setting"),
+    [
+        ("synthesis", {"resample_filter": [1, 2, 1]}),
+        ("synthesis", {"use_noise": False}),
+        ("synthesis", {"activation": "relu"}),
+        ("mapping", {"activation": "linear"}),
+    ],
+)
+def test_a_pickle_with_settings_the_port_lacks_is_refused(tmp_path, monkeypatch, where, setting):
+    hook, easy = _fake_nvidia_modules(monkeypatch)
+    synthesis = easy(channel_base=256, channel_max=32, conv_clamp=256, **(setting if where == "synthesis" else {}))
+    mapping = easy(num_layers=2, **(setting if where == "mapping" else {}))
+    kwargs = easy(
+        z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs=mapping,
+        synthesis_kwargs=synthesis,
+    )  # fmt: skip
+    with (tmp_path / "ffhq.pkl").open("wb") as f:
+        pickle.dump({"G_ema": _as_persistent(small_generator(seed=3), hook, kwargs)}, f)
+    key = next(iter(setting))
+    with pytest.raises(CheckpointError, match=f"{where}_kwargs.{key}"):
+        load_stylegan2(tmp_path / "ffhq.pkl")

@@ -109,6 +109,23 @@ def _config_from_init_kwargs(kwargs: dict[str, Any]):
     mapping = dict(kwargs.get("mapping_kwargs") or {})
     if synthesis.get("architecture", "skip") != "skip":
         raise CheckpointError(f"only the 'skip' synthesis architecture is supported, got {synthesis['architecture']!r}")
+    # Settings the port hard-codes at NVIDIA's defaults: a pickle that changes them would render other images.
+    unsupported = [
+        f"synthesis_kwargs.{key}={synthesis[key]!r}"
+        for key, ok in (
+            ("resample_filter", lambda v: v is None or list(v) == [1, 3, 3, 1]),
+            ("use_noise", lambda v: v is True),
+            ("activation", lambda v: v == "lrelu"),
+        )
+        if key in synthesis and not ok(synthesis[key])
+    ]
+    if mapping.get("activation", "lrelu") != "lrelu":
+        unsupported.append(f"mapping_kwargs.activation={mapping['activation']!r}")
+    if unsupported:
+        raise CheckpointError(
+            f"the StyleGAN2 port implements NVIDIA's defaults (resample_filter [1, 3, 3, 1], use_noise, lrelu); this "
+            f"pickle sets {', '.join(unsupported)}"
+        )
     default = StyleGAN2Config()
     return StyleGAN2Config(
         z_dim=int(kwargs.get("z_dim", default.z_dim)),
