@@ -87,6 +87,14 @@ def top_n_pseudo_labels(oracle: TargetOracle, public: ImageSet, n: int, device: 
     return probs.topk(min(n, len(public)), dim=0).indices.T.contiguous()
 
 
+def cgan_generator_loss(
+    d_fake: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, alpha: float, extra: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-mean D(G(z, y)) + alpha mean max-margin(T(A(G(z, y))), y) [+ mean extra, already weighted, not by alpha]."""
+    loss = -d_fake.mean() + alpha * max_margin_identity(logits, labels).mean()
+    return loss if extra is None else loss + extra.mean()
+
+
 def train_plgmi_cgan(
     prior: PLGPrior,
     public: ImageSet,
@@ -97,8 +105,9 @@ def train_plgmi_cgan(
 ) -> None:
     """Stage 1 in place on `prior.pseudo_labels`: the hinge-loss cGAN, Adam (0, 0.9).
 
-    Real images get dequantisation noise U(0, 1/256); the generator loss is -D(G(z, y)) + alpha [max-margin +
-    penalty] of the target on augmented fakes.
+    Real images get dequantisation noise U(0, 1/256); the generator loss is -D(G(z, y)) + alpha max-margin of the
+    target on augmented fakes, plus the adaptive variants' `penalty` with its own weights (not scaled by alpha: the
+    Trap-MID paper adds the signature terms to "the original generator loss", Eq. 7).
     """
     device = ctx.device
     labels_idx = prior.pseudo_labels
@@ -119,11 +128,8 @@ def train_plgmi_cgan(
         for _ in range(p.iterations):
             fake, y = fake_batch()
             out = oracle(plg_augment(fake, p.augment, gens["augment"]))
-            inversion = max_margin_identity(out.logits, y)
-            if penalty is not None:
-                inversion = inversion + penalty(out, y)
-            inversion = inversion.mean()
-            g_loss = -d(fake, y).mean() + p.alpha * inversion
+            extra = penalty(out, y) if penalty is not None else None
+            g_loss = cgan_generator_loss(d(fake, y), out.logits, y, p.alpha, extra)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()

@@ -13,9 +13,15 @@ of each augmented generated image x meant for class y:
   the harness from the defender's triggers and private training data (`oracle.defender`; only PLG-MI++ knows it).
   It pushes samples away from the trapdoor shortcut. Against a target without triggers the term is zero.
 
-The paper's weights were lost from the text mibench works from (specs/seed-notes.md); both default to 1.0 and are
-parameters. This is a reconstruction from the paper's prose, not from released code (the Trap-MID repository ships
-no adaptive attack).
+Weights. In the cGAN stage the two terms are added to the original generator loss with their own weights lambda1,
+lambda2, not scaled by PLG-MI's alpha = 0.2 (Eq. 7's prose: "modifying the generator objective" with two added
+terms; mibench version 1 put them inside the alpha-scaled term, 5x weaker). In the latent search they are added to
+each augmented view's inversion loss, as PLG-MI's max-margin term is, so the two views of the search count them
+twice, as they count the max-margin term. The paper's values of lambda1 and lambda2 were lost from the text mibench
+works from (specs/seed-notes.md): both default to 1.0, the weight of the max-margin term in the search, i.e. the
+signature terms weigh as much as the identity term there; they are parameters, and Tables 4/15/16 depend on them.
+This is a reconstruction from the paper's prose, not from released code (the Trap-MID repository ships no adaptive
+attack).
 """
 
 from __future__ import annotations
@@ -86,7 +92,9 @@ class PLGMIPlus(PLGMI):
     name: ClassVar[str] = "plgmi-plus"
     paper: ClassVar[str] = "Liu & Chen, Trap-MID, NeurIPS 2024 (Sec. 4.2, App. E.7): adaptive PLG-MI+ (reconstruction)"
     Params = PLGMIPlusParams
+    version: ClassVar[int] = 2  # 2: stage-1 signature terms outside the alpha-scaled term
     prior_name: ClassVar[str] = "plgmi-adaptive-cgan"
+    prior_version: ClassVar[int] = 2
 
     def prior_params(self) -> AdaptiveCGANParams:
         """The cGAN depends on the signature weights, since they enter its generator loss."""

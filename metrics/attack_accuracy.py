@@ -5,11 +5,34 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.params import NoParams
+from mibench.params import Params
 from mibench.registry import METRICS
+
+
+class AttackAccuracyParams(Params):
+    """How the within-run spread groups classes (the official attack batches of 60 identities)."""
+
+    group_size: int = Field(60, ge=1, description="classes per attack batch for restart_std")
+
+
+def batched_restart_std(
+    correct: torch.Tensor, labels: torch.Tensor, restarts: torch.Tensor, group_size: int
+) -> float:
+    """sqrt(mean over class batches of the sample variance over restarts of the batch accuracy); 0 for one restart."""
+    classes = labels.unique(sorted=True)
+    variances = []
+    for start in range(0, len(classes), group_size):
+        in_group = torch.isin(labels, classes[start : start + group_size])
+        per_restart = torch.stack(
+            [correct[in_group & (restarts == r)].mean() for r in restarts[in_group].unique(sorted=True)]
+        )
+        if per_restart.numel() > 1:
+            variances.append(per_restart.var(correction=1))
+    return float(torch.stack(variances).mean().sqrt()) if variances else 0.0
 
 
 @METRICS.register
@@ -18,13 +41,17 @@ class AttackAccuracy(Metric):
 
     A reconstruction succeeds when the evaluation model's top-1 (top-5) prediction is its intended class and the
     attack did not declare it failed (BREP-MI without an accepted expansion, `Reconstructions.failed`). The value is
-    the plain success fraction over all reconstructions, as the PLG-MI/GMI/KED-MI code computes it. The standard
-    deviation of the per-restart accuracy is kept in `details` as a within-run diagnostic (the paper appendices' ±).
+    the plain success fraction over all reconstructions, as the PLG-MI/GMI/KED-MI code computes it.
+
+    `details.restart_std` is the within-run spread the papers' appendices report as ±, computed as the official
+    code does (`plgmi/baselines/recovery.py`): the attacked classes in consecutive batches of `group_size` (60), in
+    each batch the sample variance over restarts of the batch's accuracy, the mean of those variances over batches,
+    and its square root.
     """
 
     name: ClassVar[str] = "attack-accuracy"
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer (GMI), CVPR 2020"
-    Params = NoParams
+    Params = AttackAccuracyParams
     scope: ClassVar[str] = "attack"
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
@@ -33,10 +60,10 @@ class AttackAccuracy(Metric):
         out = []
         for k in (1, 5):
             correct = inputs.successful(k).double()
-            per_restart = torch.stack([correct[recon.restarts == r].mean() for r in recon.restarts.unique()])
             details = {
                 "n": int(correct.numel()),
-                "restart_std": float(per_restart.std()) if per_restart.numel() > 1 else 0.0,
+                "restart_std": batched_restart_std(correct, recon.labels, recon.restarts, self.params.group_size),
+                "restart_std_group_size": self.params.group_size,
                 "evaluator_accuracy": inputs.evaluator_accuracy,
             }
             out.append(Measurement(f"aa{k}", correct.mean().item(), False, "fraction", details))

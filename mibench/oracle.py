@@ -19,6 +19,7 @@ inference-time defense (MIDAS) reaches the attack.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -88,6 +89,7 @@ class TargetOracle:
         self.defender = defender
         self.queries = 0
         self.__victims = victims
+        self.__train_copy: nn.Module | None = None
 
     # -- access checks ------------------------------------------------------------------------------------------------
 
@@ -130,6 +132,20 @@ class TargetOracle:
         self._require(needed, "target outputs" if needed is Access.LABELS else "confidence scores")
         self._count(x)
         return self.__model(x).logits.detach()
+
+    @torch.no_grad()
+    def train_mode_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax scores of the target in training mode (white-box only): batch statistics, active dropout.
+
+        KED-MI's official GAN training never puts the target in eval mode, so its soft labels come from each batch's
+        BatchNorm statistics (and, for the IR nets, an active dropout). A private copy of the deployed target runs in
+        train mode, so its updated running statistics never reach the target other queries and jobs see.
+        """
+        self._require(Access.WHITE_BOX, "train-mode confidence scores")
+        self._count(x)
+        if self.__train_copy is None:
+            self.__train_copy = copy.deepcopy(self.__model).train()
+        return torch.softmax(self.__train_copy(x).logits.detach(), dim=1)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax scores, detached (probabilities access or more)."""

@@ -71,3 +71,54 @@ def test_kedmi_beats_random_latents(attack_setting):
     baseline = hit_rate(target, random, recon.labels)
     assert attacked >= 0.6
     assert attacked >= baseline + 0.35
+
+
+def test_soft_labels_come_from_the_target_in_train_mode_as_the_official_code(monkeypatch):
+    """Official KED-MI/PLG-MI/LOMMA never call T.eval(): BatchNorm uses each batch's statistics."""
+    from mibench.models.base import freeze
+    from mibench.oracle import Access, TargetOracle
+    from tests.conftest import tiny_model
+
+    target = freeze(tiny_model(0, num_classes=6))
+    with torch.no_grad():  # running statistics far from any batch's, so the two modes must differ
+        for m in target.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.fill_(0.5)
+                m.running_var.fill_(4.0)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    oracle = TargetOracle(target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    train_mode, eval_mode = oracle.train_mode_probabilities(x), oracle.probabilities(x)
+    assert not torch.allclose(train_mode, eval_mode, atol=1e-3)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in before.items())  # the target itself is untouched
+    assert not target.training and oracle.queries == 16
+    label_only = TargetOracle(target, Access.LABELS, num_classes=6, image_shape=(3, 16, 16))
+    import pytest
+
+    from mibench.errors import AccessDenied
+
+    with pytest.raises(AccessDenied):
+        label_only.train_mode_probabilities(x)
+
+    calls = {"train": 0, "eval": 0}
+    real_train, real_eval = TargetOracle.train_mode_probabilities, TargetOracle.probabilities
+
+    def spy_train(self, images):
+        calls["train"] += 1
+        return real_train(self, images)
+
+    def spy_eval(self, images):
+        calls["eval"] += 1
+        return real_eval(self, images)
+
+    monkeypatch.setattr(TargetOracle, "train_mode_probabilities", spy_train)
+    monkeypatch.setattr(TargetOracle, "probabilities", spy_eval)
+    from mibench.data.base import UNLABELLED, ImageSet
+    from mibench.gan.semi_supervised import train_kedmi_gan
+
+    public = ImageSet(torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8), torch.full((16,), UNLABELLED))
+    for mode in ("train", "eval"):
+        prior = KEDMI(KEDMIParams(gan={"z_dim": 8, "width": 8})).build_prior(DataInfo(3, 16, 6))
+        params = KEDGANParams(z_dim=8, width=8, batch_size=8, max_steps=2, target_mode=mode)
+        train_kedmi_gan(prior.generator, prior.discriminator, public, oracle, params, RunContext())
+    assert calls == {"train": 2, "eval": 2}

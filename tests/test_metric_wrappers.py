@@ -10,7 +10,7 @@ from mibench.attack import Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
 from mibench.metric import MeasureInputs
-from mibench.metrics.attack_accuracy import AttackAccuracy
+from mibench.metrics.attack_accuracy import AttackAccuracy, AttackAccuracyParams
 from mibench.metrics.frechet import FrechetDistance, FrechetParams
 from mibench.metrics.functional import frechet_distance_of_features, knn_distance, prdc_naeem
 from mibench.metrics.knn import KNNDistance
@@ -57,7 +57,7 @@ def inputs():
 
 
 def test_attack_accuracy(inputs):
-    values = {m.metric: m for m in AttackAccuracy(NoParams()).compute(inputs, RunContext())}
+    values = {m.metric: m for m in AttackAccuracy(AttackAccuracyParams()).compute(inputs, RunContext())}
     # Predicted classes by brightness: 0.02->0, 0.9->3, 0.35->1, 0.6->2, 0.98->3, 0.1->0; intended 0,1,1,2,3,3.
     assert values["aa1"].value == pytest.approx(4 / 6)
     assert values["aa1"].higher_is_better is False and values["aa1"].unit == "fraction"
@@ -66,10 +66,17 @@ def test_attack_accuracy(inputs):
     assert values["aa5"].value == 1.0  # four classes: top-5 always contains the label
 
 
+def test_restart_std_is_the_official_per_batch_variance(inputs):
+    """recovery.py: per batch of classes the sample variance over restarts, averaged over batches, square-rooted."""
+    values = {m.metric: m for m in AttackAccuracy(AttackAccuracyParams(group_size=2)).compute(inputs, RunContext())}
+    # Classes {0, 1}: restart accuracies 0.5 and 1.0 (variance 0.125); classes {2, 3}: 1.0 and 0.0 (variance 0.5).
+    assert values["aa1"].details["restart_std"] == pytest.approx(((0.125 + 0.5) / 2) ** 0.5)
+
+
 def test_attack_accuracy_counts_failed_reconstructions_as_misses(inputs):
     """BREP-MI's classes without an accepted expansion: the official accuracy counts them as failures."""
     inputs.reconstructions.failed = torch.tensor([True, False, False, False, False, False])
-    values = {m.metric: m for m in AttackAccuracy(NoParams()).compute(inputs, RunContext())}
+    values = {m.metric: m for m in AttackAccuracy(AttackAccuracyParams()).compute(inputs, RunContext())}
     assert values["aa1"].value == pytest.approx(3 / 6)  # item 0 was right by the evaluator, but failed
     assert values["aa5"].value == pytest.approx(5 / 6)
 

@@ -123,3 +123,15 @@ def test_only_plgmi_plusplus_is_told_the_trapdoors(tmp_path, tiny_suite, monkeyp
     signatures = seen["plgmi-plusplus"].trapdoor_signatures
     assert signatures.shape == (6, 64)
     torch.testing.assert_close(signatures.norm(dim=1), torch.ones(6))
+
+
+def test_signature_terms_enter_the_cgan_loss_with_their_own_weight_not_alpha():
+    """Eq. 7's prose: two terms added to the original generator loss; PLG-MI's alpha scales only its max-margin."""
+    from mibench.attacks.plgmi import cgan_generator_loss
+    from mibench.inversion.losses import max_margin_identity
+
+    d_fake, logits, labels = torch.tensor([0.5, -0.5]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    extra = torch.tensor([0.3, -0.1])
+    base = -d_fake.mean() + 0.2 * max_margin_identity(logits, labels).mean()
+    torch.testing.assert_close(cgan_generator_loss(d_fake, logits, labels, 0.2), base)
+    torch.testing.assert_close(cgan_generator_loss(d_fake, logits, labels, 0.2, extra), base + extra.mean())

@@ -3,9 +3,16 @@
 The discriminator learns the target's soft labels on public images (the "knowledge") plus real vs fake through the
 implicit D_real(x) = sigmoid(logsumexp(l(x))); the generator matches D's mean features of public images and
 minimises the entropy of D's class prediction on its samples.
+
+The soft labels come from the target in **train** mode by default (`target_mode: train`), as every official code
+base computes them (KED-MI `k+1_gan.py`, PLG-MI's `KED_MI.py`, LOMMA's `engine.py` never call `T.eval()`): each
+public batch's BatchNorm statistics, and an active dropout in the IR nets' output layer. `target_mode: eval` uses the
+released model's running statistics (cleaner, not the published protocol).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +38,9 @@ class KEDGANParams(Params):
     n_critic: int = Field(5, ge=1, description="discriminator steps per generator step")
     entropy_weight: float = Field(1e-4, ge=0, description="weight of the batch-summed entropy (official)")
     max_steps: int | None = Field(None, ge=1, description="cap on discriminator steps (budget override)")
+    target_mode: Literal["train", "eval"] = Field(
+        "train", description="the target's mode for the soft labels: train (official: batch statistics) or eval"
+    )
 
 
 def real_fake_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -82,7 +92,7 @@ def train_kedmi_gan(
         for step in range(1, total + 1):
             x, x_u, x_fm = (to_float(images[to_device(next(s), device)]) for s in streams)
             with torch.no_grad():
-                soft = oracle.probabilities(x)
+                soft = oracle.train_mode_probabilities(x) if p.target_mode == "train" else oracle.probabilities(x)
                 fake = generator(z(x.shape[0]))
             _, l_lab = disc(x)
             _, l_unlab = disc(x_u)
