@@ -82,6 +82,7 @@ class GMI(UsesGMIGAN, GenerativeAttack):
     name: ClassVar[str] = "gmi"
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer: Generative Model-Inversion Attacks, CVPR 2020"
     access: ClassVar[Access] = Access.WHITE_BOX
+    published_pipeline: ClassVar[str | None] = "plgmi-baselines"
     Params = GMIParams
 
     def invert(self, prior: nn.Module, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:

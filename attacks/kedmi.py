@@ -55,6 +55,7 @@ class KEDMI(GenerativeAttack):
     name: ClassVar[str] = "kedmi"
     paper: ClassVar[str] = "Chen et al., Knowledge-Enriched Distributional Model Inversion Attacks, ICCV 2021"
     access: ClassVar[Access] = Access.WHITE_BOX
+    published_pipeline: ClassVar[str | None] = "plgmi-baselines"
     Params = KEDMIParams
     prior_name: ClassVar[str] = "kedmi-gan"
     prior_uses_target: ClassVar[bool] = True

@@ -212,6 +212,7 @@ class LOMMAGMI(LOMMA, GMI):
     """LOMMA over GMI: GMI's GAN and momentum search, LOMMA's identity loss."""
 
     name: ClassVar[str] = "lomma-gmi"
+    published_pipeline: ClassVar[str | None] = "lomma"
     Params = LOMMAGMIParams
 
 

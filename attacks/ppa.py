@@ -110,6 +110,7 @@ class PPA(GenerativeAttack):
     )
     access: ClassVar[Access] = Access.WHITE_BOX
     version: ClassVar[int] = 2  # 2: unclamped search and selection renders, evaluator re-render
+    published_pipeline: ClassVar[str | None] = "ppa"
     Params = PPAParams
     prior_name: ClassVar[str] = "style-gan"
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
+from mibench.metrics.published import protocol_details
 from mibench.params import Params
 from mibench.registry import METRICS
 
 
 class AttackAccuracyParams(Params):
-    """How the within-run spread groups classes (the official attack batches of 60 identities)."""
+    """How the within-run spread groups classes (the official attack batches of 60 identities), and the protocol."""
 
     group_size: int = Field(60, ge=1, description="classes per attack batch for restart_std")
+    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 def batched_restart_std(
@@ -57,10 +59,12 @@ class AttackAccuracy(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """AA-1 and AA-5 from the evaluator's logits on the reconstructions."""
         recon = inputs.reconstructions
+        protocol, pipeline = inputs.pipeline_for(self.params.protocol)
         out = []
         for k in (1, 5):
-            correct = inputs.successful(k).double()
+            correct = inputs.successful(k, pipeline).double()
             details = {
+                **protocol_details(protocol, pipeline),
                 "n": int(correct.numel()),
                 "restart_std": batched_restart_std(correct, recon.labels, recon.restarts, self.params.group_size),
                 "restart_std_group_size": self.params.group_size,

@@ -28,6 +28,16 @@ from mibench.data.base import resize_images, to_float, to_uint8
 from mibench.errors import MibenchError, unknown_name_message
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import frechet_distance_of_features
+from mibench.metrics.published import (
+    FID_MISSING,
+    TORCHVISION_INCEPTION_SHA256,
+    drop_remainder,
+    lomma_uint8,
+    minmax_png_roundtrip,
+    protocol_details,
+    torchvision_inception,
+    torchvision_inception_path,
+)
 from mibench.params import Params
 from mibench.registry import METRICS
 
@@ -203,13 +213,17 @@ class FeatureSpaceParams(Params):
 
 
 class FrechetParams(FeatureSpaceParams):
-    """Feature extractor and which reconstructions count.
+    """Feature extractor, which reconstructions count, and the evaluation protocol.
 
     `fake_subset: successful` follows the PLG-MI/Trap-MID code (only reconstructions the evaluation model
     recognises); `all` follows MIBench/PPA.
     """
 
     fake_subset: Literal["successful", "all"] = "successful"
+    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
+    torchvision_weights: str | None = Field(
+        None, description="published PLG-MI FID: torchvision's inception_v3_google-0cc3c7bd.pth ($MIBENCH_WEIGHTS)"
+    )
 
 
 @METRICS.register
@@ -227,7 +241,11 @@ class FrechetDistance(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Fréchet distance in the chosen feature space (`None` when fewer than two images qualify)."""
         p: FrechetParams = self.params
+        protocol, pipeline = inputs.pipeline_for(p.protocol)
+        if pipeline in ("plgmi", "plgmi-baselines", "lomma"):
+            return [published_frechet(inputs, p, protocol, pipeline)]
         name, details = extractor_details(p)
+        details |= protocol_details(protocol, pipeline)
         real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         if p.fake_subset == "successful":
             fake = fake[inputs.successful(1)]
@@ -240,3 +258,77 @@ class FrechetDistance(Metric):
         }
         value = frechet_distance_of_features(real, fake) if fake.shape[0] >= 2 else float("nan")
         return [Measurement(name, value, True, "distance", details)]
+
+
+@torch.no_grad()
+def _float_features(images: torch.Tensor, net: torch.nn.Module, device: torch.device, batch: int = 100) -> torch.Tensor:
+    out = [net(images[i : i + batch].to(device).float()).double().cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.empty(0, 2048, dtype=torch.float64)
+
+
+def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pipeline: str) -> Measurement:
+    """The FID of an attack's official code (`mibench.metrics.published`), in the chosen feature space.
+
+    PLG-MI family: the min-max 8-bit PNG of each (unclamped) reconstruction, torchvision's Inception with the
+    pytorch-fid transform for `extractor: inception`, remainder dropping in batches of 100 on both sets, missing (the
+    official -1000) without successes. LOMMA: ((x * 0.5 + 0.5) * 255) to uint8 for fakes and reals, the TF-FID
+    Inception. Successes are judged by the evaluator as the pipeline feeds it. Other extractors get the same pixels.
+    """
+    recon = inputs.reconstructions
+    keep = torch.ones(len(recon.labels), dtype=torch.bool)
+    if p.fake_subset == "successful":
+        keep = inputs.successful(1, pipeline)
+    real_u8 = inputs.data.private_train.of_classes(inputs.classes).images
+    details: dict[str, object] = {"fake_subset": p.fake_subset, **protocol_details(protocol, pipeline)}
+    device = inputs.device
+    if pipeline == "lomma":
+        fake_u8, real_u8 = lomma_uint8(recon.images[keep]), lomma_uint8(to_float(real_u8))
+        details["pixels"] = "((x * 0.5 + 0.5) * 255) -> uint8, i.e. [127, 255] (LOMMA's postprocess)"
+        if p.extractor == "inception":
+            name, extra = extractor_details(p)
+            extractor = inception_extractor(fid_weights_path(p.weights), device)
+            fake = inception_features(fake_u8, extractor, device)
+            real = inception_features(real_u8, extractor, device)
+            details |= extra
+        else:
+            name, real, fake = _stand_in(inputs, p, to_float(real_u8), to_float(fake_u8), details)
+    else:
+        source = recon.unclamped if recon.unclamped is not None else recon.images
+        fake_px, real_px = minmax_png_roundtrip(source[keep]), to_float(real_u8)
+        n_fake, n_real = drop_remainder(len(fake_px)), drop_remainder(len(real_px))
+        fake_px, real_px = fake_px[:n_fake], real_px[:n_real]
+        details |= {"pixels": "min-max stretched 8-bit PNG (save_image(normalize=True))", "batch_remainder": "dropped"}
+        details |= {"n_fake_before_drop": int(keep.sum()), "n_real_before_drop": len(real_u8)}
+        if p.extractor == "inception":
+            path = torchvision_inception_path(p.torchvision_weights)
+            digest = file_sha256(path)
+            net = cached_network(f"torchvision:{path}", device, lambda: torchvision_inception(path))
+            fake, real = _float_features(fake_px, net, device), _float_features(real_px, net, device)
+            name = "fid" if digest.startswith(TORCHVISION_INCEPTION_SHA256) else "fd_inception"
+            details |= {
+                "extractor": "inception-v3 (torchvision ImageNet, pytorch-fid input transform)",
+                "weights": path.name,
+                "weights_sha256": digest,
+                "resize": "299, bilinear (align_corners=False), float input",
+            }
+        else:
+            name, real, fake = _stand_in(inputs, p, real_px, fake_px, details)
+    details |= {"n_fake": int(fake.shape[0]), "n_real": int(real.shape[0])}
+    details["rank_deficient"] = bool(min(fake.shape[0], real.shape[0]) <= real.shape[1]) if len(real) else True
+    if fake.shape[0] < 2:
+        if pipeline != "lomma" and fake.shape[0] == 0:
+            details["official_value"] = FID_MISSING  # PLG-MI's sentinel for "no successful reconstruction"
+        return Measurement(name, float("nan"), True, "distance", details)
+    return Measurement(name, frechet_distance_of_features(real, fake), True, "distance", details)
+
+
+def _stand_in(
+    inputs: MeasureInputs, p: FrechetParams, real: torch.Tensor, fake: torch.Tensor, details: dict
+) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The published pixels through a stand-in feature space (the evaluator or EfficientNet-Lite0)."""
+    name, extra = extractor_details(p)
+    details |= extra
+    if p.extractor == "evaluator":
+        return name, inputs.evaluator_pass(real)[0].double(), inputs.evaluator_pass(fake)[0].double()
+    net, _ = effnet_lite0_extractor(inputs.device)
+    return name, network_features(real, net, 224, inputs.device), network_features(fake, net, 224, inputs.device)

@@ -118,11 +118,13 @@ def prdc_naeem(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, 
     }
 
 
-def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
+def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3, density_over: str = "fakes") -> dict[str, float]:
     """The PPA/MIBench variant (spec §6.4): precision and recall test only the nearest neighbour's ball, with "<=".
 
     precision: fakes whose nearest real n has d(fake, n) <= radius_real(n); recall: the same with the roles swapped;
-    density: (1/k) mean over fakes of the number of real balls containing it; coverage: reals whose ball holds a fake.
+    density: (1/k) mean over fakes of the number of real balls containing it (Naeem's normalisation), or with
+    `density_over="reals"` the same count averaged over the reals, as PPA's and MIBench's code computes it (they
+    differ by n_fake / n_real); coverage: reals whose ball holds a fake.
     """
     real_radii, fake_radii = kth_neighbour_radii(real, k), kth_neighbour_radii(fake, k)
     d = pairwise_distances(real, fake)
@@ -133,7 +135,7 @@ def prdc_nearest(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str
     return {
         "precision": (d[nearest_real, cols] <= real_radii[nearest_real]).double().mean().item(),
         "recall": (d[rows, nearest_fake] <= fake_radii[nearest_fake]).double().mean().item(),
-        "density": (d <= real_radii[:, None]).sum(0).double().mean().item() / k,
+        "density": (d <= real_radii[:, None]).sum().item() / (k * d.shape[1 if density_over == "fakes" else 0]),
         "coverage": (d.min(1).values <= real_radii).double().mean().item(),
     }
 

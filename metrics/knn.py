@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import knn_distance
-from mibench.params import NoParams
+from mibench.metrics.published import protocol_details
+from mibench.params import Params
 from mibench.registry import METRICS
+
+
+class KNNParams(Params):
+    """The evaluation protocol (default: the suite's)."""
+
+    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 @METRICS.register
@@ -16,18 +25,22 @@ class KNNDistance(Metric):
     """Mean squared L2 distance in evaluator features to the nearest private training image of the same class.
 
     GMI (Zhang et al. CVPR 2020, Sec. 4.1); spec §6.2: squared distance, all reconstructions (failures included),
-    reconstructions resized to the evaluator's input, private images read at the evaluator's resolution.
+    reconstructions resized to the evaluator's input, private images read at the evaluator's resolution. Under the
+    `published` protocol the reconstructions reach the evaluator as the attack's official code feeds them (PLG-MI
+    family: the min-max 8-bit PNG round trip and kornia's align_corners=True resize; LOMMA: `low2high`).
     """
 
     name: ClassVar[str] = "knn-distance"
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer (GMI), CVPR 2020"
-    Params = NoParams
+    Params = KNNParams
     scope: ClassVar[str] = "attack"
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """KNN distance of the reconstructions."""
-        feats, _ = inputs.reconstruction_outputs()
+        protocol, pipeline = inputs.pipeline_for(self.params.protocol)
+        feats, _ = inputs.reconstruction_outputs() if pipeline is None else inputs.published_outputs("knn", pipeline)
         private_feats, _, private_labels = inputs.private_train_outputs()
         value = knn_distance(feats, inputs.reconstructions.labels, private_feats, private_labels)
         details = {"feature_space": "evaluator", "squared": True, "n": int(feats.shape[0])}
+        details |= protocol_details(protocol, pipeline)
         return [Measurement("knn_dist", value, True, "distance", details)]

@@ -17,6 +17,7 @@ from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
+from mibench.metrics.published import protocol_details
 from mibench.registry import METRICS
 
 
@@ -25,6 +26,7 @@ class PRDCParams(FeatureSpaceParams):
 
     variant: Literal["per_class", "naeem"] = "per_class"
     k: int | None = Field(None, ge=1)
+    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 @METRICS.register
@@ -43,7 +45,11 @@ class PRDC(Metric):
         _, _, real_labels = inputs.private_train_outputs()
         fake_labels = inputs.reconstructions.labels
         k = p.k or (3 if p.variant == "per_class" else 5)
-        details = {"variant": p.variant, "k": k, **extractor_details(p)[1]}
+        protocol, pipeline = inputs.pipeline_for(p.protocol)
+        # PPA's code averages the per-class density over the real images (published); Naeem's over the fakes.
+        density_over = "reals" if pipeline == "ppa" else "fakes"
+        details = {"variant": p.variant, "k": k, **extractor_details(p)[1], **protocol_details(protocol, pipeline)}
+        details["density_over"] = density_over
         if p.variant == "naeem":
             keep = torch.isin(real_labels, fake_labels.unique())
             values = prdc_naeem(real[keep], fake, k)
@@ -53,7 +59,7 @@ class PRDC(Metric):
             for c in fake_labels.unique():
                 r, f = real[real_labels == c], fake[fake_labels == c]
                 if min(len(r), len(f)) > k + 1:
-                    per_class.append(prdc_nearest(r, f, k))
+                    per_class.append(prdc_nearest(r, f, k, density_over))
             details["classes"] = len(per_class)
             if not per_class:
                 values = dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))

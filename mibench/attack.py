@@ -69,6 +69,8 @@ class Reconstructions:
         victims: For attacks that reconstruct given images from the target's outputs on them (the inversion
             network, Yang et al. 2019): N indices of the private image each one reconstructs, counting the private
             training set first and then the test set (`TargetOracle.victim_indices`).
+        unclamped: The generator's raw output before clamping to [0, 1], where the official evaluation feeds it to
+            the evaluation model (PLG-MI's tanh output; the `published` protocol reads it).
         failed: N flags of reconstructions the attack itself declares failed (BREP-MI's classes without an accepted
             radius expansion, which its official accuracy counts as misses); attack accuracy counts them as misses.
     """
@@ -80,6 +82,7 @@ class Reconstructions:
     stats: dict[str, float] = field(default_factory=dict)
     victims: torch.Tensor | None = None
     failed: torch.Tensor | None = None
+    unclamped: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -89,6 +92,8 @@ class Reconstructions:
             raise ValueError("Reconstructions need one victim index per image when victims are given")
         if self.failed is not None and self.failed.shape != (n,):
             raise ValueError("Reconstructions need one failure flag per image when failures are given")
+        if self.unclamped is not None and self.unclamped.shape != self.images.shape:
+            raise ValueError("Reconstructions' unclamped images must have the shape of the images")
 
     def save(self, path: Path) -> None:
         """Write to a tensor file (loadable with weights_only=True)."""
@@ -101,6 +106,7 @@ class Reconstructions:
                 "stats": dict(self.stats),
                 "victims": None if self.victims is None else self.victims.cpu(),
                 "failed": None if self.failed is None else self.failed.cpu(),
+                "unclamped": None if self.unclamped is None else self.unclamped.cpu(),
             },
             path,
         )
@@ -110,7 +116,14 @@ class Reconstructions:
         """Read what `save` wrote."""
         d = torch.load(path, map_location="cpu", weights_only=True)
         return cls(
-            d["images"], d["labels"], d["restarts"], d["latents"], d["stats"], d.get("victims"), d.get("failed")
+            d["images"],
+            d["labels"],
+            d["restarts"],
+            d["latents"],
+            d["stats"],
+            d.get("victims"),
+            d.get("failed"),
+            d.get("unclamped"),
         )
 
 
@@ -130,6 +143,9 @@ class Attack(ABC):
     # Attacks that reconstruct private images from the target's outputs on them (Yang et al.'s inversion network)
     # observe those outputs through `oracle.victim_probabilities`.
     observes_victims: ClassVar[bool] = False
+    # The official metric pipeline behind the paper's rows for this attack (`protocol: published`, see
+    # mibench.metrics.published.PIPELINES); None: no published pipeline, measured as `standard`.
+    published_pipeline: ClassVar[str | None] = None
 
     def __init__(self, params: Params):
         self.params = params

@@ -56,6 +56,8 @@ class MeasureInputs:
         target_extras: Defense state saved with the target (e.g. Trap-MID's triggers), for defense-aware metrics.
         evaluation_images: What the evaluator sees in place of the resized reconstructions, when the attack renders
             its own at the evaluator's resolution (PPA's fresh renders); same order as the reconstructions.
+        protocol: The suite's evaluation protocol, "standard" or "published" (metrics may override it).
+        pipeline: The attack's published pipeline (`Attack.published_pipeline`), None when it has none.
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class MeasureInputs:
         batch_size: int = 256,
         target_extras: dict[str, torch.Tensor] | None = None,
         evaluation_images: torch.Tensor | None = None,
+        protocol: str = "standard",
+        pipeline: str | None = None,
     ):
         self.target = target
         self.evaluator = evaluator
@@ -84,6 +88,8 @@ class MeasureInputs:
         self.batch_size = batch_size
         self.target_extras = target_extras or {}
         self.evaluation_images = evaluation_images
+        self.protocol = protocol
+        self.pipeline = pipeline
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -97,15 +103,31 @@ class MeasureInputs:
         """The evaluator's input resolution (a side, or height and width)."""
         return self.eval_data.image_size
 
+    def pipeline_for(self, override: str | None) -> tuple[str, str | None]:
+        """(protocol, published pipeline or None) for a metric whose own `protocol` parameter is `override`.
+
+        Under `published` an attack without a published pipeline is measured as `standard` (pipeline None).
+        """
+        protocol = override or self.protocol
+        if protocol == "published" and self.pipeline is not None and self.reconstructions is not None:
+            return protocol, self.pipeline
+        return protocol, None
+
     @torch.no_grad()
-    def evaluator_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Evaluator (features, logits) of float [0, 1] images at any resolution, resized to the evaluator's."""
+    def evaluator_pass(
+        self, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluator (features, logits) of float images, resized to the evaluator's input (or through `transform`)."""
         feats, logits = [], []
         for idx in iterate_batches(images.shape[0], self.batch_size):
-            x = resize_images(images[idx].to(self.device), self.eval_size)
+            batch = images[idx]
+            x = resize_images(batch.to(self.device), self.eval_size) if transform is None else transform(batch)
+            x = x.to(self.device)
             out = self.evaluator(x)
             feats.append(out.features.float().cpu())
             logits.append(out.logits.float().cpu())
+        if not feats:  # no images (e.g. no successful reconstruction): empty outputs
+            return torch.empty(0, 0), torch.empty(0, 0)
         return torch.cat(feats), torch.cat(logits)
 
     def reconstruction_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,9 +136,33 @@ class MeasureInputs:
         images = self.reconstructions.images if self.evaluation_images is None else self.evaluation_images
         return self.memo("recon", lambda: self.evaluator_pass(images))
 
-    def successful(self, k: int = 1) -> torch.Tensor:
-        """Per reconstruction: the evaluator's top-k contains its class and the attack did not declare it failed."""
-        _, logits = self.reconstruction_outputs()
+    def published_outputs(self, purpose: str, pipeline: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluator features and logits of the reconstructions as a published pipeline feeds them (memoised).
+
+        `purpose` "evaluator": the input behind AA (PLG-MI: kornia resize of the unclamped output; GMI/KED-MI/LOMMA:
+        `low2high`); "knn": the input behind the KNN distance (PLG-MI family: the min-max 8-bit PNG round trip,
+        then kornia resize). PPA's evaluator input is its fresh render in every protocol.
+        """
+        from mibench.metrics import published
+
+        assert self.reconstructions is not None, "attack-scope metric called without reconstructions"
+        if pipeline == "ppa" or (self.evaluation_images is not None and purpose == "evaluator"):
+            return self.reconstruction_outputs()
+        images = self.reconstructions.images
+        if purpose == "evaluator" and pipeline == "plgmi" and self.reconstructions.unclamped is not None:
+            images = self.reconstructions.unclamped
+        pick = published.evaluator_input if purpose == "evaluator" else published.knn_input
+        size = self.eval_size
+        return self.memo(
+            f"published/{purpose}/{pipeline}", lambda: self.evaluator_pass(images, lambda x: pick(x, pipeline, size))
+        )
+
+    def successful(self, k: int = 1, pipeline: str | None = None) -> torch.Tensor:
+        """Per reconstruction: the evaluator's top-k contains its class and the attack did not declare it failed.
+
+        With a published `pipeline`, the evaluator sees the reconstructions as that pipeline feeds them.
+        """
+        _, logits = self.reconstruction_outputs() if pipeline is None else self.published_outputs("evaluator", pipeline)
         hit = topk_correct(logits, self.reconstructions.labels, k)
         if self.reconstructions.failed is not None:
             hit = hit & ~self.reconstructions.failed.to(hit.device)

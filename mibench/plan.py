@@ -251,7 +251,14 @@ def _plan_attack(
         m = plan.add(
             _job(
                 "measure",
-                {"metrics": attack_metrics, "invert": invert.key, "classes": classes, **common},
+                {
+                    "metrics": attack_metrics,
+                    "invert": invert.key,
+                    "classes": classes,
+                    "protocol": rs.suite.protocol,
+                    "pipeline": attack.cls.published_pipeline,
+                    **common,
+                },
                 (invert.id, target.id, f"evaluator/{common['evaluator']}"),
                 f"measure {attack.label} on {defense.label} seed={seed}",
                 runtime,

@@ -350,6 +350,8 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
         device=ws.device,
         target_extras=load_state(ws.store.path("target", p["target"]) / "extras.pt"),
         evaluation_images=rendered,
+        protocol=p.get("protocol", "standard"),
+        pipeline=p.get("pipeline"),
     )
     start = time.perf_counter()
     values: list[Measurement] = []

@@ -243,6 +243,11 @@ class Suite(Params):
     evaluator: ModelSpec
     defenses: list[DefenseSpec] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(default_factory=list)
+    protocol: Literal["standard", "published"] = Field(
+        "standard",
+        description="metric pipelines: standard (mibench's clean one) or published (each attack's official code, "
+        "quirks included, for comparison with papers); metrics may override it",
+    )
     attack_budget: float = Field(
         1.0, gt=0, le=1, description="scales every attack's iteration counts (smoke runs); 1 = the papers' budgets"
     )

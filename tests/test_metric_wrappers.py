@@ -13,7 +13,7 @@ from mibench.metric import MeasureInputs
 from mibench.metrics.attack_accuracy import AttackAccuracy, AttackAccuracyParams
 from mibench.metrics.frechet import FrechetDistance, FrechetParams
 from mibench.metrics.functional import frechet_distance_of_features, knn_distance, prdc_naeem
-from mibench.metrics.knn import KNNDistance
+from mibench.metrics.knn import KNNDistance, KNNParams
 from mibench.metrics.prdc import PRDC, PRDCParams
 from mibench.metrics.utility import TargetAccuracy
 from mibench.models.base import ClassifierOutput
@@ -82,7 +82,7 @@ def test_attack_accuracy_counts_failed_reconstructions_as_misses(inputs):
 
 
 def test_knn_distance_uses_evaluator_features_of_same_class(inputs):
-    (m,) = KNNDistance(NoParams()).compute(inputs, RunContext())
+    (m,) = KNNDistance(KNNParams()).compute(inputs, RunContext())
     recon = inputs.reconstructions
     feats = nn.functional.interpolate(recon.images, size=(4, 4), mode="bilinear").flatten(1)[:, :6]
     private = to_float(inputs.eval_data.private_train.images).flatten(1)[:, :6]
