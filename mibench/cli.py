@@ -87,7 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         const=0,
         metavar="TABLE",
-        help="put the Trap-MID paper's published values beside ours (table number; default: the layout's)",
+        help="put the Trap-MID paper's published values beside ours (table number; default: the layout's); refused "
+        "when the run's setting differs from the table's",
+    )
+    report.add_argument(
+        "--compare-anyway",
+        action="store_true",
+        help="with --compare-paper: compare although the setting differs (the caption names the differences)",
     )
 
     figures = sub.add_parser("figures", help="trade-off plot (PNG, PDF) and reconstruction grids of a run")
@@ -193,21 +199,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a run's records as a table."""
+    from mibench.compare import setting_differences, with_paper_columns
     from mibench.report import (
         build_table,
         load_run_records,
         render_csv,
         render_latex,
         render_markdown,
-        with_paper_columns,
     )
     from mibench.runner import load_plan_info
 
     records = load_run_records(args.run_dir)
     fmt = args.format or "markdown"
-    layout, caption, architecture = args.layout, None, None
+    layout, caption, architecture, suite = args.layout, None, None, None
     if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():
-        report_spec = load_plan_info(args.run_dir)["suite"].get("report", {})
+        suite = load_plan_info(args.run_dir)["suite"]
+        report_spec = suite.get("report", {})
         layout = layout or report_spec.get("layout")
         caption = report_spec.get("caption")
         architecture = report_spec.get("paper_architecture")
@@ -220,7 +227,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         table = build_table(records, layout, caption)
         if args.compare_paper is not None:
             number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
-            table = with_paper_columns(table, number, architecture=architecture)
+            if suite is None:
+                raise MibenchError(f"{args.run_dir}: --compare-paper needs a run folder (its plan.json has the suite)")
+            differences = setting_differences(suite, number, architecture=architecture)
+            if differences and not args.compare_anyway:
+                raise MibenchError(
+                    f"--compare-paper: the run's setting differs from the paper's Table {number}: "
+                    f"{'; '.join(differences)} (--compare-anyway compares regardless and says so in the caption)"
+                )
+            table = with_paper_columns(
+                table, number, architecture=architecture, records=records, differences=differences
+            )
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
     if args.out:
         args.out.write_text(text)

@@ -7,10 +7,9 @@ records carry (the defender's). Reports never recompute anything: they read `rec
 
 from __future__ import annotations
 
-import csv
 import io
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +74,9 @@ for _number in (2, 4, 5, 6, 7, 8, 10, 12, 13, 14, 15, 16, 17):
     LAYOUTS[f"table{_number}"] = LAYOUTS["table1"]
 LAYOUTS["table19"] = (*LAYOUTS["table1"][:3], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][3:])
 LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))
+
+# Columns whose values depend on the evaluation protocol (standard or published pipelines).
+PROTOCOL_METRICS = {"aa1", "aa5", "knn_dist", "fid", "precision", "recall", "density", "coverage"}
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
 STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception", "fd_effnet_lite0": "FD-EffNetLite0"}
@@ -189,6 +191,12 @@ def _mark_best(rows: list[tuple[str, list[Cell]]], header: list[HeaderCell]) -> 
                 cells[j] = Cell(cells[j].mean, cells[j].std, cells[j].n, cells[j].unit, bold=True)
 
 
+def method_key(label: str) -> str:
+    """Labels compared loosely: case, spaces and punctuation ignored; '-' and '' mean no defense."""
+    key = re.sub(r"[^a-z0-9+]", "", label.lower())
+    return key or "none"
+
+
 def extreme_runs(records: list[Record], by: str = "aa1", worst_for: tuple[str, ...] = ("trapmid",)) -> list[Record]:
     """Trap-MID Table 10's selection: per attack, each baseline's best run against Trap-MID's worst run.
 
@@ -200,7 +208,7 @@ def extreme_runs(records: list[Record], by: str = "aa1", worst_for: tuple[str, .
     out = [r for r in records if r.defense is None]
     pairs = dict.fromkeys((r.attack, r.defense) for r in records if r.attack is not None and r.defense is not None)
     for attack, defense in pairs:
-        if _method_key(defense) == "none":
+        if method_key(defense) == "none":
             continue
         runs = {
             r.seed: r.value
@@ -209,7 +217,7 @@ def extreme_runs(records: list[Record], by: str = "aa1", worst_for: tuple[str, .
         }
         if not runs:
             continue
-        worst = _method_key(defense) in worst_for
+        worst = method_key(defense) in worst_for
         seed = (max if worst else min)(runs, key=runs.__getitem__)
         label = f"{defense} ({'worst' if worst else 'best'} run)"
         out += [
@@ -242,10 +250,10 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
     header, keys = [], []
     for col in LAYOUTS[layout]:
         metric = next((m for m in col.metrics if m in present), None)
-        direction = None
-        if metric is not None:
-            direction = summary[summary.metric == metric]["higher_is_better"].iloc[0]
-            direction = None if pd.isna(direction) else bool(direction)
+        if metric is None:  # nothing in the run fills this column: leave it out rather than print it empty
+            continue
+        direction = summary[summary.metric == metric]["higher_is_better"].iloc[0]
+        direction = None if pd.isna(direction) else bool(direction)
         header.append(HeaderCell(STAND_IN_LABELS.get(metric, col.label), metric, direction))
         keys.append(metric)
 
@@ -270,93 +278,20 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
     return Table(header, blocks, _caption(records, keys, caption_prefix), f"tab:{suite}-{layout}")
 
 
-# Published values (Trap-MID, NeurIPS 2024, Tables 1-20), one row per (table, attack, defense, metric): the project's
-# copy of specs/paper-results.csv. Accuracies are in percent there.
-PAPER_RESULTS = Path(__file__).parent / "reference" / "paper_results.csv"
-PERCENT_METRICS = {"acc", "aa1", "aa5", "precision", "recall", "coverage", "nn_private_pct", "nn_public_pct"}
-# Our metric -> (the paper CSV's metric, factor from the paper's unit to ours).
-PAPER_METRIC = {
-    "nn_private_share": ("nn_private_pct", 1.0),
-    "train_time_s": ("train_time_min", 60.0),
-    "initial_rounds": ("init_iterations", 1.0),
-}
-
-
-def _method_key(label: str) -> str:
-    """Labels compared loosely: case, spaces and punctuation ignored; '-' and '' mean no defense."""
-    key = re.sub(r"[^a-z0-9+]", "", label.lower())
-    return key or "none"
-
-
-def paper_values(
-    table_number: int, path: Path = PAPER_RESULTS, architecture: str | None = None
-) -> dict[tuple[str, str, str], Cell]:
-    """{(attack key, defense key, metric): published mean ± std} of one paper table.
-
-    A row with a variant (an ablation's setting) is keyed by defense and variant together, so that a defense labelled
-    "Trap-MID (alpha=0.03)" or "TeD alpha=0.1" meets the paper's "Trap-MID" / "alpha=0.03" row; `default` (Table 19's
-    Trap-MID with default settings) also stands for the plain label. With `architecture`, only that target's rows
-    (labels compared loosely).
-    """
-    out: dict[tuple[str, str, str], Cell] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["table"] != str(table_number) or not row["mean"] or "?" in row["variant"]:
-                continue
-            if architecture and _method_key(row["architecture"]) != _method_key(architecture):
-                continue
-            scale = 0.01 if row["metric"] in PERCENT_METRICS else 1.0
-            unit = "fraction" if row["metric"] in PERCENT_METRICS else "score"
-            std = float(row["std"]) * scale if row["std"] else None
-            cell = Cell(float(row["mean"]) * scale, std, 5, unit)
-            defenses = [row["defense"] + row["variant"]] + ([row["defense"]] if row["variant"] == "default" else [])
-            for defense in defenses:
-                out[_method_key(row["attack"]), _method_key(defense), row["metric"]] = cell
-    if not out:
-        which = f" for architecture {architecture!r}" if architecture else ""
-        raise ValueError(f"the paper has no results table {table_number}{which} in {path}")
-    return out
-
-
-def with_paper_columns(
-    table: Table, table_number: int, path: Path = PAPER_RESULTS, architecture: str | None = None
-) -> Table:
-    """`table` with a "(paper)" column after each metric the paper's table reports.
-
-    Cells are filled where attack, defense and metric match (labels compared loosely). Only identical metrics are
-    paired: FD-eval is never set beside FID.
-    """
-    published = paper_values(table_number, path, architecture)
-    for ours, (theirs, factor) in PAPER_METRIC.items():  # the paper's names and units for our metrics
-        for (a, d, m), cell in list(published.items()):
-            if m == theirs:
-                std = None if cell.std is None else cell.std * factor
-                published[a, d, ours] = Cell(cell.mean * factor, std, cell.n, cell.unit)
-    metrics = {m for _, _, m in published}
-    pairs = [(i, h) for i, h in enumerate(table.header) if h.metric in metrics]
-    header = []
-    for i, h in enumerate(table.header):
-        header.append(h)
-        if any(i == j for j, _ in pairs):
-            header.append(HeaderCell(f"{h.label} (paper)", None, None))
-    blocks = []
-    for attack, rows in table.blocks:
-        new_rows = []
-        for defense, cells in rows:
-            new_cells = []
-            for i, cell in enumerate(cells):
-                new_cells.append(cell)
-                if any(i == j for j, _ in pairs):
-                    key = (_method_key(attack), _method_key(defense), table.header[i].metric)
-                    paper = published.get(key)
-                    new_cells.append(replace(paper, bold=False) if paper else Cell(None, None, 0, "score"))
-            new_rows.append((defense, new_cells))
-        blocks.append((attack, new_rows))
-    note = (
-        f"(paper): published values of Trap-MID (Liu & Chen, NeurIPS 2024) Table {table_number}, mean ± std over "
-        "5 runs; bold compares our rows only"
-    )
-    return Table(header, blocks, f"{table.caption[:-1]}. {note}.", table.label)
+def _protocol_notes(records: list[Record], keys: list[str | None]) -> list[str]:
+    """Which evaluation protocol the table's AA/KNN/FID/PRDC columns show."""
+    followed = {
+        str(r.details.get("protocol", "standard"))
+        for r in records
+        if r.metric in keys and r.metric in PROTOCOL_METRICS and r.attack
+    }
+    if not followed:
+        return []
+    if followed == {"published"}:
+        return ["Evaluation protocol: published (each attack's official metric pipeline; see the records' pipeline)"]
+    if followed == {"standard"}:
+        return ["Evaluation protocol: standard (mibench's clean metric pipeline, not the papers' own code)"]
+    return ["Evaluation protocol: mixed standard and published (see each record's details)"]
 
 
 def _capped_walk_notes(records: list[Record]) -> list[str]:
@@ -394,6 +329,7 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
             "(BREP-MI's code prints the 0-based round index)"
         )
     parts += _capped_walk_notes(records)
+    parts += _protocol_notes(records, keys)
     parts.append("Best per attack in bold; arrows give the better direction for the defender")
     return ". ".join(parts) + "."
 

@@ -77,32 +77,32 @@ def test_summary_is_mean_and_sample_std(records):
 
 def test_table_bolds_best_by_direction(records):
     table = build_table(records)
-    assert [h.label for h in table.header] == ["Acc", "AA-1", "AA-5", "KNN Dist", "FD-eval"]
-    assert [h.arrow for h in table.header] == ["↑", "↓", "", "↑", "↑"]
+    # No AA-5 record anywhere in the run: the column is left out, not printed empty.
+    assert [h.label for h in table.header] == ["Acc", "AA-1", "KNN Dist", "FD-eval"]
+    assert [h.arrow for h in table.header] == ["↑", "↓", "↑", "↑"]
     gmi_rows = dict(table.blocks[0][1])
     assert gmi_rows["-"][0].bold and not gmi_rows["Trap_MID"][0].bold  # accuracy: higher wins
     assert gmi_rows["Trap_MID"][1].bold and not gmi_rows["-"][1].bold  # attack accuracy: lower wins
-    assert gmi_rows["Trap_MID"][3].bold  # KNN distance: higher wins
-    assert gmi_rows["-"][4].bold and gmi_rows["Trap_MID"][4].bold  # a tie is bold on both rows
-    assert gmi_rows["-"][2].text() == "–"  # no AA-5 records
+    assert gmi_rows["Trap_MID"][2].bold  # KNN distance: higher wins
+    assert gmi_rows["-"][3].bold and gmi_rows["Trap_MID"][3].bold  # a tie is bold on both rows
     plg_rows = dict(table.blocks[1][1])
-    assert plg_rows["Trap_MID"][4].text() == "–" and plg_rows["-"][4].bold  # undefined values never win
+    assert plg_rows["Trap_MID"][3].text() == "–" and plg_rows["-"][3].bold  # undefined values never win
 
 
 GOLDEN_LATEX = r"""% Requires \usepackage{booktabs} and \usepackage{multirow}.
 \begin{table}[t]
   \centering
-  \caption{Mean $\pm$ std (sample std, ddof=1) over 2 seeds. AA-1/AA-5 by the evaluation model facenet (95.88\% test accuracy). 1500 reconstructions per attack. KNN Dist: squared L2 in evaluation-model features to the nearest private image. FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID. Best per attack in bold; arrows give the better direction for the defender.}
+  \caption{Mean $\pm$ std (sample std, ddof=1) over 2 seeds. AA-1/AA-5 by the evaluation model facenet (95.88\% test accuracy). 1500 reconstructions per attack. KNN Dist: squared L2 in evaluation-model features to the nearest private image. FD-eval is the Fréchet distance on evaluation-model features, not Inception-v3 FID. Evaluation protocol: standard (mibench's clean metric pipeline, not the papers' own code). Best per attack in bold; arrows give the better direction for the defender.}
   \label{tab:golden-table1}
-  \begin{tabular}{llccccc}
+  \begin{tabular}{llcccc}
     \toprule
-    Attack & Defense & Acc $\uparrow$ & AA-1 $\downarrow$ & AA-5 & KNN Dist $\uparrow$ & FD-eval $\uparrow$ \\
+    Attack & Defense & Acc $\uparrow$ & AA-1 $\downarrow$ & KNN Dist $\uparrow$ & FD-eval $\uparrow$ \\
     \midrule
-    \multirow{2}{*}{GMI} & - & \textbf{87.00 $\pm$ 1.41} & 15.00 $\pm$ 1.41 & – & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
-     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{3.00 $\pm$ 1.41} & – & \textbf{1550.00 $\pm$ 70.71} & \textbf{30.50 $\pm$ 0.71} \\
+    \multirow{2}{*}{GMI} & - & \textbf{87.00 $\pm$ 1.41} & 15.00 $\pm$ 1.41 & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
+     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{3.00 $\pm$ 1.41} & \textbf{1550.00 $\pm$ 70.71} & \textbf{30.50 $\pm$ 0.71} \\
     \midrule
-    \multirow{2}{*}{PLG-MI} & - & \textbf{87.00 $\pm$ 1.41} & 91.00 $\pm$ 1.41 & – & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
-     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{15.00 $\pm$ 7.07} & – & \textbf{1550.00 $\pm$ 70.71} & – \\
+    \multirow{2}{*}{PLG-MI} & - & \textbf{87.00 $\pm$ 1.41} & 91.00 $\pm$ 1.41 & 1050.00 $\pm$ 70.71 & \textbf{30.50 $\pm$ 0.71} \\
+     & Trap\_MID & 81.00 $\pm$ 1.41 & \textbf{15.00 $\pm$ 7.07} & \textbf{1550.00 $\pm$ 70.71} & – \\
     \bottomrule
   \end{tabular}
 \end{table}
@@ -117,9 +117,9 @@ def test_markdown_layout(records):
     md = render_markdown(build_table(records))
     lines = md.splitlines()
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[:6]]
-    assert cells[0] == ["Attack", "Defense", "Acc ↑", "AA-1 ↓", "AA-5", "KNN Dist ↑", "FD-eval ↑"]
+    assert cells[0] == ["Attack", "Defense", "Acc ↑", "AA-1 ↓", "KNN Dist ↑", "FD-eval ↑"]
     assert set(lines[1]) <= {"|", "-"}
-    assert cells[2] == ["GMI", "-", "**87.00 ± 1.41**", "15.00 ± 1.41", "–", "1050.00 ± 70.71", "**30.50 ± 0.71**"]
+    assert cells[2] == ["GMI", "-", "**87.00 ± 1.41**", "15.00 ± 1.41", "1050.00 ± 70.71", "**30.50 ± 0.71**"]
     assert cells[3][:4] == ["", "Trap_MID", "81.00 ± 1.41", "**3.00 ± 1.41**"]
     assert cells[4][:2] == ["PLG-MI", "-"]
     assert "Mean ± std (sample std, ddof=1) over 2 seeds" in md
@@ -165,7 +165,7 @@ def test_latex_compiles(records, tmp_path):
 
 
 def test_compare_paper_puts_published_values_beside_ours(records, tmp_path):
-    from mibench.report import paper_values, with_paper_columns
+    from mibench.compare import paper_values, with_paper_columns
 
     published = paper_values(1)
     # Trap-MID Table 1 (spec paper-results.csv): GMI on the undefended VGG16, AA-1 14.29 ± 0.63 (percent)
@@ -186,17 +186,64 @@ def test_compare_paper_puts_published_values_beside_ours(records, tmp_path):
         paper_values(99)
 
 
-def test_report_cli_compare_paper(records, tmp_path, capsys):
+PAPER_SETTING = {
+    "data": {"dataset": "celeba", "image_size": 64, "params": {}},
+    "target": {"architecture": "vgg16"},
+    "attacked_classes": 300,
+}
+MINI_SETTING = {
+    "data": {"dataset": "mnist", "image_size": 32, "params": {}},
+    "target": {"architecture": "tiny-cnn"},
+    "attacked_classes": 5,
+}
+
+
+def _run_folder(path, records, suite, protocol=None):
+    import json
+
+    path.mkdir()
+    if protocol:
+        records = [
+            r.model_copy(update={"details": {**r.details, "protocol": protocol, "pipeline": "plgmi-baselines"}})
+            for r in records
+        ]
+    write_records(path / "records.jsonl", records)
+    (path / "plan.json").write_text(json.dumps({"suite": suite}))
+    return path
+
+
+def test_report_cli_compare_paper_pairs_only_published_measurements(records, tmp_path, capsys):
     from mibench.cli import main
 
-    write_records(tmp_path / "records.jsonl", records)
-    assert main(["report", str(tmp_path / "records.jsonl"), "--compare-paper", "--latex"]) == 0
+    published = _run_folder(tmp_path / "published", records, PAPER_SETTING, protocol="published")
+    assert main(["report", str(published), "--compare-paper", "--latex"]) == 0
     out = capsys.readouterr().out
-    assert "AA-1 (paper)" in out and "14.29 $\\pm$ 0.63" in out
+    assert "AA-1 (paper)" in out and "14.29 $\\pm$ 0.63" in out and "Evaluation protocol: published" in out
+    standard = _run_folder(tmp_path / "standard", records, PAPER_SETTING)
+    assert main(["report", str(standard), "--compare-paper", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    gmi_none = next(line for line in out.splitlines() if line.startswith("| GMI"))
+    assert "14.29 ± 0.63" not in gmi_none and "86.21 ± 0.91" in gmi_none  # AA withheld; accuracy still paired
+    assert "AA-1 (paper) left empty for GMI, PLG-MI: measured with the standard protocol" in out
+
+
+def test_report_cli_compare_paper_refuses_another_setting(records, tmp_path, capsys):
+    from mibench.cli import main
+
+    mini = _run_folder(tmp_path / "mini", records, MINI_SETTING, protocol="published")
+    assert main(["report", str(mini), "--compare-paper", "--markdown"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "differs from the paper's Table 1" in err
+    for named in ("private data: mnist at 32", "target architecture: tiny-cnn", "private identities: 5",
+                  "attacked identities: 5 (paper: 300)"):  # fmt: skip
+        assert named in err
+    assert main(["report", str(mini), "--compare-paper", "--compare-anyway", "--markdown"]) == 0
+    assert "Compared anyway although the setting differs from the paper's: private data: mnist" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "mini" / "records.jsonl"), "--compare-paper", "--markdown"]) == 2
 
 
 def test_table9_layout_is_one_block_and_compares_paper_minutes_as_seconds(records):
-    from mibench.report import paper_values, with_paper_columns
+    from mibench.compare import paper_values, with_paper_columns
 
     table = build_table(records, "table9")
     assert [h.label for h in table.header] == ["Acc", "Training time (s)"]
@@ -214,7 +261,8 @@ def test_unknown_layout_lists_the_allowed_ones(records):
 
 
 def test_multi_model_tables_compare_one_architecture():
-    from mibench.report import LAYOUTS, paper_values
+    from mibench.compare import paper_values
+    from mibench.report import LAYOUTS
 
     # Trap-MID Table 19 (spec paper-results.csv): undefended PPA AA-1 is 80.61% on ResNet-152, 82.96% on ResNeSt-101;
     # Trap-MID's "default" row stands for the plain label.
@@ -238,7 +286,7 @@ def test_the_fid_column_names_what_filled_it(records, metric, label):
 
 
 def test_ablation_rows_are_matched_by_defense_and_variant():
-    from mibench.report import paper_values
+    from mibench.compare import paper_values
 
     # Trap-MID Table 7 (spec paper-results.csv): the blend-ratio rows are "Trap-MID" with variants "alpha=...";
     # Table 5's TeD rows carry "alpha=0.1" / "alpha=0.2"; Table 6's ablation steps are variants too.
