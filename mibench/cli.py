@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
     report = sub.add_parser("report", help="tables from a run folder's records")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=Path, nargs="?", help="a run folder (default: the newest under --root)")
+    report.add_argument("--root", type=Path, default=Path("results"), help="where runs are looked for (results/)")
+    report.add_argument("--list", action="store_true", help="list the runs under --root and stop")
+    report.add_argument(
+        "--stats", action="store_true", help="mark significant differences (Welch, Holm) and list every comparison"
+    )
+    report.add_argument("--strict", action="store_true", help="fail when a cell covers fewer seeds than planned")
     fmt = report.add_mutually_exclusive_group()
     for name in FORMATS:
         fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name)
@@ -203,12 +210,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mibench.report import (
         build_table,
         load_run_records,
+        partial_cells,
         render_csv,
         render_latex,
         render_markdown,
     )
-    from mibench.runner import load_plan_info
+    from mibench.runner import load_plan_info, run_folders
+    from mibench.stats import annotate_significance, comparisons_text
 
+    if args.list:
+        sys.stdout.write(runs_listing(run_folders(args.root)))
+        return 0
+    if args.run_dir is None:
+        folders = run_folders(args.root)
+        if not folders:
+            raise MibenchError(f"no run folders under {args.root}/: give RUN_DIR, or run `mibench run SUITE` first")
+        args.run_dir = folders[0]
+        print(f"mibench: reporting the newest run, {args.run_dir}", file=sys.stderr)
     records = load_run_records(args.run_dir)
     fmt = args.format or "markdown"
     layout, caption, architecture, suite = args.layout, None, None, None
@@ -219,12 +237,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         caption = report_spec.get("caption")
         architecture = report_spec.get("paper_architecture")
     layout = layout or "table1"
+    planned = len(suite.get("seeds", [])) or None if suite else None
     if fmt == "csv":
         if args.compare_paper is not None:
             raise MibenchError("--compare-paper renders a table: use --latex or --markdown")
-        text = render_csv(records)
+        text = render_csv(records, planned)
     else:
-        table = build_table(records, layout, caption)
+        table = build_table(records, layout, caption, planned_seeds=planned)
+        short = partial_cells(table)
+        if short:
+            listing = "; ".join(short)
+            if args.strict:
+                raise MibenchError(f"cells over fewer seeds than planned (--strict): {listing}")
+            print(f"mibench: warning: cells over fewer seeds than planned: {listing}", file=sys.stderr)
+        comparisons = []
+        if args.stats:
+            table, comparisons = annotate_significance(table, records)
         if args.compare_paper is not None:
             number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
             if suite is None:
@@ -239,11 +267,34 @@ def cmd_report(args: argparse.Namespace) -> int:
                 table, number, architecture=architecture, records=records, differences=differences
             )
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
+        if args.stats:
+            text += "\n" + comparisons_text(comparisons)
     if args.out:
         args.out.write_text(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def runs_listing(folders: list[Path]) -> str:
+    """One line per run folder: path, suite, date, seeds, jobs finished and failed."""
+    import json
+
+    lines = []
+    for folder in folders:
+        try:
+            plan = json.loads((folder / "plan.json").read_text())
+        except (OSError, ValueError):
+            lines.append(f"{folder}  (unreadable plan.json)")
+            continue
+        suite = plan.get("suite", {})
+        jobs, failed = len(plan.get("jobs", [])), len(plan.get("failed", {})) + len(plan.get("skipped", {}))
+        date = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / "plan.json").stat().st_mtime))
+        lines.append(
+            f"{folder}  suite {suite.get('name')}  {date}  seeds {suite.get('seeds')}  "
+            f"jobs {jobs - failed}/{jobs} finished, {failed} failed or skipped"
+        )
+    return "\n".join(lines or ["no runs"]) + "\n"
 
 
 def cmd_figures(args: argparse.Namespace) -> int:

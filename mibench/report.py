@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -96,16 +96,21 @@ class Cell:
     n: int
     unit: str
     bold: bool = False
+    planned: int | None = None  # seeds planned, when more than the n this cell holds
+    mark: str = ""  # significance marks († / ‡, `mibench report --stats`)
 
     def text(self, decimals: int = 2) -> str:
-        """The cell text "mean ± std" (fractions as percentages)."""
+        """The cell text "mean ± std" (fractions as percentages), its marks, and "(n=k/N)" over too few seeds."""
         if self.mean is None:
             return "–"
         scale = 100.0 if self.unit == "fraction" else 1.0
-        mean = f"{self.mean * scale:.{decimals}f}"
-        if self.std is None or self.n < 2:
-            return mean
-        return f"{mean} ± {self.std * scale:.{decimals}f}"
+        text = f"{self.mean * scale:.{decimals}f}"
+        if self.std is not None and self.n >= 2:
+            text = f"{text} ± {self.std * scale:.{decimals}f}"
+        text += self.mark
+        if self.planned is not None and self.n < self.planned:
+            text += f" (n={self.n}/{self.planned})"
+        return text
 
     def rounded(self, decimals: int = 2) -> float | None:
         """The mean as displayed, for comparisons a reader can check."""
@@ -237,8 +242,13 @@ RECORD_SELECTIONS = {
 }
 
 
-def build_table(records: list[Record], layout: str = "table1", caption_prefix: str | None = None) -> Table:
-    """Lay out `records` (see module docstring)."""
+def build_table(
+    records: list[Record], layout: str = "table1", caption_prefix: str | None = None, planned_seeds: int | None = None
+) -> Table:
+    """Lay out `records` (see module docstring).
+
+    A cell over fewer seeds than `planned_seeds` (default: the most any cell of the table has) shows "(n=k/N)".
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown report layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
     if layout in RECORD_SELECTIONS:
@@ -274,8 +284,47 @@ def build_table(records: list[Record], layout: str = "table1", caption_prefix: s
                 rows.append((defense, cells))
         _mark_best(rows, header)
         blocks.append((attack, rows))
+    partial = _flag_partial_seeds(blocks, planned_seeds)
+    caption = _caption(records, keys, caption_prefix)
+    if partial:
+        note = f"(n=k/{partial}): mean over only k of the {partial} planned seeds (failed or missing jobs)"
+        caption = f"{caption[:-1]}. {note}."
     suite = records[0].suite if records else "suite"
-    return Table(header, blocks, _caption(records, keys, caption_prefix), f"tab:{suite}-{layout}")
+    return Table(header, blocks, caption, f"tab:{suite}-{layout}")
+
+
+def _flag_partial_seeds(blocks: list[tuple[str, list[tuple[str, list[Cell]]]]], planned: int | None) -> int | None:
+    """Mark cells holding fewer seeds than planned; returns the planned count when any cell is short."""
+    counts = [c.n for _, rows in blocks for _, cells in rows for c in cells if c.mean is not None]
+    planned = planned or max(counts, default=0)
+    short = False
+    for _, rows in blocks:
+        for i, (defense, cells) in enumerate(rows):
+            flagged = [replace(c, planned=planned) if c.mean is not None and c.n < planned else c for c in cells]
+            short |= flagged != cells
+            rows[i] = (defense, flagged)
+    return planned if short else None
+
+
+def partial_cells(table: Table) -> list[str]:
+    """'attack / defense / column: n=k/N' for every cell over fewer seeds than planned (for warnings)."""
+    return [
+        f"{attack or '-'} / {defense} / {head.label}: n={cell.n}/{cell.planned}"
+        for attack, rows in table.blocks
+        for defense, cells in rows
+        for head, cell in zip(table.header, cells, strict=False)
+        if cell.planned is not None and cell.mean is not None and cell.n < cell.planned
+    ]
+
+
+def _missing_notes(records: list[Record], keys: list[str | None]) -> list[str]:
+    """Why shown metrics have missing values (the records' `details.reason`), one note per distinct reason."""
+    reasons: dict[str, list[str]] = {}
+    for r in records:
+        if r.metric in keys and r.value is None and r.details.get("reason"):
+            where = f"{r.attack or '-'} / {r.defense} / {r.metric} seed {r.seed}"
+            reasons.setdefault(str(r.details["reason"]), []).append(where)
+    return [f"Missing ({', '.join(where)}): {reason}" for reason, where in reasons.items()]
 
 
 def _protocol_notes(records: list[Record], keys: list[str | None]) -> list[str]:
@@ -330,6 +379,7 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
         )
     parts += _capped_walk_notes(records)
     parts += _protocol_notes(records, keys)
+    parts += _missing_notes(records, keys)
     parts.append("Best per attack in bold; arrows give the better direction for the defender")
     return ". ".join(parts) + "."
 
@@ -357,7 +407,7 @@ def latex_escape(text: str) -> str:
 
 
 def _latex_text(text: str) -> str:
-    return latex_escape(text).replace("±", "$\\pm$")
+    return latex_escape(text).replace("±", "$\\pm$").replace("†", "$^{\\dagger}$").replace("‡", "$^{\\ddagger}$")
 
 
 def render_latex(table: Table) -> str:
@@ -396,10 +446,27 @@ def render_markdown(table: Table) -> str:
     return tabulate(body, headers=head, tablefmt="github", disable_numparse=True) + f"\n\n{table.caption}\n"
 
 
-def render_csv(records: list[Record]) -> str:
-    """The tidy summary (attack, defense, metric, mean, std, n, direction, unit) as CSV."""
+def render_csv(records: list[Record], planned_seeds: int | None = None) -> str:
+    """The tidy summary as CSV, with each cell's 95% interval and seed coverage.
+
+    Columns: attack, defense, metric, mean, std, n, direction, unit, then the Student-t interval over seeds
+    (ci95_low, ci95_high) and the planned seed count with a `partial` flag for cells over fewer seeds.
+    """
+    from mibench.stats import t_interval
+
+    summary = summarize(records)
+    df = records_frame(records)
+    df = df[df["defense"].notna() & df["value"].notna()]
+    groups = {key: list(g["value"]) for key, g in df.groupby(["attack", "defense", "metric"], sort=False)}
+    intervals = [t_interval(groups.get((a, d, m), [])) for a, d, m in zip(summary.attack, summary.defense,
+                                                                           summary.metric, strict=True)]  # fmt: skip
+    summary["ci95_low"] = [None if ci is None else ci[0] for ci in intervals]
+    summary["ci95_high"] = [None if ci is None else ci[1] for ci in intervals]
+    planned = planned_seeds or (int(summary["n"].max()) if len(summary) else 0)
+    summary["planned_seeds"] = planned
+    summary["partial"] = summary["n"] < planned
     buf = io.StringIO()
-    summarize(records).to_csv(buf, index=False)
+    summary.to_csv(buf, index=False)
     return buf.getvalue()
 
 

@@ -182,6 +182,14 @@ def describe_plan(plan: Plan, store: ArtifactStore) -> str:
     return "\n".join([header, *lines])
 
 
+def run_folders(root: Path) -> list[Path]:
+    """Run folders (holding plan.json) directly under `root`, newest first."""
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.glob("*/plan.json")]
+    return sorted(found, key=lambda p: (p / "plan.json").stat().st_mtime, reverse=True)
+
+
 def load_plan_info(run_dir: Path) -> dict:
     """The run's `plan.json` (suite as resolved)."""
     return json.loads((run_dir / "plan.json").read_text())

@@ -8,6 +8,7 @@ and `done.json` (written last by the store).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import replace
@@ -326,6 +327,8 @@ def run_invert(job: Job, ws: Workspace, ctx: RunContext) -> None:
     recon = attack.invert(prior, oracle, torch.tensor(p["classes"], dtype=torch.long), ctx)
     wall = time.perf_counter() - start
     recon.stats["target_queries"] = float(oracle.queries)
+    # Non-finite reconstructions are counted once, where they are made; the metrics that cannot use them say why.
+    recon.stats["nonfinite_reconstructions"] = float(nonfinite_count(recon.images))
     values = [Measurement(k, v, None, "count") for k, v in recon.stats.items()]
     values.append(Measurement("attack_time_s", wall, None, "seconds"))
     _publish(ws, job, {"reconstructions.pt": recon}, values, wall)
@@ -357,7 +360,28 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
     values: list[Measurement] = []
     for spec in p["metrics"]:
         values += instantiate(METRICS, spec).compute(inputs, ctx)
+    values = [explain_missing(v, recon) for v in values]
     _publish(ws, job, {}, values, time.perf_counter() - start)
+
+
+def nonfinite_count(images: torch.Tensor) -> int:
+    """How many images hold a NaN or infinite pixel."""
+    return int((~torch.isfinite(images.flatten(1))).any(1).sum()) if images.numel() else 0
+
+
+def explain_missing(value: Measurement, recon: Reconstructions | None) -> Measurement:
+    """A measurement without a finite value, with `details.reason` saying why when the metric did not."""
+    if (value.value is not None and math.isfinite(value.value)) or "reason" in value.details:
+        return value
+    reasons = []
+    if recon is not None and (bad := nonfinite_count(recon.images)):
+        reasons.append(f"{bad} of {len(recon.images)} reconstructions non-finite")
+    if value.details.get("official_value") == -1000:
+        reasons.append("no successful reconstruction (the official code reports -1000)")
+    elif value.details.get("n_fake") is not None and value.details["n_fake"] < 2:
+        reasons.append(f"{value.details['n_fake']} successful reconstructions (at least 2 are needed)")
+    reason = "; ".join(reasons) or "the metric gave no finite value"
+    return replace(value, details={**value.details, "reason": reason})
 
 
 def _evaluation_renders(

@@ -131,11 +131,15 @@ def test_csv_is_tidy_summary(records):
     import pandas as pd
 
     text = render_csv(records)
-    assert text.splitlines()[0] == "attack,defense,metric,mean,std,n,higher_is_better,unit"
+    header = "attack,defense,metric,mean,std,n,higher_is_better,unit,ci95_low,ci95_high,planned_seeds,partial"
+    assert text.splitlines()[0] == header
     df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values={"mean": [""], "std": [""]})
     row = df[(df.attack == "GMI") & (df.defense == "-") & (df.metric == "aa1")].iloc[0]
     assert row["mean"] == pytest.approx(0.15) and row["std"] == pytest.approx(2**0.5 / 100)
     assert (row["n"], row["higher_is_better"], row["unit"]) == (2, False, "fraction")
+    # Student t with 1 degree of freedom: mean ± 12.706 std / sqrt(2).
+    assert float(row["ci95_high"]) - row["mean"] == pytest.approx(12.7062047 * row["std"] / 2**0.5)
+    assert not row["partial"]
     assert len(df) == 2 * 2 + 2 * 2 * 3  # per defense: acc, train time; per defense x attack: aa1, knn, fd
 
 
@@ -201,7 +205,7 @@ MINI_SETTING = {
 def _run_folder(path, records, suite, protocol=None):
     import json
 
-    path.mkdir()
+    path.mkdir(parents=True)
     if protocol:
         records = [
             r.model_copy(update={"details": {**r.details, "protocol": protocol, "pipeline": "plgmi-baselines"}})
@@ -332,3 +336,89 @@ def test_table18_states_its_counting_and_capped_walks():
     assert "iteration cap" in caption and "4 for BREP-MI vs MID" in caption and "vs -" not in caption
     records[-1] = rec("MID", "BREP-MI", "walks_capped", 0, 0.0, None, "count")
     assert "iteration cap" not in build_table(records, "table18").caption
+
+
+def _seeded(defense, attack, metric, values, hib, unit="fraction"):
+    return [rec(defense, attack, metric, seed, v, hib, unit) for seed, v in enumerate(values)]
+
+
+def test_partial_seed_cells_are_flagged_in_every_format(records):
+    short = [r for r in records if not (r.defense == "Trap_MID" and r.attack == "GMI" and r.metric == "aa1" and r.seed)]
+    table = build_table(short)
+    cell = dict(table.blocks[0][1])["Trap_MID"][1]
+    assert cell.text() == "2.00 (n=1/2)" and "(n=k/2)" in table.caption
+    assert "2.00 (n=1/2)" in render_markdown(table) and "2.00 (n=1/2)" in render_latex(table)
+    from mibench.report import partial_cells
+
+    assert partial_cells(table) == ["GMI / Trap_MID / AA-1: n=1/2"]
+    csv_text = render_csv(short)
+    row = next(line for line in csv_text.splitlines() if line.startswith("GMI,Trap_MID,aa1"))
+    assert row.endswith(",2,True") and "ci95_low" in csv_text.splitlines()[0]
+
+
+def test_daggers_mark_exactly_the_holm_significant_improvements():
+    from scipy import stats as scipy_stats
+
+    from mibench.stats import annotate_significance, holm
+
+    aa = {"-": [0.80, 0.82, 0.81, 0.83, 0.79], "Trap-MID": [0.10, 0.12, 0.11, 0.09, 0.13], "MID": [0.78, 0.83, 0.80,
+          0.76, 0.84]}  # fmt: skip
+    records = [r for d, v in aa.items() for r in _seeded(d, "GMI", "aa1", v, False)]
+    table, comparisons = annotate_significance(build_table(records), records)
+    rows = dict(table.blocks[0][1])
+    assert "†" in rows["Trap-MID"][0].mark and "‡" in rows["Trap-MID"][0].mark  # beats both references
+    assert rows["MID"][0].mark == "" and rows["-"][0].mark == ""
+    raw = [scipy_stats.ttest_ind(aa[c.defense], aa["-" if c.reference == "undefended" else c.reference[12:-1]],
+                                 equal_var=False).pvalue for c in comparisons]  # fmt: skip
+    assert [c.adjusted for c in comparisons] == pytest.approx(holm(raw))
+    marked = {(c.defense, c.reference[:4]) for c in comparisons if c.better and c.adjusted < 0.05}
+    assert marked == {("Trap-MID", "unde"), ("Trap-MID", "best")}
+    assert "$^{\\dagger}$" in render_latex(table) and "Holm-adjusted" in table.caption
+
+
+def test_report_without_a_run_folder_reports_the_newest_and_lists_runs(records, tmp_path, capsys):
+    import os
+
+    from mibench.cli import main
+
+    old = _run_folder(tmp_path / "results" / "old", records[:3], {"name": "old", "seeds": [0, 1]})
+    new = _run_folder(tmp_path / "results" / "new", records, {"name": "new", "seeds": [0, 1]})
+    os.utime(old / "plan.json", (1, 1))
+    assert main(["report", "--root", str(tmp_path / "results"), "--latex"]) == 0
+    captured = capsys.readouterr()
+    assert f"reporting the newest run, {new}" in captured.err and "\\begin{table}" in captured.out
+    assert main(["report", "--root", str(tmp_path / "results"), "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith(str(new)) and "suite new" in listing[0] and listing[1].startswith(str(old))
+    assert main(["report", "--root", str(tmp_path / "nothing")]) == 2
+
+
+def test_strict_report_fails_on_partial_seeds(records, tmp_path, capsys):
+    from mibench.cli import main
+
+    folder = _run_folder(tmp_path / "run", records, {"name": "x", "seeds": [0, 1, 2]})
+    assert main(["report", str(folder), "--markdown"]) == 0
+    assert "fewer seeds than planned" in capsys.readouterr().err
+    assert main(["report", str(folder), "--markdown", "--strict"]) == 2
+
+
+def test_missing_values_carry_their_reason():
+    import torch
+
+    from mibench.attack import Reconstructions
+    from mibench.metric import Measurement
+    from mibench.stages import explain_missing
+
+    images = torch.rand(4, 3, 2, 2)
+    images[1, 0, 0, 0] = float("nan")
+    images[3] = float("inf")
+    recon = Reconstructions(images, torch.arange(4), torch.zeros(4, dtype=torch.long))
+    missing = explain_missing(Measurement("knn_dist", float("nan"), True), recon)
+    assert missing.details["reason"] == "2 of 4 reconstructions non-finite"
+    fine = Measurement("knn_dist", 3.0, True)
+    assert explain_missing(fine, recon) is fine
+    records = [rec("MIDAS", "KED-MI", "knn_dist", 0, None, True, "distance", reason="2 of 4 reconstructions non-finite")]
+    records += [rec("MIDAS", "KED-MI", "aa1", 0, 0.5, False)]
+    assert "Missing (KED-MI / MIDAS / knn_dist seed 0): 2 of 4 reconstructions non-finite" in build_table(
+        records
+    ).caption
