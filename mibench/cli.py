@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mibench.errors import MibenchError
 
-FORMATS = ("markdown", "latex", "csv")
+FORMATS = ("markdown", "latex", "csv", "html")
 
 
 def _fraction(text: str) -> float:
@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
     report = sub.add_parser("report", help="tables from a run folder's records")
-    report.add_argument("run_dir", type=Path, nargs="?", help="a run folder (default: the newest under --root)")
+    report.add_argument(
+        "run_dir", type=Path, nargs="*", help="a run folder (default: the newest under --root); several with --html"
+    )
     report.add_argument("--root", type=Path, default=Path("results"), help="where runs are looked for (results/)")
     report.add_argument("--list", action="store_true", help="list the runs under --root and stop")
     report.add_argument(
@@ -221,12 +223,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.list:
         sys.stdout.write(runs_listing(run_folders(args.root)))
         return 0
-    if args.run_dir is None:
+    if not args.run_dir:
         folders = run_folders(args.root)
         if not folders:
             raise MibenchError(f"no run folders under {args.root}/: give RUN_DIR, or run `mibench run SUITE` first")
-        args.run_dir = folders[0]
-        print(f"mibench: reporting the newest run, {args.run_dir}", file=sys.stderr)
+        args.run_dir = [folders[0]]
+        print(f"mibench: reporting the newest run, {folders[0]}", file=sys.stderr)
+    if args.format == "html":
+        return _html_report(args)
+    if len(args.run_dir) > 1:
+        raise MibenchError("several run folders make one page: add --html (a leaderboard)")
+    args.run_dir = args.run_dir[0]
     records = load_run_records(args.run_dir)
     fmt = args.format or "markdown"
     layout, caption, architecture, suite = args.layout, None, None, None
@@ -274,6 +281,64 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _html_report(args: argparse.Namespace) -> int:
+    """The self-contained HTML page of one run, or a leaderboard of several."""
+    from mibench import html_report
+    from mibench.report import load_run_records
+
+    runs = [(d, load_run_records(d), html_report.load_info(d)) for d in args.run_dir]
+    if len(runs) > 1:
+        text = html_report.leaderboard(runs)
+        out = args.out or Path("leaderboard.html")
+    else:
+        run_dir, records, info = runs[0]
+        text = html_report.run_page(run_dir, records, info, stats=args.stats, **_html_figures(run_dir, records, info),
+                                    **_html_paper(args, info))  # fmt: skip
+        out = args.out or (run_dir / "report.html" if run_dir.is_dir() else Path("report.html"))
+    out.write_text(text)
+    print(out)
+    return 0
+
+
+def _html_paper(args: argparse.Namespace, info: dict | None) -> dict:
+    """The paper table for an HTML page (checked against the run's setting as the text reports are)."""
+    from mibench.compare import setting_differences
+
+    if args.compare_paper is None or info is None:
+        return {}
+    suite = info["suite"]
+    layout = args.layout or (suite.get("report") or {}).get("layout") or "table1"
+    number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
+    architecture = (suite.get("report") or {}).get("paper_architecture")
+    differences = setting_differences(suite, number, architecture=architecture)
+    if differences and not args.compare_anyway:
+        raise MibenchError(f"--compare-paper: the run's setting differs from the paper's Table {number}: "
+                           f"{'; '.join(differences)} (--compare-anyway compares regardless)")  # fmt: skip
+    return {"paper_table": number, "architecture": architecture}
+
+
+def _html_figures(run_dir: Path, records: list, info: dict | None) -> dict:
+    """The trade-off plot and the reconstruction grids as PNG bytes (whatever the run and cache allow)."""
+    from mibench.figures import grid_figure, tradeoff_figure
+    from mibench.html_report import figure_png
+    from mibench.store import ArtifactStore
+
+    out: dict = {"grids": {}}
+    try:
+        out["tradeoff"] = figure_png(tradeoff_figure(records))
+    except MibenchError:
+        out["tradeoff"] = None
+    if info is None:
+        return out
+    store = ArtifactStore(Path(info["cache"]))
+    for attack in dict.fromkeys(a["label"] for a in info["suite"].get("attacks", [])):
+        try:
+            out["grids"][attack] = figure_png(grid_figure(info, store, attack, classes=6))
+        except (MibenchError, OSError) as exc:
+            print(f"mibench: no reconstruction grid for {attack}: {exc}", file=sys.stderr)
+    return out
 
 
 def runs_listing(folders: list[Path]) -> str:

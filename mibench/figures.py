@@ -31,10 +31,17 @@ def slug(text: str) -> str:
 
 
 def tradeoff_plot(records: list[Record], out_stem: Path, attack_metric: str = "aa1") -> list[Path]:
-    """Test accuracy (x) against attack accuracy (y) per defense, one panel per attack; PNG and PDF.
+    """Test accuracy (x) against attack accuracy (y) per defense, one panel per attack; PNG and PDF."""
+    fig = tradeoff_figure(records, attack_metric)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        fig.savefig(path, dpi=200)
+    return paths
 
-    Points are means over seeds with ±1 std error bars; lower-right is the defender's goal (useful and private).
-    """
+
+def tradeoff_figure(records: list[Record], attack_metric: str = "aa1") -> Figure:
+    """The trade-off plot: points are means over seeds with ±1 std error bars; lower-right is the defender's goal."""
     summary = summarize(records)
     acc = summary[(summary.metric == "acc") & (summary.attack == NO_ATTACK)].set_index("defense")
     attacks = [a for a in dict.fromkeys(summary.attack) if a != NO_ATTACK]
@@ -66,16 +73,22 @@ def tradeoff_plot(records: list[Record], out_stem: Path, attack_metric: str = "a
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
     fig.tight_layout(rect=(0, 0.6 / (3.0 * nrows + 0.6) + 0.04, 1, 1))
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        fig.savefig(path, dpi=200)
-    return paths
+    return fig
 
 
 def reconstruction_grid(
     plan_info: dict, store: ArtifactStore, attack: str, out: Path, classes: int = 8, seed: int | None = None
 ) -> Path:
+    """The grid of `grid_figure`, saved as PNG."""
+    fig = grid_figure(plan_info, store, attack, classes, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=200)
+    return out
+
+
+def grid_figure(
+    plan_info: dict, store: ArtifactStore, attack: str, classes: int = 8, seed: int | None = None
+) -> Figure:
     """Rows: the first `classes` attacked classes; columns: a private image, then each defense's first reconstruction.
 
     `seed` picks the run (default: the suite's first seed). Defenses whose inversion did not finish show blank.
@@ -121,6 +134,4 @@ def reconstruction_grid(
         axes[row][0].set_ylabel(str(c), fontsize=7)
     fig.suptitle(f"{attack} (seed {seed})", fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=200)
-    return out
+    return fig

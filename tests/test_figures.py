@@ -55,3 +55,64 @@ def test_tradeoff_needs_accuracy_records(run, tmp_path):
 
 def test_slugs_keep_plus_variants_apart():
     assert len({slug("PLG-MI"), slug("PLG-MI+"), slug("PLG-MI++")}) == 3
+
+
+# --- the self-contained HTML page, checked in a real headless browser -------------------------------------------------
+
+
+def _chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        "the HTML report test needs a headless Chromium: `apt-get install chromium` (.ci/run installs it)",
+        pytrace=False,
+    )
+
+
+def _browser(*args: str, timeout: float = 120) -> str:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--virtual-time-budget=3000"]  # fmt: skip
+        out = subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=timeout)
+    return out.stdout
+
+
+def test_html_report_is_one_self_contained_sortable_page_in_a_real_browser(run, tmp_path, capsys):
+    import re
+
+    assert main(["report", str(run), "--html", "--stats", "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert len(page.encode()) < 3_000_000  # a few MB at most
+    assert not re.search(r'(src|href)="(https?:|//)', page)  # nothing fetched: CSS, JS and images are inlined
+    # Sort the first results table by its first metric column (descending on the second click), in the browser.
+    hook = (
+        "<script>const th=document.querySelector('table.results th:nth-child(2)');th.click();th.click();"
+        "document.body.setAttribute('data-sorted', th.className);</script></body>"
+    )
+    (tmp_path / "sorted.html").write_text(page.replace("</body>", hook, 1))
+    dom = _browser("--dump-dom", (tmp_path / "sorted.html").as_uri())
+    assert 'data-sorted="sorted-desc"' in dom, dom[-2000:]
+    first = re.search(r'<table class="results">.*?</table>', dom, re.S).group(0)
+    values = [float(v) for v in re.findall(r"<tr><td>[^<]*</td><td[^>]*>([0-9.]+)", first)]
+    assert len(values) >= 2 and values == sorted(values, reverse=True)
+    assert 'id="tradeoff"' in dom and 'class="grid"' in dom and 'id="provenance"' in dom
+    shot = tmp_path / "page.png"
+    _browser(f"--screenshot={shot}", "--window-size=1200,1600", (tmp_path / "r.html").as_uri())
+    assert shot.is_file() and imread(shot).shape[0] > 100
+
+
+def test_html_leaderboard_merges_runs(run, tmp_path):
+    out = tmp_path / "board.html"
+    assert main(["report", str(run), str(run), "--html", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.count("<tr><td>tiny</td>") == 4  # 2 runs x 2 defenses, one row per target x defense
+    assert "AA-1 GMI" in page and "tiny-cnn on synthetic-identities" in page
+    assert main(["report", str(run), str(run), "--markdown"]) == 2
