@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a run's records as a table."""
-    from mibench.compare import setting_differences, with_paper_columns
+    from mibench.compare import with_paper_columns
     from mibench.report import (
         build_table,
         load_run_records,
@@ -261,15 +261,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.stats:
             table, comparisons = annotate_significance(table, records)
         if args.compare_paper is not None:
-            number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
             if suite is None:
                 raise MibenchError(f"{args.run_dir}: --compare-paper needs a run folder (its plan.json has the suite)")
-            differences = setting_differences(suite, number, architecture=architecture)
-            if differences and not args.compare_anyway:
-                raise MibenchError(
-                    f"--compare-paper: the run's setting differs from the paper's Table {number}: "
-                    f"{'; '.join(differences)} (--compare-anyway compares regardless and says so in the caption)"
-                )
+            number, architecture, differences = paper_table(args, suite)
             table = with_paper_columns(
                 table, number, architecture=architecture, records=records, differences=differences
             )
@@ -302,20 +296,32 @@ def _html_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _html_paper(args: argparse.Namespace, info: dict | None) -> dict:
-    """The paper table for an HTML page (checked against the run's setting as the text reports are)."""
+def paper_table(args: argparse.Namespace, suite: dict) -> tuple[int, str | None, list[str]]:
+    """(paper table number, architecture, setting differences) for --compare-paper; refuses another setting.
+
+    The table is `--compare-paper N`, else the number in the layout's name; differences refuse the comparison unless
+    `--compare-anyway`.
+    """
     from mibench.compare import setting_differences
 
-    if args.compare_paper is None or info is None:
-        return {}
-    suite = info["suite"]
-    layout = args.layout or (suite.get("report") or {}).get("layout") or "table1"
+    report_spec = suite.get("report") or {}
+    layout = args.layout or report_spec.get("layout") or "table1"
     number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
-    architecture = (suite.get("report") or {}).get("paper_architecture")
+    architecture = report_spec.get("paper_architecture")
     differences = setting_differences(suite, number, architecture=architecture)
     if differences and not args.compare_anyway:
-        raise MibenchError(f"--compare-paper: the run's setting differs from the paper's Table {number}: "
-                           f"{'; '.join(differences)} (--compare-anyway compares regardless)")  # fmt: skip
+        raise MibenchError(
+            f"--compare-paper: the run's setting differs from the paper's Table {number}: "
+            f"{'; '.join(differences)} (--compare-anyway compares regardless and says so in the caption)"
+        )
+    return number, architecture, differences
+
+
+def _html_paper(args: argparse.Namespace, info: dict | None) -> dict:
+    """The paper table for an HTML page (checked against the run's setting as the text reports are)."""
+    if args.compare_paper is None or info is None:
+        return {}
+    number, architecture, _ = paper_table(args, info["suite"])
     return {"paper_table": number, "architecture": architecture}
 
 
