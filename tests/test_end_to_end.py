@@ -73,7 +73,8 @@ def test_report_latex_from_run_dir(reference, capsys):
     assert "over 2 seeds" in tex
     assert main(["report", str(root / "run"), "--csv"]) == 0
     csv = capsys.readouterr().out
-    assert csv.splitlines()[0] == "attack,defense,metric,mean,std,n,higher_is_better,unit"
+    header = "attack,defense,metric,mean,std,n,higher_is_better,unit,ci95_low,ci95_high,planned_seeds,partial"
+    assert csv.splitlines()[0] == header
 
 
 def test_resume_after_crash_redoes_nothing_finished(tmp_path, reference, monkeypatch):
