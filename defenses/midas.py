@@ -27,7 +27,6 @@ deep grid, where the notebook's accuracy falls from 85.5% to 83.3%.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import ClassVar, Literal
 
@@ -37,7 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mibench.defense import Defense
-from mibench.models.base import ClassifierOutput
+from mibench.models.base import ClassifierOutput, clone_model
 from mibench.params import Params
 from mibench.registry import DEFENSES
 
@@ -160,7 +159,7 @@ def approximate_memory_tensors(model: nn.Module, layers: str) -> list[tuple[str,
 
 def corrupt_once(model: nn.Module, params: MIDASParams, generator: torch.Generator) -> nn.Module:
     """A copy of `model` whose approximate-memory tensors hold one draw of fixed-point bit errors (one trial)."""
-    corrupted = copy.deepcopy(model)
+    corrupted = clone_model(model)
     tensors = approximate_memory_tensors(corrupted, params.layers)
     if not tensors:
         raise ValueError(f"MIDAS: the model has no {params.layers!r} layers to store in approximate memory")

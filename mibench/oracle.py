@@ -19,12 +19,12 @@ inference-time defense (MIDAS) reaches the attack.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from mibench.data.base import ImageSet, to_float
 from mibench.errors import AccessDenied, QueryBudgetExceeded
@@ -89,7 +89,6 @@ class TargetOracle:
         self.defender = defender
         self.queries = 0
         self.__victims = victims
-        self.__train_copy: nn.Module | None = None
 
     # -- access checks ------------------------------------------------------------------------------------------------
 
@@ -138,14 +137,19 @@ class TargetOracle:
         """Softmax scores of the target in training mode (white-box only): batch statistics, active dropout.
 
         KED-MI's official GAN training never puts the target in eval mode, so its soft labels come from each batch's
-        BatchNorm statistics (and, for the IR nets, an active dropout). A private copy of the deployed target runs in
-        train mode, so its updated running statistics never reach the target other queries and jobs see.
+        BatchNorm statistics (and, for the IR nets, an active dropout). The call runs on copies of the target's
+        buffers, so the running statistics that train mode updates never reach the target other queries and jobs see.
         """
         self._require(Access.WHITE_BOX, "train-mode confidence scores")
         self._count(x)
-        if self.__train_copy is None:
-            self.__train_copy = copy.deepcopy(self.__model).train()
-        return torch.softmax(self.__train_copy(x).logits.detach(), dim=1)
+        model = self.__model
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
+        model.train()
+        try:
+            logits = functional_call(model, buffers, (x,)).logits
+        finally:
+            model.eval()
+        return torch.softmax(logits.detach(), dim=1)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax scores, detached (probabilities access or more)."""

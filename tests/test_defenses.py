@@ -428,3 +428,16 @@ def test_ir_net_baselines_mid_512_and_bido_on_four_blocks():
     finally:
         bido_module.normalized_hsic = original
     assert len(seen) == 2 * 4  # d(X, Z_j) and d(Y, Z_j) over exactly the four stage outputs
+
+
+def test_train_mode_scores_and_midas_work_on_a_mid_target_after_a_forward():
+    """MID keeps its last KL (a graph tensor) on the module: neither path may deep-copy it as is."""
+    from mibench.oracle import Access, TargetOracle
+
+    model = MID(MIDParams()).wrap(tiny_model()).train()
+    model(torch.rand(4, 3, 16, 16))  # leaves a non-leaf `kl` behind
+    deployed = MIDAS(MIDASParams()).deploy(model, torch.Generator().manual_seed(0))
+    assert deployed is not model and deployed.kl.is_leaf
+    oracle = TargetOracle(freeze(model), Access.WHITE_BOX, num_classes=5, image_shape=(3, 16, 16))
+    probs = oracle.train_mode_probabilities(torch.rand(8, 3, 16, 16))
+    torch.testing.assert_close(probs.sum(1), torch.ones(8))

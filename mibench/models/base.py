@@ -7,6 +7,7 @@ positionally; VIB models break that convention. mibench makes it a named tuple, 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -83,6 +84,20 @@ def build_classifier(
     if not isinstance(image_size, int) and not cls.rectangular_input:
         raise ValueError(f"architecture {architecture!r} needs square images, got height x width {tuple(image_size)}")
     return cls(num_classes, in_channels, image_size, build_params(cls, params))
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy of `model`, also when a module keeps a graph tensor of its last forward as an attribute.
+
+    (MID's bottleneck keeps the batch's KL for its loss term; `copy.deepcopy` refuses non-leaf tensors, so they are
+    copied detached.)
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def freeze(model: nn.Module) -> nn.Module:
