@@ -14,7 +14,8 @@ As the official notebooks do it (katekemu/model_inversion_defense @ 1f32327, `MI
 * the flips are drawn **once per trial**: `deploy` returns one corrupted copy, seeded from the target's key, that
   serves the whole accuracy test and the whole inversion (several trials are several seeds);
 * only the fully connected layers are corrupted (`layers: linear`; the shallow target is all Linear, the deep one
-  corrupts its `fc` head); `layers: all` corrupts every float parameter, the notebooks' per-layer conv study.
+  corrupts its `fc` head); `layers: all` adds the convolutions, with the same step, as the deep notebook's per-layer
+  conv study does (it corrupts one conv layer at a time; mibench all of them at once).
 
 The official rate grids are `SHALLOW_RATES` (2^-12 ... 2^-3; the notebook runs only the two ends) and `DEEP_RATES`
 (2^-10 ... 2^-4 with 4/3 and 5/3 multiples, and 0.07). The default rate 2^-7 is mibench's pick from the middle of the
@@ -146,13 +147,16 @@ def flip_fixed_point(
 
 
 def approximate_memory_tensors(model: nn.Module, layers: str) -> list[tuple[str, torch.Tensor]]:
-    """The (name, tensor) pairs stored in approximate memory: Linear weights and biases, or every float parameter."""
-    if layers == "all":
-        return [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    """The (name, tensor) pairs stored in approximate memory.
+
+    The weights and biases of the fully connected layers, or (`all`) of the fully connected and convolutional layers,
+    as the deep notebook's per-layer conv study corrupts them (normalisation layers stay exact).
+    """
+    kinds = (nn.Linear,) if layers == "linear" else (nn.Linear, nn.modules.conv._ConvNd)
     return [
         (f"{name}.{pname}" if name else pname, p)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
+        if isinstance(module, kinds)
         for pname, p in module.named_parameters(recurse=False)
     ]
 
