@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from mibench.errors import MibenchError
+from mibench.report_command import cmd_report
 
 FORMATS = ("markdown", "latex", "csv", "html")
 
@@ -204,168 +203,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Render a run's records as a table."""
-    from mibench.compare import with_paper_columns
-    from mibench.report import (
-        build_table,
-        load_run_records,
-        partial_cells,
-        render_csv,
-        render_latex,
-        render_markdown,
-    )
-    from mibench.runner import load_plan_info, run_folders
-    from mibench.stats import annotate_significance, comparisons_text
-
-    if args.list:
-        sys.stdout.write(runs_listing(run_folders(args.root)))
-        return 0
-    if not args.run_dir:
-        folders = run_folders(args.root)
-        if not folders:
-            raise MibenchError(f"no run folders under {args.root}/: give RUN_DIR, or run `mibench run SUITE` first")
-        args.run_dir = [folders[0]]
-        print(f"mibench: reporting the newest run, {folders[0]}", file=sys.stderr)
-    if args.format == "html":
-        return _html_report(args)
-    if len(args.run_dir) > 1:
-        raise MibenchError("several run folders make one page: add --html (a leaderboard)")
-    args.run_dir = args.run_dir[0]
-    records = load_run_records(args.run_dir)
-    fmt = args.format or "markdown"
-    layout, caption, architecture, suite = args.layout, None, None, None
-    if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():
-        suite = load_plan_info(args.run_dir)["suite"]
-        report_spec = suite.get("report", {})
-        layout = layout or report_spec.get("layout")
-        caption = report_spec.get("caption")
-        architecture = report_spec.get("paper_architecture")
-    layout = layout or "table1"
-    planned = len(suite.get("seeds", [])) or None if suite else None
-    if fmt == "csv":
-        if args.compare_paper is not None:
-            raise MibenchError("--compare-paper renders a table: use --latex or --markdown")
-        text = render_csv(records, planned)
-    else:
-        table = build_table(records, layout, caption, planned_seeds=planned)
-        short = partial_cells(table)
-        if short:
-            listing = "; ".join(short)
-            if args.strict:
-                raise MibenchError(f"cells over fewer seeds than planned (--strict): {listing}")
-            print(f"mibench: warning: cells over fewer seeds than planned: {listing}", file=sys.stderr)
-        comparisons = []
-        if args.stats:
-            table, comparisons = annotate_significance(table, records)
-        if args.compare_paper is not None:
-            if suite is None:
-                raise MibenchError(f"{args.run_dir}: --compare-paper needs a run folder (its plan.json has the suite)")
-            number, architecture, differences = paper_table(args, suite)
-            table = with_paper_columns(
-                table, number, architecture=architecture, records=records, differences=differences
-            )
-        text = render_latex(table) if fmt == "latex" else render_markdown(table)
-        if args.stats:
-            text += "\n" + comparisons_text(comparisons)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def _html_report(args: argparse.Namespace) -> int:
-    """The self-contained HTML page of one run, or a leaderboard of several."""
-    from mibench import html_report
-    from mibench.report import load_run_records
-
-    runs = [(d, load_run_records(d), html_report.load_info(d)) for d in args.run_dir]
-    if len(runs) > 1:
-        text = html_report.leaderboard(runs)
-        out = args.out or Path("leaderboard.html")
-    else:
-        run_dir, records, info = runs[0]
-        text = html_report.run_page(run_dir, records, info, stats=args.stats, **_html_figures(run_dir, records, info),
-                                    **_html_paper(args, info))  # fmt: skip
-        out = args.out or (run_dir / "report.html" if run_dir.is_dir() else Path("report.html"))
-    out.write_text(text)
-    print(out)
-    return 0
-
-
-def paper_table(args: argparse.Namespace, suite: dict) -> tuple[int, str | None, list[str]]:
-    """(paper table number, architecture, setting differences) for --compare-paper; refuses another setting.
-
-    The table is `--compare-paper N`, else the number in the layout's name; differences refuse the comparison unless
-    `--compare-anyway`.
-    """
-    from mibench.compare import setting_differences
-
-    report_spec = suite.get("report") or {}
-    layout = args.layout or report_spec.get("layout") or "table1"
-    number = args.compare_paper or int(re.sub(r"\D", "", layout) or 1)
-    architecture = report_spec.get("paper_architecture")
-    differences = setting_differences(suite, number, architecture=architecture)
-    if differences and not args.compare_anyway:
-        raise MibenchError(
-            f"--compare-paper: the run's setting differs from the paper's Table {number}: "
-            f"{'; '.join(differences)} (--compare-anyway compares regardless and says so in the caption)"
-        )
-    return number, architecture, differences
-
-
-def _html_paper(args: argparse.Namespace, info: dict | None) -> dict:
-    """The paper table for an HTML page (checked against the run's setting as the text reports are)."""
-    if args.compare_paper is None or info is None:
-        return {}
-    number, architecture, _ = paper_table(args, info["suite"])
-    return {"paper_table": number, "architecture": architecture}
-
-
-def _html_figures(run_dir: Path, records: list, info: dict | None) -> dict:
-    """The trade-off plot and the reconstruction grids as PNG bytes (whatever the run and cache allow)."""
-    from mibench.figures import grid_figure, tradeoff_figure
-    from mibench.html_report import figure_png
-    from mibench.store import ArtifactStore
-
-    out: dict = {"grids": {}}
-    try:
-        out["tradeoff"] = figure_png(tradeoff_figure(records))
-    except MibenchError:
-        out["tradeoff"] = None
-    if info is None:
-        return out
-    store = ArtifactStore(Path(info["cache"]))
-    for attack in dict.fromkeys(a["label"] for a in info["suite"].get("attacks", [])):
-        try:
-            out["grids"][attack] = figure_png(grid_figure(info, store, attack, classes=6))
-        except (MibenchError, OSError) as exc:
-            print(f"mibench: no reconstruction grid for {attack}: {exc}", file=sys.stderr)
-    return out
-
-
-def runs_listing(folders: list[Path]) -> str:
-    """One line per run folder: path, suite, date, seeds, jobs finished and failed."""
-    import json
-
-    lines = []
-    for folder in folders:
-        try:
-            plan = json.loads((folder / "plan.json").read_text())
-        except (OSError, ValueError):
-            lines.append(f"{folder}  (unreadable plan.json)")
-            continue
-        suite = plan.get("suite", {})
-        jobs, failed = len(plan.get("jobs", [])), len(plan.get("failed", {})) + len(plan.get("skipped", {}))
-        date = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / "plan.json").stat().st_mtime))
-        lines.append(
-            f"{folder}  suite {suite.get('name')}  {date}  seeds {suite.get('seeds')}  "
-            f"jobs {jobs - failed}/{jobs} finished, {failed} failed or skipped"
-        )
-    return "\n".join(lines or ["no runs"]) + "\n"
 
 
 def cmd_figures(args: argparse.Namespace) -> int:

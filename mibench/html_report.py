@@ -129,9 +129,9 @@ def provenance(records: list[Record], info: dict[str, Any] | None) -> str:
                      if r.details.get("weights_sha256")})  # fmt: skip
     devices = sorted({r.device for r in records if r.device})
     per_stage: dict[str, float] = {}
-    for key in {(r.stage, r.job_key): r.wall_time_s for r in records}.items():
-        (stage, _), seconds = key
-        per_stage[stage] = per_stage.get(stage, 0.0) + (seconds or 0.0)
+    jobs = {(r.stage, r.job_key): r.wall_time_s or 0.0 for r in records}  # one wall time per job, not per record
+    for (stage, _), seconds in jobs.items():
+        per_stage[stage] = per_stage.get(stage, 0.0) + seconds
     rows = [
         ("git commit", ", ".join(git) or "unknown"),
         ("methods", ", ".join(f"{k} v{v}" for k, v in sorted(methods.items()))),
