@@ -69,3 +69,30 @@ def test_midas_suite_runs_on_an_att_shaped_fixture(tmp_path, monkeypatch, capsys
     assert main(["report", str(tmp_path / "run"), "--markdown"]) == 0
     table = capsys.readouterr().out
     assert "PCC" in table and "MIDAS 2^-3" in table
+
+
+def test_pcc_and_pixel_mse_pair_each_reconstruction_with_its_victim():
+    from mibench.attack import Reconstructions
+    from mibench.context import RunContext
+    from mibench.data.base import DataBundle, ImageSet, to_float
+    from mibench.metric import MeasureInputs
+    from mibench.metrics.pcc import PCCParams, PearsonCorrelation, PixelMSE
+    from mibench.params import NoParams
+
+    gen = torch.Generator().manual_seed(0)
+    train = ImageSet(torch.randint(20, 230, (4, 1, 4, 4), generator=gen, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
+    test = ImageSet(torch.randint(20, 230, (2, 1, 4, 4), generator=gen, dtype=torch.uint8), torch.tensor([0, 1]))
+    data = DataBundle(train, test, train, 2, "tiny")
+    victims = torch.tensor([1, 4])  # train image 1, then test image 0 (training set first, then test set)
+    truth = torch.cat([to_float(train.images[1:2]), to_float(test.images[:1])])
+    recon = Reconstructions(truth * 2 + 0.1, torch.tensor([0, 0]), torch.tensor([0, 1]), victims=victims)
+    inputs = MeasureInputs(
+        target=torch.nn.Identity(), evaluator=torch.nn.Identity(), evaluator_accuracy=1.0, data=data, eval_data=data,
+        classes=torch.tensor([0]), reconstructions=recon, device=torch.device("cpu"),
+    )  # fmt: skip
+    (pcc,) = PearsonCorrelation(PCCParams()).compute(inputs, RunContext())
+    assert pcc.value == pytest.approx(1.0) and pcc.details["pairing"] == "own victim image"  # affine copies
+    (mse,) = PixelMSE(NoParams()).compute(inputs, RunContext())
+    assert mse.value == pytest.approx(((truth + 0.1) ** 2).mean().item()) and mse.higher_is_better is True
+    recon.victims = None
+    assert PixelMSE(NoParams()).compute(inputs, RunContext()) == []  # nothing to pair without victims
