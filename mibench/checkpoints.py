@@ -20,6 +20,7 @@ from torch import nn
 from mibench.errors import CheckpointError
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict")
+_MAX_WRAPPING = 8
 
 
 def file_sha256(path: str | Path) -> str:
@@ -79,10 +80,18 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> object:
 def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed."""
     obj = read_checkpoint(path, what=what)
+    seen: set[int] = set()
     while isinstance(obj, Mapping) and len(obj) >= 1 and any(k in obj for k in _WRAPPERS):
+        # A crafted file can nest wrappers deeply or make a dict contain itself: bound the unwrapping.
+        if id(obj) in seen or len(seen) >= _MAX_WRAPPING:
+            raise CheckpointError(f"{what} {path}: state-dict wrappers nest in a cycle or over {_MAX_WRAPPING} deep")
+        seen.add(id(obj))
         obj = next(obj[k] for k in _WRAPPERS if k in obj)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{what} {path} holds no state dict")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{what} {path}: entries that are not named tensors: {bad[:5]}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

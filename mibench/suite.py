@@ -353,10 +353,7 @@ def load_suite(path: str | os.PathLike[str], budget: float | None = None) -> Res
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the suite file: {exc.strerror}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    raw = bounded_yaml(text, source)
     if budget is not None and isinstance(raw, dict):
         raw = {**raw, "attack_budget": budget}
     return resolve_suite(raw, source)
@@ -431,6 +428,39 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     if problems:
         raise ConfigError(source, problems)
     return ResolvedSuite(suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch)
+
+
+MAX_SUITE_BYTES = 1_000_000
+MAX_YAML_ALIASES = 1_000
+MAX_YAML_NODES = 200_000
+
+
+def bounded_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load` with bounds: file size, alias count, and the size of the expanded document.
+
+    A small file of nested aliases ("billion laughs") expands to an astronomically large document; it is refused
+    with a named error before anything walks it.
+    """
+    if len(text) > MAX_SUITE_BYTES:
+        raise ConfigError(source, [f"the suite file is {len(text)} bytes; suites are limited to {MAX_SUITE_BYTES}"])
+    try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_YAML_ALIASES:
+            raise ConfigError(source, [f"{aliases} YAML aliases; at most {MAX_YAML_ALIASES} are allowed"])
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    pending, seen = [raw], 0
+    while pending:  # iterative: deep nesting must not overflow the interpreter's stack either
+        node = pending.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            raise ConfigError(source, [f"the YAML expands to more than {MAX_YAML_NODES} values (nested aliases?)"])
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return raw
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")

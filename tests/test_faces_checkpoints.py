@@ -114,3 +114,17 @@ def test_pretrained_backbone_initialisation(tmp_path):
         build_classifier(
             "vgg16", {"pretrained": str(tmp_path / "bad.pth")}, num_classes=10, in_channels=3, image_size=64
         )
+
+
+def test_a_checkpoint_whose_wrapper_contains_itself_is_refused(tmp_path):
+    from mibench.checkpoints import read_state_dict
+    from mibench.errors import CheckpointError
+
+    cyclic: dict = {}
+    cyclic["state_dict"] = cyclic
+    torch.save(cyclic, tmp_path / "cycle.pt")
+    with pytest.raises(CheckpointError, match="cycle"):
+        read_state_dict(tmp_path / "cycle.pt")
+    torch.save({"state_dict": {"w": torch.zeros(1), "meta": 3}}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="not named tensors"):
+        read_state_dict(tmp_path / "odd.pt")

@@ -133,3 +133,22 @@ def test_budget_changes_cache_keys_and_rejects_out_of_range(tiny_suite):
     tiny_suite["attacks"][0]["budget"] = 2
     (problem,) = problems_of(tiny_suite)
     assert problem.startswith("attacks[0].budget:")
+
+
+def test_a_yaml_alias_bomb_is_refused_with_a_named_error(tmp_path):
+    from mibench.errors import ConfigError
+    from mibench.suite import load_suite
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_suite(path)
+    many = tmp_path / "aliases.yaml"
+    many.write_text("a: &a 1\nb: [" + ", ".join(["*a"] * 1500) + "]\n")
+    with pytest.raises(ConfigError, match="1500 YAML aliases"):
+        load_suite(many)
+    (tmp_path / "big.yaml").write_text("name: x\n" + "#" * 1_100_000)
+    with pytest.raises(ConfigError, match="bytes"):
+        load_suite(tmp_path / "big.yaml")
