@@ -252,6 +252,16 @@ class Suite(Params):
         1.0, gt=0, le=1, description="scales every attack's iteration counts (smoke runs); 1 = the papers' budgets"
     )
     attacked_classes: int | list[int] = Field(300, description="N for classes 0..N-1, or an explicit list")
+
+    @field_validator("attacked_classes")
+    @classmethod
+    def _sane_classes(cls, v: int | list[int]) -> int | list[int]:
+        values = [v] if isinstance(v, int) else v
+        if isinstance(v, int) and not 1 <= v <= MAX_CLASSES:
+            raise ValueError(f"attacked_classes must be between 1 and {MAX_CLASSES}, got {v}")
+        if isinstance(v, list) and (not v or any(c < 0 or c >= MAX_CLASSES for c in values)):
+            raise ValueError(f"attacked classes must be a non-empty list of class indices in 0..{MAX_CLASSES - 1}")
+        return v
     metrics: list[MethodSpec] = Field(min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
@@ -414,6 +424,12 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     for where, spec in (("data", suite.data), ("data.public", suite.data.public)):
         if spec is not None and spec.dataset in DATASETS and DATASETS.get(spec.dataset).needs_root and not spec.root:
             problems.append(f"{where}.root: dataset {spec.dataset!r} reads files; give the folder that holds them")
+    known = dataset.cls.class_count(dataset.params) if dataset is not None else None
+    if known is not None and max(suite.classes()) >= known:
+        problems.append(
+            f"attacked_classes: class {max(suite.classes())} is beyond the {known} private classes of "
+            f"dataset {dataset.name!r}"
+        )
     if not isinstance(suite.data.image_size, int):
         size = "x".join(map(str, suite.data.image_size))
         if dataset is not None and not dataset.cls.rectangular:
@@ -431,6 +447,7 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
 
 
 MAX_SUITE_BYTES = 1_000_000
+MAX_CLASSES = 100_000  # more identities than any MI benchmark has; bounds what attacked_classes can ask for
 MAX_YAML_ALIASES = 1_000
 MAX_YAML_NODES = 200_000
 

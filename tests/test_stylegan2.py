@@ -220,3 +220,19 @@ def test_a_pickle_with_settings_the_port_lacks_is_refused(tmp_path, monkeypatch,
     key = next(iter(setting))
     with pytest.raises(CheckpointError, match=f"{where}_kwargs.{key}"):
         load_stylegan2(tmp_path / "ffhq.pkl")
+
+
+def test_a_pickle_asking_for_huge_layers_is_refused_before_allocating(tmp_path, monkeypatch):
+    import time
+
+    hook, easy = _fake_nvidia_modules(monkeypatch)
+    kwargs = easy(
+        z_dim=16, c_dim=0, w_dim=16, img_resolution=1024, img_channels=3, mapping_kwargs=easy(num_layers=2),
+        synthesis_kwargs=easy(channel_base=1 << 30, channel_max=1 << 20),
+    )  # fmt: skip
+    with (tmp_path / "ffhq.pkl").open("wb") as f:
+        pickle.dump({"G_ema": _as_persistent(small_generator(seed=3), hook, kwargs)}, f)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="channel_max=1048576"):
+        load_stylegan2(tmp_path / "ffhq.pkl")
+    assert time.perf_counter() - start < 5  # named before any network is built

@@ -152,3 +152,18 @@ def test_a_yaml_alias_bomb_is_refused_with_a_named_error(tmp_path):
     (tmp_path / "big.yaml").write_text("name: x\n" + "#" * 1_100_000)
     with pytest.raises(ConfigError, match="bytes"):
         load_suite(tmp_path / "big.yaml")
+
+
+def test_attacked_classes_beyond_the_dataset_are_named_before_any_work(tmp_path, tiny_suite):
+    from mibench.errors import ConfigError
+    from mibench.suite import resolve_suite
+
+    tiny_suite["attacked_classes"] = 7  # the tiny suite has 6 private identities
+    with pytest.raises(ConfigError, match="attacked_classes: class 6 is beyond the 6 private classes"):
+        resolve_suite(tiny_suite)
+    tiny_suite["attacked_classes"] = 10**20
+    with pytest.raises(ConfigError, match="attacked_classes"):
+        resolve_suite(tiny_suite)
+    tiny_suite["attacked_classes"] = [0, 99]
+    with pytest.raises(ConfigError, match="class 99"):
+        resolve_suite(tiny_suite)

@@ -89,6 +89,11 @@ class Dataset(ABC):
     needs_root: ClassVar[bool] = True
     rectangular: ClassVar[bool] = False  # whether `image_size` may be (height, width)
 
+    @classmethod
+    def class_count(cls, params: Params) -> int | None:
+        """How many private classes these parameters give, when known without reading data (validation)."""
+        return None
+
     def __init__(self, params: Params):
         self.params = params
 

@@ -91,6 +91,11 @@ class CelebA(Dataset):
     paper: ClassVar[str] = "Liu et al., Deep Learning Face Attributes in the Wild, ICCV 2015; KED-MI split (ICCV 2021)"
     Params = CelebAParams
 
+    @classmethod
+    def class_count(cls, params: CelebAParams) -> int:
+        """1,000 identities by the official split lists; num_private when the split is rebuilt."""
+        return params.num_private if params.split == "protocol" else 1000
+
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Read (once) and preprocess the three parts."""
         p: CelebAParams = self.params
@@ -205,6 +210,13 @@ class ImageFolder(Dataset):
     paper: ClassVar[str] = "generic layout (torchvision ImageFolder convention)"
     Params = ImageFolderParams
     rectangular: ClassVar[bool] = True
+
+    @classmethod
+    def class_count(cls, params: ImageFolderParams) -> int | None:
+        """The private class folders, when the suite counts or names them."""
+        if isinstance(params.private_classes, int):
+            return params.private_classes
+        return len(params.private_classes) if params.private_classes is not None else None
 
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Private classes split into train/test per class by sorted file name; other classes are public."""

