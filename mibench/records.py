@@ -55,12 +55,36 @@ def write_records(path: Path, records: list[Record]) -> None:
 
 
 def read_records(path: Path) -> list[Record]:
-    """Read a records file; a malformed line raises with its line number."""
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(Record.model_validate_json(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{i}: not a valid record: {exc}") from None
+    """Read a records file; every problem names the file and line.
+
+    A malformed line, a NaN or infinite value (JSON has none; mibench writes null), or two lines for the same
+    measurement (job key, seed, defense, attack, metric) with different values are errors; an identical duplicate
+    (two runs' files joined with `cat`) counts once, so it is never averaged as if it were another seed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}): not a records file") from None
+    records: list[Record] = []
+    first_line: dict[tuple, tuple[int, Record]] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = Record.model_validate_json(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{i}: not a valid record: {exc}") from None
+        if record.value is not None and not math.isfinite(record.value):
+            raise ValueError(f"{path}:{i}: value {record.value} is not a finite number (undefined values are null)")
+        key = (record.job_key, record.seed, record.defense, record.attack, record.metric)
+        if key in first_line:
+            j, earlier = first_line[key]
+            if earlier.value != record.value:
+                raise ValueError(
+                    f"{path}:{i}: {record.metric} of job {record.job_key} is {record.value} here and {earlier.value} "
+                    f"on line {j}: conflicting duplicate records"
+                )
+            continue
+        first_line[key] = (i, record)
+        records.append(record)
     return records

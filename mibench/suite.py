@@ -360,9 +360,11 @@ def load_suite(path: str | os.PathLike[str], budget: float | None = None) -> Res
     """
     source = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the suite file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
     raw = bounded_yaml(text, source)
     if budget is not None and isinstance(raw, dict):
         raw = {**raw, "attack_budget": budget}

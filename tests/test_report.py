@@ -422,3 +422,26 @@ def test_missing_values_carry_their_reason():
     assert "Missing (KED-MI / MIDAS / knn_dist seed 0): 2 of 4 reconstructions non-finite" in build_table(
         records
     ).caption
+
+
+def test_records_count_once_and_name_bad_lines(records, tmp_path):
+    import json
+
+    path = tmp_path / "records.jsonl"
+    write_records(path, records)
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text(path.read_text() * 2)  # two runs joined with cat
+    assert read_records(doubled) == records  # counted once, not as extra seeds
+    line = json.loads(path.read_text().splitlines()[3])
+    line["value"] = line["value"] + 0.5
+    conflict = tmp_path / "conflict.jsonl"
+    conflict.write_text(path.read_text() + json.dumps(line) + "\n")
+    with pytest.raises(ValueError, match=r"conflict\.jsonl:\d+: .* on line 4: conflicting duplicate"):
+        read_records(conflict)
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text(path.read_text().splitlines()[0].replace('"value": 0.9588', '"value": NaN') + "\n")
+    with pytest.raises(ValueError, match=r"nan\.jsonl:1: value nan is not a finite number"):
+        read_records(nan)
+    (tmp_path / "latin.jsonl").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ValueError, match=r"latin\.jsonl: not UTF-8"):
+        read_records(tmp_path / "latin.jsonl")
