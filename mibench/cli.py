@@ -149,6 +149,17 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
     return None
 
 
+def require_writable_folder(path: Path, what: str) -> None:
+    """Before any job runs: `path` is (or can be made) a writable folder, not a file."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise MibenchError(f"the {what} {path} is a file, not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise MibenchError(f"the {what} {path} cannot be written ({existing} is not writable)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite, then write and print its table."""
     import torch
@@ -171,6 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise MibenchError("--device cuda was asked for, but torch sees no CUDA device")
     device = torch.device(args.device) if args.device else default_device()
     run_dir = args.out or rs.suite.output_dir
+    require_writable_folder(run_dir, "run folder (output.dir / --out)")
+    require_writable_folder(store.root, "cache (output.cache / --cache)")
     reporter = Reporter(quiet=args.quiet)
     reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
     executor = make_executor(args, rs.suite.cluster, store, device)

@@ -411,6 +411,13 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
             members = [resolve(DEFENSES, m, f"defenses[{i}].stack[{j}]") for j, m in enumerate(spec.stack)]
         if all(m is not None for m in members):
             defenses.append(ResolvedDefense(spec.display, members))
+        if spec.stack is not None:
+            names = [m.name for m in spec.stack]
+            if "none" in names:
+                problems.append(f"defenses[{i}].stack: 'none' cannot be stacked (it is the undefended target)")
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                problems.append(f"defenses[{i}].stack: {', '.join(repeated)} appears more than once")
     attacks = []
     for i, spec in enumerate(suite.attacks):
         resolved = resolve(ATTACKS, spec, f"attacks[{i}]", spec.display)

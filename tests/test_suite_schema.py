@@ -167,3 +167,27 @@ def test_attacked_classes_beyond_the_dataset_are_named_before_any_work(tmp_path,
     tiny_suite["attacked_classes"] = [0, 99]
     with pytest.raises(ConfigError, match="class 99"):
         resolve_suite(tiny_suite)
+
+
+def test_stacks_of_none_or_of_one_defense_twice_are_refused(tiny_suite):
+    from mibench.errors import ConfigError
+    from mibench.suite import resolve_suite
+
+    tiny_suite["defenses"] = [{"label": "x", "stack": ["none", "mid"]}]
+    with pytest.raises(ConfigError, match="'none' cannot be stacked"):
+        resolve_suite(tiny_suite)
+    tiny_suite["defenses"] = [{"label": "x", "stack": ["negls", "negls"]}]
+    with pytest.raises(ConfigError, match="negls appears more than once"):
+        resolve_suite(tiny_suite)
+
+
+def test_run_checks_its_folders_before_any_job(tmp_path, tiny_suite, capsys):
+    from mibench.cli import main
+    from tests.conftest import write_suite
+
+    path = write_suite(tmp_path / "s.yaml", tiny_suite)
+    (tmp_path / "afile").write_text("x")
+    assert main(["run", str(path), "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+    assert not (tmp_path / "cache").exists()  # nothing ran
