@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.published import protocol_details
-from mibench.params import Params
+from mibench.metrics.published import ProtocolParams, protocol_details
 from mibench.registry import METRICS
 
 
-class AttackAccuracyParams(Params):
+class AttackAccuracyParams(ProtocolParams):
     """How the within-run spread groups classes (the official attack batches of 60 identities), and the protocol."""
 
     group_size: int = Field(60, ge=1, description="classes per attack batch for restart_std")
-    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 def batched_restart_std(

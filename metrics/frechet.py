@@ -31,6 +31,7 @@ from mibench.metrics.functional import frechet_distance_of_features
 from mibench.metrics.published import (
     FID_MISSING,
     TORCHVISION_INCEPTION_SHA256,
+    ProtocolParams,
     drop_remainder,
     lomma_uint8,
     minmax_png_roundtrip,
@@ -89,8 +90,16 @@ def inception_features(images: torch.Tensor, extractor: torch.nn.Module, device:
     """2048-d features of uint8 images (N x 3 x H x W; grey images are repeated to RGB), float64 on the CPU."""
     if images.shape[1] == 1:
         images = images.repeat(1, 3, 1, 1)
-    out = [extractor(images[i : i + batch].to(device))[0].double().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(out) if out else torch.empty(0, 2048, dtype=torch.float64)
+    return batched_features(images, lambda x: extractor(x.to(device))[0], batch)
+
+
+def batched_features(
+    images: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor], batch: int, width: int = 2048
+) -> torch.Tensor:
+    """`forward` over `images` in batches, as float64 on the CPU (N x width; empty input gives 0 x width)."""
+    with torch.no_grad():
+        out = [forward(images[i : i + batch]).double().cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.empty(0, width, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -101,13 +110,13 @@ def network_features(
 
     `images`: [0, 1] float or uint8, grey repeated to RGB, resized to `size` (antialiased bilinear).
     """
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
         x = to_float(x, device) if x.dtype == torch.uint8 else x.to(device).float()
         x = resize_images(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, size, antialias=True)
-        out.append(net(x * 2 - 1).double().cpu())
-    return torch.cat(out)
+        return net(x * 2 - 1)
+
+    return batched_features(images, forward, batch, width=0)
 
 
 class _PooledEfficientNet(torch.nn.Module):
@@ -212,7 +221,7 @@ class FeatureSpaceParams(Params):
         return v
 
 
-class FrechetParams(FeatureSpaceParams):
+class FrechetParams(FeatureSpaceParams, ProtocolParams):
     """Feature extractor, which reconstructions count, and the evaluation protocol.
 
     `fake_subset: successful` follows the PLG-MI/Trap-MID code (only reconstructions the evaluation model
@@ -220,7 +229,6 @@ class FrechetParams(FeatureSpaceParams):
     """
 
     fake_subset: Literal["successful", "all"] = "successful"
-    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
     torchvision_weights: str | None = Field(
         None, description="published PLG-MI FID: torchvision's inception_v3_google-0cc3c7bd.pth ($MIBENCH_WEIGHTS)"
     )
@@ -249,21 +257,19 @@ class FrechetDistance(Metric):
         real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         if p.fake_subset == "successful":
             fake = fake[inputs.successful(1)]
-        details |= {
-            "fake_subset": p.fake_subset,
-            "n_fake": int(fake.shape[0]),
-            "n_real": int(real.shape[0]),
-            # fewer samples than feature dimensions: the covariance is rank-deficient and the distance biased
-            "rank_deficient": bool(min(fake.shape[0], real.shape[0]) <= real.shape[1]),
-        }
-        value = frechet_distance_of_features(real, fake) if fake.shape[0] >= 2 else float("nan")
-        return [Measurement(name, value, True, "distance", details)]
+        return [fd_measurement(name, real, fake, details | {"fake_subset": p.fake_subset})]
 
 
-@torch.no_grad()
-def _float_features(images: torch.Tensor, net: torch.nn.Module, device: torch.device, batch: int = 100) -> torch.Tensor:
-    out = [net(images[i : i + batch].to(device).float()).double().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(out) if out else torch.empty(0, 2048, dtype=torch.float64)
+def fd_measurement(name: str, real: torch.Tensor, fake: torch.Tensor, details: dict) -> Measurement:
+    """The Fréchet distance of two feature sets with their counts (NaN when fewer than two fakes qualify)."""
+    details = details | {
+        "n_fake": int(fake.shape[0]),
+        "n_real": int(real.shape[0]),
+        # fewer samples than feature dimensions: the covariance is rank-deficient and the distance biased
+        "rank_deficient": bool(min(fake.shape[0], real.shape[0]) <= real.shape[-1]),
+    }
+    value = frechet_distance_of_features(real, fake) if fake.shape[0] >= 2 else float("nan")
+    return Measurement(name, value, True, "distance", details)
 
 
 def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pipeline: str) -> Measurement:
@@ -303,7 +309,7 @@ def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pi
             path = torchvision_inception_path(p.torchvision_weights)
             digest = file_sha256(path)
             net = cached_network(f"torchvision:{path}", device, lambda: torchvision_inception(path))
-            fake, real = _float_features(fake_px, net, device), _float_features(real_px, net, device)
+            fake, real = (batched_features(x, lambda b: net(b.to(device).float()), 100) for x in (fake_px, real_px))
             name = "fid" if digest.startswith(TORCHVISION_INCEPTION_SHA256) else "fd_inception"
             details |= {
                 "extractor": "inception-v3 (torchvision ImageNet, pytorch-fid input transform)",
@@ -313,13 +319,9 @@ def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pi
             }
         else:
             name, real, fake = _stand_in(inputs, p, real_px, fake_px, details)
-    details |= {"n_fake": int(fake.shape[0]), "n_real": int(real.shape[0])}
-    details["rank_deficient"] = bool(min(fake.shape[0], real.shape[0]) <= real.shape[1]) if len(real) else True
-    if fake.shape[0] < 2:
-        if pipeline != "lomma" and fake.shape[0] == 0:
-            details["official_value"] = FID_MISSING  # PLG-MI's sentinel for "no successful reconstruction"
-        return Measurement(name, float("nan"), True, "distance", details)
-    return Measurement(name, frechet_distance_of_features(real, fake), True, "distance", details)
+    if pipeline != "lomma" and fake.shape[0] == 0:
+        details["official_value"] = FID_MISSING  # PLG-MI's sentinel for "no successful reconstruction"
+    return fd_measurement(name, real, fake, details)
 
 
 def _stand_in(

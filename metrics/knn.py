@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-from pydantic import Field
+from typing import ClassVar
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import knn_distance
-from mibench.metrics.published import protocol_details
-from mibench.params import Params
+from mibench.metrics.published import ProtocolParams, protocol_details
 from mibench.registry import METRICS
 
 
-class KNNParams(Params):
+class KNNParams(ProtocolParams):
     """The evaluation protocol (default: the suite's)."""
-
-    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 @METRICS.register

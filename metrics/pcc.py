@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from mibench.context import RunContext
-from mibench.data.base import to_float
+from mibench.data.base import select_private, to_float
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import class_mean_pearson, pearson_correlation
 from mibench.params import NoParams, Params
@@ -63,8 +63,7 @@ class PearsonCorrelation(Metric):
 def victim_images(inputs: MeasureInputs) -> torch.Tensor:
     """The private images the reconstructions name as their victims (training set first, then test set), in [0, 1]."""
     data = inputs.data
-    private = torch.cat([data.private_train.images, data.private_test.images])
-    return to_float(private[inputs.reconstructions.victims])
+    return to_float(select_private(data.private_train, data.private_test, inputs.reconstructions.victims).images)
 
 
 @METRICS.register

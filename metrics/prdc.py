@@ -17,16 +17,15 @@ from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
-from mibench.metrics.published import protocol_details
+from mibench.metrics.published import ProtocolParams, protocol_details
 from mibench.registry import METRICS
 
 
-class PRDCParams(FeatureSpaceParams):
+class PRDCParams(FeatureSpaceParams, ProtocolParams):
     """Convention, neighbourhood size (default: 3 per class, 5 for Naeem's) and feature space."""
 
     variant: Literal["per_class", "naeem"] = "per_class"
     k: int | None = Field(None, ge=1)
-    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
 
 
 @METRICS.register

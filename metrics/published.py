@@ -26,14 +26,24 @@ their records say so.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import Field
 
 from mibench.checkpoints import load_strict, read_state_dict, weights_file
-from mibench.data.base import to_float
+from mibench.data.base import height_width, to_float
+from mibench.params import Params
+
+
+class ProtocolParams(Params):
+    """The evaluation protocol of a protocol-dependent metric (default: the suite's)."""
+
+    protocol: Literal["standard", "published"] | None = Field(None, description="default: the suite's protocol")
+
 
 STANDARD = "standard"
 PUBLISHED = "published"
@@ -75,15 +85,15 @@ def minmax_png_roundtrip(images: torch.Tensor) -> torch.Tensor:
 
 def kornia_resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Kornia 0.6.6 `augmentation.Resize(size)`: bilinear with `align_corners=True`, no antialiasing."""
-    shape = (size, size) if isinstance(size, int) else size
-    if tuple(images.shape[-2:]) == tuple(shape):
+    shape = height_width(size)
+    if tuple(images.shape[-2:]) == shape:
         return images
     return F.interpolate(images, size=shape, mode="bilinear", align_corners=True)
 
 
 def low2high(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """GMI/KED-MI/LOMMA's `low2high`: `ToPILImage` (mul(255).byte(): truncation), PIL bilinear resize, `ToTensor`."""
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = height_width(size)
     out = []
     for image in images.detach().cpu().float():
         array = (image * 255).to(torch.uint8).permute(1, 2, 0).numpy()  # .byte() wraps, values here are in range

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from mibench.data.base import ImageSet, to_float
+from mibench.data.base import ImageSet, select_private, to_float
 from mibench.errors import AccessDenied, QueryBudgetExceeded
 from mibench.models.base import ClassifierOutput
 
@@ -184,8 +184,7 @@ class TargetOracle:
 
     def victim_labels(self, indices: torch.Tensor) -> torch.Tensor:
         """The identities of victims (the classes their reconstructions are scored against)."""
-        train, test = self._victim_set()
-        return torch.cat([train.labels, test.labels])[indices]
+        return select_private(*self._victim_set(), indices).labels
 
     def victim_probabilities(self, indices: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """The deployed target's softmax vector for each victim image (probabilities access; counted as queries)."""
@@ -194,10 +193,6 @@ class TargetOracle:
         device = next((p.device for p in self.__model.parameters()), torch.device("cpu"))
         out = []
         for start in range(0, len(indices), batch_size):
-            idx = indices[start : start + batch_size]
-            in_train = idx < len(train)
-            images = torch.empty(len(idx), *train.images.shape[1:], dtype=torch.uint8)
-            images[in_train] = train.images[idx[in_train]]
-            images[~in_train] = test.images[idx[~in_train] - len(train)]
+            images = select_private(train, test, indices[start : start + batch_size]).images
             out.append(torch.softmax(self._scores(to_float(images, device), Access.PROBABILITIES), dim=1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_classes)

@@ -360,7 +360,8 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
     values: list[Measurement] = []
     for spec in p["metrics"]:
         values += instantiate(METRICS, spec).compute(inputs, ctx)
-    values = [explain_missing(v, recon) for v in values]
+    nonfinite = nonfinite_count(recon.images) if recon is not None else 0
+    values = [explain_missing(v, nonfinite, len(recon.images) if recon is not None else 0) for v in values]
     _publish(ws, job, {}, values, time.perf_counter() - start)
 
 
@@ -369,13 +370,16 @@ def nonfinite_count(images: torch.Tensor) -> int:
     return int((~torch.isfinite(images.flatten(1))).any(1).sum()) if images.numel() else 0
 
 
-def explain_missing(value: Measurement, recon: Reconstructions | None) -> Measurement:
-    """A measurement without a finite value, with `details.reason` saying why when the metric did not."""
+def explain_missing(value: Measurement, nonfinite: int, total: int) -> Measurement:
+    """A measurement without a finite value, with `details.reason` saying why when the metric did not.
+
+    `nonfinite` of the job's `total` reconstructions hold NaN or infinite pixels (counted once per job).
+    """
     if (value.value is not None and math.isfinite(value.value)) or "reason" in value.details:
         return value
     reasons = []
-    if recon is not None and (bad := nonfinite_count(recon.images)):
-        reasons.append(f"{bad} of {len(recon.images)} reconstructions non-finite")
+    if nonfinite:
+        reasons.append(f"{nonfinite} of {total} reconstructions non-finite")
     if value.details.get("official_value") == -1000:
         reasons.append("no successful reconstruction (the official code reports -1000)")
     elif value.details.get("n_fake") is not None and value.details["n_fake"] < 2:

@@ -405,18 +405,17 @@ def test_strict_report_fails_on_partial_seeds(records, tmp_path, capsys):
 def test_missing_values_carry_their_reason():
     import torch
 
-    from mibench.attack import Reconstructions
     from mibench.metric import Measurement
-    from mibench.stages import explain_missing
+    from mibench.stages import explain_missing, nonfinite_count
 
     images = torch.rand(4, 3, 2, 2)
     images[1, 0, 0, 0] = float("nan")
     images[3] = float("inf")
-    recon = Reconstructions(images, torch.arange(4), torch.zeros(4, dtype=torch.long))
-    missing = explain_missing(Measurement("knn_dist", float("nan"), True), recon)
+    bad = nonfinite_count(images)
+    missing = explain_missing(Measurement("knn_dist", float("nan"), True), bad, len(images))
     assert missing.details["reason"] == "2 of 4 reconstructions non-finite"
     fine = Measurement("knn_dist", 3.0, True)
-    assert explain_missing(fine, recon) is fine
+    assert explain_missing(fine, bad, len(images)) is fine
     records = [rec("MIDAS", "KED-MI", "knn_dist", 0, None, True, "distance", reason="2 of 4 reconstructions non-finite")]
     records += [rec("MIDAS", "KED-MI", "aa1", 0, 0.5, False)]
     assert "Missing (KED-MI / MIDAS / knn_dist seed 0): 2 of 4 reconstructions non-finite" in build_table(

@@ -47,6 +47,20 @@ class ImageSet:
         return self.subset(torch.isin(self.labels, classes))
 
 
+def select_private(train: ImageSet, test: ImageSet, indices: torch.Tensor) -> ImageSet:
+    """The images at `indices` of the private training set followed by the test set, without concatenating them.
+
+    The order `Reconstructions.victims` and `TargetOracle.victim_indices` use.
+    """
+    in_train = indices < len(train)
+    images = torch.empty(len(indices), *train.images.shape[1:], dtype=torch.uint8)
+    labels = torch.empty(len(indices), dtype=torch.long)
+    images[in_train], labels[in_train] = train.images[indices[in_train]], train.labels[indices[in_train]]
+    rest = indices[~in_train] - len(train)
+    images[~in_train], labels[~in_train] = test.images[rest], test.labels[rest]
+    return ImageSet(images, labels)
+
+
 @dataclass(frozen=True)
 class DataBundle:
     """What one suite's `data:` section yields: identity-disjoint private and public parts at one resolution."""
@@ -128,6 +142,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def height_width(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a square side or a (height, width) pair."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
 def resize_images(images: torch.Tensor, size: int | tuple[int, int], antialias: bool = False) -> torch.Tensor:
     """Bilinear resize of float images to size x size, or to (height, width) (no-op when already that size).
 
@@ -135,7 +154,7 @@ def resize_images(images: torch.Tensor, size: int | tuple[int, int], antialias: 
     no 8-bit round trip; GMI/KED-MI's PIL `low2high` quantises first, which shifts AA by a fraction of a point).
     `antialias` low-pass filters when shrinking, as torchvision's Resize does (PPA's renders, feature extractors).
     """
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = height_width(size)
     if images.shape[-2] == height and images.shape[-1] == width:
         return images
     return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mibench.data.base import ImageSet
+from mibench.data.base import ImageSet, height_width
 from mibench.errors import DataError
 from mibench.hashing import content_key
 
@@ -33,10 +33,6 @@ def require_dir(path: Path, what: str, hint: str) -> Path:
 Size = int | tuple[int, int]  # a square side, or (height, width)
 
 
-def _height_width(size: Size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (size[0], size[1])
-
-
 def load_crop_resize(
     path: Path, box: tuple[int, int, int, int] | None, size: Size, grey: bool = False
 ) -> torch.Tensor:
@@ -44,7 +40,7 @@ def load_crop_resize(
 
     `size` is a square side or (height, width); an image already of that size is not resampled.
     """
-    height, width = _height_width(size)
+    height, width = height_width(size)
     try:
         with Image.open(path) as img:
             img = img.convert("L" if grey else "RGB")
@@ -65,7 +61,7 @@ def load_images(
 ) -> torch.Tensor:
     """Stack `load_crop_resize` over `paths` (N x C x H x W uint8; C is 1 for grey, else 3)."""
     if not paths:
-        return torch.zeros(0, 1 if grey else 3, *_height_width(size), dtype=torch.uint8)
+        return torch.zeros(0, 1 if grey else 3, *height_width(size), dtype=torch.uint8)
     return torch.stack([load_crop_resize(p, box, size, grey) for p in paths])
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from mibench.data.base import height_width
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES, build_params
 
@@ -110,7 +111,8 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def pixel_count(image_size: int | tuple[int, int]) -> int:
     """Pixels per channel of a square side or a (height, width) pair."""
-    return image_size * image_size if isinstance(image_size, int) else image_size[0] * image_size[1]
+    height, width = height_width(image_size)
+    return height * width
 
 
 class SavedShapeBuffers(nn.Module):
