@@ -80,6 +80,7 @@ class TrapMID(Defense):
     """Trapdoor injection with trigger optimisation and a discriminator (see module docstring)."""
 
     name: ClassVar[str] = "trap-mid"
+    has_trapdoors: ClassVar[bool] = True
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     Params = TrapMIDParams
     version: ClassVar[int] = 2  # 2: the recipe's LR schedule is applied (TeD and TeD+ inherit it)

@@ -114,7 +114,11 @@ class Reconstructions:
     @classmethod
     def load(cls, path: Path) -> Reconstructions:
         """Read what `save` wrote."""
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=True))
+
+    @classmethod
+    def from_state(cls, d: dict) -> Reconstructions:
+        """Rebuild from the dict `save` writes (loaded by the caller, e.g. through the store's verified read)."""
         return cls(
             d["images"],
             d["labels"],

@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--ray-address", help="an existing Ray cluster ('auto', 'ray://host:port'); none: local")
     run.add_argument("--retry-failed", action="store_true", help="run again the jobs that failed in earlier runs")
+    run.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="stop, naming them, when cached artifacts fail verification (default: set them aside and rebuild them)",
+    )
+    run.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="S",
+        help="give up on an artifact another process has been building for S seconds (default: wait, saying who)",
+    )
     run.add_argument("--dry-run", action="store_true", help="list the jobs and what is cached; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -116,6 +127,16 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a suite file without running it")
     validate.add_argument("suite", type=Path)
+
+    cache = sub.add_parser("cache", help="check the artifact cache")
+    cache.add_argument("action", choices=("verify",), help="verify: check every artifact's files against its marker")
+    cache.add_argument("--cache", type=Path, default=Path("results/cache"), help="the cache (default results/cache)")
+    cache.add_argument(
+        "--repair", action="store_true", help="set invalid artifacts aside (the next run rebuilds them), clean litter"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    for command in sub.choices.values():  # also accepted after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 
@@ -145,7 +166,9 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
         spec = cluster.ray.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         return executors.RayExecutor(store, spec, device=args.device)
     if (args.jobs or 1) > 1 or (device.type == "cuda" and torch.cuda.device_count() * args.jobs_per_gpu > 1):
-        return executors.LocalPoolExecutor(store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu)
+        return executors.LocalPoolExecutor(
+            store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, lock_timeout=args.lock_timeout
+        )
     return None
 
 
@@ -165,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from mibench.context import default_device
+    from mibench.executors import SequentialExecutor
     from mibench.plan import build_plan
     from mibench.progress import Reporter
     from mibench.report import build_table, render_latex, render_markdown
@@ -189,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = make_executor(args, rs.suite.cluster, store, device)
     if executor is not None:
         reporter.log(f"{args.executor} executor: {executor.slots} jobs at a time")
+    else:
+        executor = SequentialExecutor(store, device, reporter, lock_timeout=args.lock_timeout)
     summary = run_plan(
         plan,
         store=store,
@@ -198,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         executor=executor,
         retry_failed=args.retry_failed,
+        rebuild=not args.no_rebuild,
     )
     table = build_table(summary.records, rs.suite.report.layout, rs.suite.report.caption)
     (run_dir / "table.md").write_text(render_markdown(table))
@@ -282,23 +309,77 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`mibench cache verify [--repair]`: every artifact against its marker; exit 1 when any is invalid unrepaired."""
+    from mibench.store import ArtifactStore
+
+    store = ArtifactStore(args.cache)
+    if not store.root.is_dir():
+        raise MibenchError(f"{store.root}: no cache folder there (give --cache)")
+    report = store.audit(repair=args.repair)
+    for line in report.lines():
+        print(line)
+    return 1 if report.invalid and not args.repair else 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "figures": cmd_figures,
     "list": cmd_list,
     "validate": cmd_validate,
+    "cache": cmd_cache,
 }
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for errors in the user's input)."""
+    """Entry point; returns the exit status (2 for errors in the user's input, 130 when interrupted).
+
+    Every error is one line (its message) unless `--debug` asks for the traceback.
+    """
+    import signal
+
+    from mibench.errors import RunInterrupted
+
     args = _parser().parse_args(argv)
+    # SIGTERM (a cluster's or a terminal's stop) ends a run as Ctrl-C does: one line, nothing finished lost.
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if threading_main() else None
     try:
         return COMMANDS[args.command](args)
+    except RunInterrupted as exc:
+        if args.debug:
+            raise
+        print(f"mibench: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"mibench: interrupted ({args.command}); nothing finished was lost", file=sys.stderr)
+        return 130
     except (MibenchError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
         print(f"mibench: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug or an environment failure: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"mibench: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (signal handlers can only be set there; tests call `main` from others)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

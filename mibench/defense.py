@@ -119,6 +119,9 @@ class Defense:
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
     defines_fit: ClassVar[bool] = False  # True when `fit` replaces the shared loop
+    # True when the trained target carries trapdoor triggers (Trap-MID, TeD): what adaptive attacks such as PLG-MI++
+    # are told about (their trapdoor signatures); validation refuses such attacks against defenses without them.
+    has_trapdoors: ClassVar[bool] = False
 
     def __init__(self, params: Params):
         self.params = params

@@ -10,6 +10,10 @@ class MibenchError(Exception):
     """Base class of every error mibench raises on purpose; the CLI prints its message and exits 2."""
 
 
+class RunInterrupted(MibenchError):
+    """Ctrl-C or SIGTERM stopped a run; finished artifacts and records are kept (the message says how to resume)."""
+
+
 class ConfigError(MibenchError):
     """A suite file is invalid. Holds every problem found, each naming the key path."""
 

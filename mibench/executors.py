@@ -2,7 +2,9 @@
 
 * `SequentialExecutor`: in this process, one job at a time (the default; what tests and CPUs use).
 * `LocalPoolExecutor`: a pool of worker processes, one slot per visible GPU times `jobs_per_gpu`, each worker
-  pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU machine, `jobs` workers sharing the cores.
+  pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU machine, `jobs` workers sharing the cores. Every job sets
+  the suite's thread count itself (`execution.threads`), so a pool builds the bytes a sequential run builds;
+  workers end with their parent, however it ends.
 * `SubmititExecutor`: SLURM jobs through submitit, one job array per stage of the jobs that became ready together
   (`pip install 'mibench[slurm]'`); submitit's `local` and `debug` clusters run the same path without SLURM.
 * `RayExecutor`: Ray tasks with GPU/CPU reservations on an existing cluster or a local one (`mibench[ray]`).
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -34,7 +38,7 @@ from mibench.errors import MibenchError
 from mibench.plan import Job
 from mibench.progress import SILENT, Reporter
 from mibench.stages import Workspace, run_job
-from mibench.store import ArtifactStore
+from mibench.store import ArtifactStore, CorruptArtifact
 from mibench.suite import RaySpec, SlurmSpec
 
 
@@ -67,10 +71,16 @@ class Executor(Protocol):
 
 
 def execute(job: Job, workspace: Workspace, force: bool) -> JobOutcome:
-    """Run one job under its artifact lock, unless it is (or meanwhile became) done; record a failure if it raises."""
+    """Run one job under its artifact lock, unless it is (or meanwhile became) done; record a failure if it raises.
+
+    An upstream artifact found corrupt while loading is taken out of use (the next run rebuilds it) and named in
+    the job's error.
+    """
     store = workspace.store
+    report, timeout = workspace.reporter.log, workspace.lock_timeout
+    lock = store.lock(job.stage, job.key, label=job.label, report=report, timeout=timeout)
     try:
-        with store.lock(job.stage, job.key):
+        with lock:
             if not force and store.is_done(job.stage, job.key):  # another process built it meanwhile
                 return JobOutcome(job.id, "cached")
             start = time.perf_counter()
@@ -78,21 +88,31 @@ def execute(job: Job, workspace: Workspace, force: bool) -> JobOutcome:
         store.clear_failure(job.stage, job.key)
         return JobOutcome(job.id, "ran", time.perf_counter() - start)
     except Exception as exc:
-        info = {
-            "label": job.label,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        store.record_failure(job.stage, job.key, info)
-        return JobOutcome(job.id, "failed", error=info["error"])
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, CorruptArtifact):
+            store.quarantine(exc.stage, exc.key)
+            error += "; it was set aside and is rebuilt by the next run"
+        info = {"label": job.label, "error": error, "traceback": traceback.format_exc()}
+        return JobOutcome(job.id, "failed", error=record_failure(store, job, info))
+
+
+def record_failure(store: ArtifactStore, job: Job, info: dict[str, str]) -> str:
+    """Keep a failure in the store; returns the error, extended when even that fails (a full or read-only disk)."""
+    try:
+        store.record_failure(job.stage, job.key, {**info, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    except OSError as exc:
+        return f"{info['error']} (and its record could not be written: {exc.strerror or exc})"
+    return info["error"]
 
 
 class SequentialExecutor:
     """Jobs run here, one at a time."""
 
-    def __init__(self, store: ArtifactStore, device: torch.device, reporter: Reporter):
+    def __init__(
+        self, store: ArtifactStore, device: torch.device, reporter: Reporter, lock_timeout: float | None = None
+    ):
         self.workspace = Workspace(store, device, reporter)
+        self.workspace.lock_timeout = lock_timeout
         self.slots = 1
 
     def submit(self, job: Job, force: bool) -> Future:
@@ -112,13 +132,27 @@ class SequentialExecutor:
 _WORKER: dict[str, Workspace] = {}
 
 
-def _init_worker(cache: str, device: str, slot_queue, threads: int) -> None:
+def _init_worker(cache: str, device: str, slot_queue, lock_timeout: float | None) -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(os.getppid())
     slot, visible = slot_queue.get()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    torch.set_num_threads(threads)
     _WORKER["ws"] = Workspace(ArtifactStore(cache), torch.device(device), SILENT)
+    _WORKER["ws"].lock_timeout = lock_timeout
     _WORKER["slot"] = slot
+
+
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """A daemon thread that ends this worker when its parent dies (even by SIGKILL, which runs no cleanup)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mibench-parent-watch", daemon=True).start()
 
 
 def _execute_in_worker(job: Job, force: bool) -> JobOutcome:
@@ -135,7 +169,7 @@ class LocalPoolExecutor:
         *,
         jobs: int | None = None,
         jobs_per_gpu: int = 1,
-        threads_per_job: int | None = None,
+        lock_timeout: float | None = None,
     ):
         gpus = _visible_gpus() if device.type == "cuda" else []
         if gpus:
@@ -146,7 +180,6 @@ class LocalPoolExecutor:
             assignments = [(i, None) for i in range(jobs or 1)]
             worker_device = str(device)
         self.slots = len(assignments)
-        threads = threads_per_job or max(1, (os.cpu_count() or 1) // self.slots)
         context = multiprocessing.get_context("spawn")  # CUDA and forked workers do not mix
         queue = context.Queue()
         for a in assignments:
@@ -155,7 +188,7 @@ class LocalPoolExecutor:
             max_workers=self.slots,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(str(store.root), worker_device, queue, threads),
+            initargs=(str(store.root), worker_device, queue, lock_timeout),
         )
 
     def submit(self, job: Job, force: bool) -> Future:
@@ -167,6 +200,12 @@ class LocalPoolExecutor:
 
     def close(self) -> None:
         """Wait for the workers to exit."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop the workers now (an interrupted run): their unfinished artifacts are never published."""
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -257,8 +296,7 @@ class SubmititExecutor:
             outcome = handle.result()
         except Exception as exc:  # killed or lost by the scheduler: the job never reported back
             info = {"label": job.label, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-            self.store.record_failure(job.stage, job.key, {**info, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            outcome = JobOutcome(job.id, "failed", error=info["error"])
+            outcome = JobOutcome(job.id, "failed", error=record_failure(self.store, job, info))
         future.set_result(outcome)
 
     def close(self) -> None:
@@ -299,8 +337,7 @@ class RayExecutor:
                 future.set_result(inner.result())
             except Exception as exc:  # the worker died: record it like any failure
                 info = {"label": job.label, "error": f"{type(exc).__name__}: {exc}", "traceback": repr(exc)}
-                self.store.record_failure(job.stage, job.key, {**info, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-                future.set_result(JobOutcome(job.id, "failed", error=info["error"]))
+                future.set_result(JobOutcome(job.id, "failed", error=record_failure(self.store, job, info)))
 
         ref.future().add_done_callback(done)
         return future

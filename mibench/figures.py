@@ -108,7 +108,7 @@ def grid_figure(
         invert_job = invert_job or invert
         done = store.is_done("invert", invert.key)
         columns[source.defense] = (
-            Reconstructions.load(store.path("invert", invert.key) / "reconstructions.pt") if done else None
+            Reconstructions.from_state(store.load_tensors("invert", invert.key, "reconstructions.pt")) if done else None
         )
     if invert_job is None:
         raise MibenchError(f"attack {attack!r} has no inversion jobs in this run")

@@ -38,7 +38,7 @@ class Job:
         payload: JSON-serialisable description of everything that determines the output.
         deps: Ids ("stage/key") of upstream jobs.
         label: Human-readable description.
-        runtime: What the job needs but must not be keyed on (data folders).
+        runtime: What the job needs but must not be keyed on (data folders, thread count).
     """
 
     stage: str
@@ -113,7 +113,11 @@ def data_payload(rs: ResolvedSuite, image_size: int) -> dict[str, Any]:
 def data_runtime(rs: ResolvedSuite) -> dict[str, Any]:
     """Data folders, passed to jobs outside the key."""
     public = rs.suite.data.public
-    return {"root": rs.suite.data.root, "public_root": public.root if public else None}
+    return {
+        "root": rs.suite.data.root,
+        "public_root": public.root if public else None,
+        "execution": rs.suite.execution.model_dump(mode="json"),
+    }
 
 
 def checkpoint_ref(path: str | None, where: str) -> dict[str, str] | None:
@@ -186,6 +190,8 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                 )
                 plan.sources.append(RecordSource(m.id, seed, defense.label, None))
             for attack in rs.attacks:
+                if attack.defenses is not None and defense.label not in attack.defenses:
+                    continue
                 _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense)
     return plan
 

@@ -38,6 +38,7 @@ class Record(BaseModel):
     device: str
     wall_time_s: float
     created: str
+    execution: dict[str, Any] | None = None  # threads and determinism settings the job ran under (None: older runs)
 
 
 def clean_value(value: float) -> float | None:

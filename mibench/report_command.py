@@ -22,7 +22,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         render_latex,
         render_markdown,
     )
-    from mibench.runner import load_plan_info, run_folders
+    from mibench.runner import load_plan_info, run_folders, running_note
     from mibench.stats import annotate_significance, comparisons_text
 
     if args.list:
@@ -39,6 +39,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(args.run_dir) > 1:
         raise MibenchError("several run folders make one page: add --html (a leaderboard)")
     args.run_dir = args.run_dir[0]
+    note = running_note(args.run_dir) if args.run_dir.is_dir() else None
+    if note:
+        print(f"mibench: warning: {note}", file=sys.stderr)
     records = load_run_records(args.run_dir)
     fmt = args.format or "markdown"
     layout, caption, architecture, suite = args.layout, None, None, None
@@ -86,7 +89,10 @@ def _html_report(args: argparse.Namespace) -> int:
     """The self-contained HTML page of one run, or a leaderboard of several."""
     from mibench import html_report
     from mibench.report import load_run_records
+    from mibench.runner import running_note
 
+    for note in filter(None, (running_note(d) for d in args.run_dir if d.is_dir())):
+        print(f"mibench: warning: {note}", file=sys.stderr)
     runs = [(d, load_run_records(d), html_report.load_info(d)) for d in args.run_dir]
     if len(runs) > 1:
         text = html_report.leaderboard(runs)

@@ -5,7 +5,6 @@ The runner alone knows about caching, seeds, devices and execution; methods only
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -14,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from mibench.errors import MibenchError, RunInterrupted
 from mibench.executors import Executor, JobOutcome, SequentialExecutor
+from mibench.locks import holder_gone, holder_record, holder_text, read_holder
 from mibench.plan import STAGES, Job, Plan
 from mibench.progress import Reporter
 from mibench.records import RECORDS_FILE, Record, write_records
 from mibench.stages import read_values
-from mibench.store import ArtifactStore, write_json_atomic
+from mibench.store import ArtifactStore, read_json_file, write_json_atomic
 
 
 @dataclass
@@ -45,6 +46,28 @@ def forced_jobs(plan: Plan, force: Iterable[str]) -> set[str]:
     return plan.descendants(roots)
 
 
+def check_cached(plan: Plan, store: ArtifactStore, redo: set[str], *, rebuild: bool, reporter: Reporter) -> None:
+    """Verify every finished artifact the plan reuses (sizes and SHA-256); set invalid ones aside to be rebuilt.
+
+    With `rebuild` False an invalid artifact stops the run before any work, naming each job and file.
+    """
+    invalid = {}
+    for job in plan.jobs.values():
+        if job.id not in redo and store.is_done(job.stage, job.key):
+            problem = store.verify(job.stage, job.key)
+            if problem is not None:
+                invalid[job] = problem
+    if invalid and not rebuild:
+        lines = [f"  {job.stage}/{job.key} ({job.label}): {problem}" for job, problem in invalid.items()]
+        raise MibenchError(
+            f"{len(invalid)} cached artifact(s) are corrupt (--no-rebuild given; run without it to rebuild them, or "
+            "`mibench cache verify --repair`):\n" + "\n".join(lines)
+        )
+    for job, problem in invalid.items():
+        reporter.log(f"rebuilding {job.label} ({job.stage}/{job.key}): {problem}")
+        store.quarantine(job.stage, job.key)
+
+
 def run_plan(
     plan: Plan,
     *,
@@ -55,15 +78,21 @@ def run_plan(
     force: Iterable[str] = (),
     executor: Executor | None = None,
     retry_failed: bool = False,
+    rebuild: bool = True,
 ) -> RunSummary:
     """Execute the missing jobs of `plan` as their dependencies finish, then assemble records into `run_dir`.
 
-    A failed job keeps its error in the store; the jobs downstream of it are skipped and every independent job still
-    runs. A job that failed in an earlier run is not retried unless `retry_failed`.
+    Cached artifacts are verified first (`check_cached`). A failed job keeps its error in the store; the jobs
+    downstream of it are skipped and every independent job still runs. A job that failed in an earlier run is not
+    retried unless `retry_failed`. Ctrl-C or SIGTERM (as KeyboardInterrupt) stops the workers, writes the records of
+    what finished, and raises `RunInterrupted`.
     """
     start = time.perf_counter()
     summary = RunSummary(run_dir)
     redo = forced_jobs(plan, force)
+    for spare in store.clean_spares():
+        reporter.log(f"removed {spare} (left by an interrupted build)")
+    check_cached(plan, store, redo, rebuild=rebuild, reporter=reporter)
     executor = executor or SequentialExecutor(store, device, reporter)
     jobs = list(plan.jobs.values())
     finished: set[str] = set()
@@ -76,6 +105,74 @@ def run_plan(
             summary.failed[job.id] = f"failed earlier (use --retry-failed): {old['error']}"
         else:
             pending.append(job)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = mark_running(run_dir)
+    try:
+        _execute(plan, pending, finished, summary, executor, redo, reporter)
+    except KeyboardInterrupt:
+        write_run(run_dir, plan, store, summary)
+        raise RunInterrupted(
+            f"interrupted: {len(summary.ran)} job(s) finished in this run and are kept ({len(summary.cached)} were "
+            f"cached, {len(plan.jobs) - len(summary.ran) - len(summary.cached)} not done); run the same command "
+            "again to resume"
+        ) from None
+    finally:
+        marker.unlink(missing_ok=True)
+    write_run(run_dir, plan, store, summary)
+    summary.wall_time_s = time.perf_counter() - start
+    return summary
+
+
+def write_run(run_dir: Path, plan: Plan, store: ArtifactStore, summary: RunSummary) -> None:
+    """The run folder's records (of every finished job) and `plan.json`."""
+    summary.records = assemble_records(plan, store)
+    write_records(run_dir / RECORDS_FILE, summary.records)
+    write_json_atomic(
+        run_dir / "plan.json",
+        {
+            "suite": plan.suite.suite.model_dump(mode="json"),
+            "source": plan.suite.source,
+            "cache": str(store.root),
+            "jobs": [{"id": j.id, "label": j.label, "deps": list(j.deps)} for j in plan.jobs.values()],
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+        },
+    )
+
+
+RUNNING = ".running.json"
+
+
+def mark_running(run_dir: Path) -> Path:
+    """Say in the run folder that a run is writing it (pid, host, start), so that a report can tell."""
+    path = run_dir / RUNNING
+    write_json_atomic(path, holder_record(f"run of {run_dir}"))
+    return path
+
+
+def running_note(run_dir: Path) -> str | None:
+    """A warning when a run is writing `run_dir` now, or one was killed before finishing it."""
+    holder = read_holder(run_dir / RUNNING)
+    if holder is None:
+        return None
+    if holder_gone(holder):
+        return f"{run_dir}: a run ({holder_text(holder)}) stopped before finishing; its records may be incomplete"
+    return (
+        f"{run_dir}: a run is writing this folder now ({holder_text(holder)}); the records shown may be from before "
+        "it"
+    )
+
+
+def _execute(
+    plan: Plan,
+    pending: list[Job],
+    finished: set[str],
+    summary: RunSummary,
+    executor: Executor,
+    redo: set[str],
+    reporter: Reporter,
+) -> None:
+    """Submit ready jobs as slots free up until nothing is pending; on interrupt, stop the executor's workers."""
     running: dict[Future, Job] = {}
     count = 0
     try:
@@ -107,24 +204,13 @@ def run_plan(
                 finished.add(job.id)
                 (summary.ran if outcome.status == "ran" else summary.cached).append(job.id)
                 reporter.log(f"        done {job.label} in {outcome.wall_time_s:.1f}s")
+    except KeyboardInterrupt:
+        abort = getattr(executor, "abort", None)
+        if abort is not None:
+            abort()
+        raise
     finally:
         executor.close()
-    summary.records = assemble_records(plan, store)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_records(run_dir / RECORDS_FILE, summary.records)
-    write_json_atomic(
-        run_dir / "plan.json",
-        {
-            "suite": plan.suite.suite.model_dump(mode="json"),
-            "source": plan.suite.source,
-            "cache": str(store.root),
-            "jobs": [{"id": j.id, "label": j.label, "deps": list(j.deps)} for j in jobs],
-            "failed": summary.failed,
-            "skipped": summary.skipped,
-        },
-    )
-    summary.wall_time_s = time.perf_counter() - start
-    return summary
 
 
 def _upstream_methods(plan: Plan, store: ArtifactStore, job_id: str) -> dict[str, int]:
@@ -163,6 +249,7 @@ def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
                     details=v["details"],
                     versions=versions,
                     device=meta["device"],
+                    execution=meta.get("execution"),
                     wall_time_s=meta["wall_time_s"],
                     created=meta["created"],
                 )
@@ -191,5 +278,8 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def load_plan_info(run_dir: Path) -> dict:
-    """The run's `plan.json` (suite as resolved)."""
-    return json.loads((run_dir / "plan.json").read_text())
+    """The run's `plan.json` (suite as resolved); an unreadable one is an error naming it."""
+    info = read_json_file(run_dir / "plan.json", "the run's plan")
+    if not isinstance(info, dict) or "suite" not in info:
+        raise MibenchError(f"{run_dir / 'plan.json'}: not a plan written by mibench run")
+    return info

@@ -7,7 +7,6 @@ and `done.json` (written last by the store).
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import time
@@ -22,7 +21,7 @@ from torch import nn
 import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.checkpoints import load_strict, read_state_dict
-from mibench.context import RunContext, configure_device, seed_everything
+from mibench.context import RunContext, apply_execution, configure_device, isolated_global_rng, seed_everything
 from mibench.data.base import DataBundle, to_float
 from mibench.defense import DefenseStack, TrainedTarget
 from mibench.hashing import content_key, derive_seed
@@ -46,12 +45,18 @@ class Workspace:
         self.device = device
         self.reporter = reporter
         self._memo: dict[str, Any] = {}
+        self.execution: dict[str, Any] = {}  # the settings of the job being run (provenance)
+        self.lock_timeout: float | None = None  # seconds to wait for another process's build; None: as long as it takes
         configure_device(device)
 
     def memo(self, key: str, build: Any) -> Any:
-        """Build once per process."""
+        """Build once per process, without touching the global random streams.
+
+        A job's randomness must not depend on whether an earlier job of this process loaded the same thing.
+        """
         if key not in self._memo:
-            self._memo[key] = build()
+            with isolated_global_rng():
+                self._memo[key] = build()
         return self._memo[key]
 
     def data(self, payload: dict[str, Any], runtime: dict[str, Any]) -> DataBundle:
@@ -133,28 +138,22 @@ def _measurement_json(m: Measurement) -> dict[str, Any]:
 
 
 def read_values(store: ArtifactStore, stage: str, key: str) -> list[dict[str, Any]]:
-    """The measurements a finished job published."""
-    return json.loads((store.path(stage, key) / "values.json").read_text())
+    """The measurements a finished job published (verified against its marker)."""
+    return store.read_json(stage, key, "values.json")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading artifacts
 
 
-def load_state(path: Path) -> Any:
-    """Tensors or a state dict written by a stage (never arbitrary pickles)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_evaluator(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Module, float]:
     """The frozen evaluation model and its test accuracy."""
 
     def build() -> tuple[nn.Module, float]:
-        folder = ws.store.path("evaluator", key)
-        payload = json.loads((folder / "job.json").read_text())
+        payload = ws.store.read_json("evaluator", key, "job.json")
         data = ws.data(payload["data"], runtime)
         model = build_network(payload["architecture"], data)
-        model.load_state_dict(load_state(folder / "model.pt"))
+        model.load_state_dict(ws.store.load_tensors("evaluator", key, "model.pt"))
         acc = next(v["value"] for v in read_values(ws.store, "evaluator", key) if v["metric"] == "evaluator_acc")
         return freeze(model).to(ws.device), acc
 
@@ -165,13 +164,12 @@ def load_target(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Mo
     """The deployed, frozen target: architecture, defense wrap, strict weights, defense state, deploy."""
 
     def build() -> tuple[nn.Module, DataBundle]:
-        folder = ws.store.path("target", key)
-        payload = json.loads((folder / "job.json").read_text())
+        payload = ws.store.read_json("target", key, "job.json")
         data = ws.data(payload["data"], runtime)
         defense = defense_stack(payload["defense"])
         model = defense.wrap(build_network(payload["architecture"], data))
-        model.load_state_dict(load_state(folder / "model.pt"))
-        defense.restore(model, load_state(folder / "extras.pt"))
+        model.load_state_dict(ws.store.load_tensors("target", key, "model.pt"))
+        defense.restore(model, ws.store.load_tensors("target", key, "extras.pt"))
         # The released model's own randomness (MIDAS's one draw of bit errors per trial) is seeded by the target key,
         # so the accuracy test, every attack and every measurement see the same deployed copy.
         return freeze(defense.deploy(model, derive_seed(key, "deploy"))).to(ws.device), data
@@ -193,7 +191,7 @@ def defender_knowledge(ws: Workspace, key: str, runtime: dict[str, Any]) -> Defe
 
     def build() -> DefenderKnowledge:
         model, data = load_target(ws, key, runtime)
-        triggers = find_triggers(load_state(ws.store.path("target", key) / "extras.pt"))
+        triggers = find_triggers(ws.store.load_tensors("target", key, "extras.pt"))
         if triggers is None:
             return DefenderKnowledge()
         pattern, mask = (t.to(ws.device) for t in triggers)
@@ -238,6 +236,7 @@ def _publish(ws: Workspace, job: Job, files: dict[str, Any], values: list[Measur
             key=job.key,
             wall_time_s=wall_time_s,
             device=str(ws.device),
+            execution=ws.execution,
             versions=versions(job.payload),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
@@ -292,7 +291,7 @@ def _load_priors(ws: Workspace, attack: Attack, keys: dict[str, str], data: Data
     priors = {}
     for name, key in keys.items():
         prior = attack.build_prior(data_info(data), name)
-        prior.load_state_dict(load_state(ws.store.path("prior", key) / "prior.pt"))
+        prior.load_state_dict(ws.store.load_tensors("prior", key, "prior.pt"))
         priors[name] = prior
     if len(priors) <= 1:
         return next(iter(priors.values()), None)
@@ -339,7 +338,9 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     target, data = load_target(ws, p["target"], job.runtime)
     evaluator, evaluator_acc = load_evaluator(ws, p["evaluator"], job.runtime)
-    recon = Reconstructions.load(ws.store.path("invert", p["invert"]) / "reconstructions.pt") if "invert" in p else None
+    recon = None
+    if "invert" in p:
+        recon = Reconstructions.from_state(ws.store.load_tensors("invert", p["invert"], "reconstructions.pt"))
     eval_data = ws.data(p["eval_data"], job.runtime)
     rendered = _evaluation_renders(ws, p["invert"], recon, eval_data, data, ctx) if recon is not None else None
     inputs = MeasureInputs(
@@ -351,7 +352,7 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
         classes=torch.tensor(p.get("classes", []), dtype=torch.long),
         reconstructions=recon,
         device=ws.device,
-        target_extras=load_state(ws.store.path("target", p["target"]) / "extras.pt"),
+        target_extras=ws.store.load_tensors("target", p["target"], "extras.pt"),
         evaluation_images=rendered,
         protocol=p.get("protocol", "standard"),
         pipeline=p.get("pipeline"),
@@ -392,7 +393,7 @@ def _evaluation_renders(
     ws: Workspace, invert_key: str, recon: Reconstructions, eval_data: DataBundle, data: DataBundle, ctx: RunContext
 ) -> torch.Tensor | None:
     """The attack's own renders at the evaluator's resolution (PPA), from its invert job's attack and priors."""
-    payload = json.loads((ws.store.path("invert", invert_key) / "job.json").read_text())
+    payload = ws.store.read_json("invert", invert_key, "job.json")
     attack: Attack = instantiate(ATTACKS, payload["attack"])
     if type(attack).evaluation_images is Attack.evaluation_images:
         return None
@@ -410,7 +411,12 @@ RUNNERS = {
 
 
 def run_job(job: Job, ws: Workspace) -> None:
-    """Seed, then run the job's stage. Global RNGs are seeded so that layer initialisation is reproducible too."""
+    """Fix threads and determinism, seed, then run the job's stage.
+
+    Global RNGs are seeded from the key so that layer initialisation is reproducible too; methods draw the rest from
+    `RunContext.generator`.
+    """
+    ws.execution = apply_execution(job.runtime.get("execution", {}), ws.device)
     seed = job.payload.get("seed", derive_seed(job.key))
     seed_everything(seed)
     RUNNERS[job.stage](job, ws, RunContext(ws.device, seed, ws.reporter))

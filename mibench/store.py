@@ -2,30 +2,106 @@
 
 Artifacts live in `<root>/<stage>/<key>/`. A job writes into a temporary sibling folder, writes `done.json` last,
 then renames the folder into place, so a killed job never leaves a half-written artifact that looks finished, and
-a finished one is never lost. File locks keep two processes from building the same artifact at once.
+a finished one is never lost (a forced rebuild swaps the old artifact out only once the new one is complete).
+
+Integrity: `done.json` lists the size and SHA-256 of every file the artifact holds. `verify` checks them (sizes only,
+or the hashes too), and every read through the store (`read_bytes`, `read_json`, `load_tensors`) checks the hash of
+the bytes it read, so a flipped byte, a truncated or missing file, or an unreadable marker is a `CorruptArtifact`
+naming the stage, key and file, never a silently wrong number. File locks (`locks.ArtifactLock`) keep two processes
+from building the same artifact at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+import torch
+
+from mibench.errors import MibenchError
+from mibench.locks import ArtifactLock, LockReporter, try_lock
 
 DONE = "done.json"
+FILES = "files"  # the marker's manifest: {relative name: {"size": bytes, "sha256": hex}}
+_SPARE_SUFFIXES = (".tmp", ".old", ".corrupt")  # folders a run may leave behind beside finished artifacts
+
+
+class CorruptArtifact(MibenchError):
+    """A finished artifact whose files do not match its marker (or whose marker is unreadable)."""
+
+    def __init__(self, stage: str, key: str, problem: str):
+        self.stage, self.key, self.problem = stage, key, problem
+        super().__init__(f"artifact {stage}/{key} is corrupt: {problem}")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to `path` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """A JSON file mibench wrote; a missing, truncated or non-UTF-8 file is one error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MibenchError(f"{path}: {what} not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MibenchError(f"{path}: {what} is unreadable (truncated or not JSON: {exc})") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    """Hex SHA-256 of one file, read in blocks (never memoised: integrity checks must read the bytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under `folder` (the marker excepted), by path relative to it."""
+    manifest = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != DONE):
+        manifest[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": hash_file(path)}
+    return manifest
+
+
+@dataclass
+class CacheAudit:
+    """What `ArtifactStore.audit` found: artifacts checked, invalid ones (and why), litter removed."""
+
+    checked: int = 0
+    invalid: dict[str, str] = field(default_factory=dict)  # "stage/key" -> problem
+    removed: list[Path] = field(default_factory=list)
+    repaired: bool = False
+
+    def lines(self) -> list[str]:
+        """A human summary, one line per invalid artifact."""
+        out = [f"{name}: {problem}" for name, problem in self.invalid.items()]
+        out += [f"removed {path} (left by an interrupted build)" for path in self.removed]
+        verdict = f"{self.checked} artifacts checked, {len(self.invalid)} invalid"
+        if self.invalid:
+            verdict += "; set aside, the next run rebuilds them" if self.repaired else "; --repair sets them aside"
+        return [*out, verdict]
 
 
 class ArtifactStore:
@@ -39,12 +115,109 @@ class ArtifactStore:
         return self.root / stage / key
 
     def is_done(self, stage: str, key: str) -> bool:
-        """Whether the artifact is complete."""
+        """Whether the artifact has a finished marker (see `verify` for whether it is intact)."""
         return (self.path(stage, key) / DONE).is_file()
 
     def meta(self, stage: str, key: str) -> dict[str, Any]:
-        """The artifact's `done.json`."""
-        return json.loads((self.path(stage, key) / DONE).read_text())
+        """The artifact's `done.json`; an unreadable marker, or one without a file list, is `CorruptArtifact`."""
+        path = self.path(stage, key) / DONE
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CorruptArtifact(stage, key, f"{DONE} is missing") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptArtifact(stage, key, f"{DONE} is unreadable ({exc})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get(FILES), dict):
+            raise CorruptArtifact(stage, key, f"{DONE} lists no files (written before integrity records)")
+        return meta
+
+    def verify(self, stage: str, key: str, *, hashes: bool = True) -> str | None:
+        """None when the artifact is intact, else what is wrong (sizes always; SHA-256 too when `hashes`)."""
+        try:
+            files = self.meta(stage, key)[FILES]
+        except CorruptArtifact as exc:
+            return exc.problem
+        folder = self.path(stage, key)
+        for name, expected in files.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            size = path.stat().st_size
+            if size != expected["size"]:
+                return f"{name} has {size} bytes, its marker says {expected['size']}"
+            if hashes and hash_file(path) != expected["sha256"]:
+                return f"{name} does not match its SHA-256 (bytes changed since it was written)"
+        return None
+
+    def read_bytes(self, stage: str, key: str, name: str) -> bytes:
+        """A file of a finished artifact, checked against its marker's size and SHA-256."""
+        expected = self.meta(stage, key)[FILES].get(name)
+        if expected is None:
+            raise CorruptArtifact(stage, key, f"its marker does not list {name}")
+        try:
+            data = (self.path(stage, key) / name).read_bytes()
+        except FileNotFoundError:
+            raise CorruptArtifact(stage, key, f"{name} is missing") from None
+        if len(data) != expected["size"] or sha256_bytes(data) != expected["sha256"]:
+            raise CorruptArtifact(stage, key, f"{name} does not match its size and SHA-256 (truncated or changed)")
+        return data
+
+    def read_json(self, stage: str, key: str, name: str) -> Any:
+        """A verified JSON file of a finished artifact."""
+        return json.loads(self.read_bytes(stage, key, name))
+
+    def load_tensors(self, stage: str, key: str, name: str) -> Any:
+        """A verified tensor file of a finished artifact, loaded with `weights_only=True` onto the CPU."""
+        data = self.read_bytes(stage, key, name)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def quarantine(self, stage: str, key: str) -> None:
+        """Take an invalid artifact out of use (renamed aside; `clean_spares` deletes it), so it is rebuilt."""
+        final = self.path(stage, key)
+        if final.exists():
+            os.replace(final, final.parent / f".{key}.{uuid.uuid4().hex}.corrupt")
+
+    def clean_spares(self) -> list[Path]:
+        """Delete temporary, swapped-out and quarantined folders that no live build holds; returns what went.
+
+        A builder holds its key's lock while its temporary folder exists, so a folder whose lock is free is litter
+        (of a killed run), and one whose lock is held belongs to a build in progress (of this or another run).
+        """
+        removed = []
+        for stage_dir in (p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else ():
+            for spare in stage_dir.glob(".*"):
+                if not spare.is_dir() or not spare.name.endswith(_SPARE_SUFFIXES):
+                    continue
+                key = spare.name[1:].split(".", 1)[0]
+                with try_lock(self.lock_path(stage_dir.name, key)) as free:
+                    if free:
+                        shutil.rmtree(spare, ignore_errors=True)
+                        removed.append(spare)
+        return removed
+
+    def audit(self, *, repair: bool = False) -> CacheAudit:
+        """Verify every artifact of every stage (sizes and SHA-256).
+
+        With `repair`, invalid artifacts are set aside (the next run rebuilds them) and interrupted builds' litter
+        is deleted.
+        """
+        from mibench.plan import STAGES
+
+        audit = CacheAudit(repaired=repair)
+        for stage in STAGES:
+            folder = self.root / stage
+            for artifact in sorted(folder.iterdir()) if folder.is_dir() else ():
+                if artifact.name.startswith(".") or not artifact.is_dir():
+                    continue
+                audit.checked += 1
+                problem = self.verify(stage, artifact.name)
+                if problem is not None:
+                    audit.invalid[f"{stage}/{artifact.name}"] = problem
+                    if repair:
+                        self.quarantine(stage, artifact.name)
+        if repair:
+            audit.removed = self.clean_spares()
+        return audit
 
     def failure_path(self, stage: str, key: str) -> Path:
         """Where a failed job's error and traceback are kept (`<root>/failed/<stage>/<key>.json`)."""
@@ -57,25 +230,37 @@ class ArtifactStore:
         write_json_atomic(path, info)
 
     def failure(self, stage: str, key: str) -> dict[str, Any] | None:
-        """The recorded failure of a job, if any."""
+        """The recorded failure of a job, if any (an unreadable record counts as none: the job is retried)."""
         path = self.failure_path(stage, key)
-        return json.loads(path.read_text()) if path.is_file() else None
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return info if isinstance(info, dict) and "error" in info else None
 
     def clear_failure(self, stage: str, key: str) -> None:
         """Forget a failure (the job has now succeeded)."""
         self.failure_path(stage, key).unlink(missing_ok=True)
 
-    def lock(self, stage: str, key: str) -> FileLock:
-        """An inter-process lock for building this artifact."""
-        folder = self.root / stage
-        folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(folder / f".{key}.lock"))
+    def lock_path(self, stage: str, key: str) -> Path:
+        """The lock file of an artifact."""
+        return self.root / stage / f".{key}.lock"
+
+    def lock(
+        self, stage: str, key: str, *, label: str = "", report: LockReporter | None = None, timeout: float | None = None
+    ) -> ArtifactLock:
+        """An inter-process lock for building this artifact, naming its holder (see `locks.ArtifactLock`)."""
+        path = self.lock_path(stage, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return ArtifactLock(path, what=f"{stage}/{key}" + (f" ({label})" if label else ""), report=report,
+                            timeout=timeout)
 
     @contextmanager
     def build(self, stage: str, key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Yield (temporary folder, meta dict); on success `meta` is written as `done.json` and the folder published.
+        """Yield (temporary folder, meta dict); on success `meta` and the file manifest become `done.json`.
 
-        An exception discards the temporary folder and leaves any earlier artifact untouched.
+        An exception discards the temporary folder and leaves any earlier artifact untouched; a forced rebuild swaps
+        the old artifact out only after the new one is complete, and puts it back if the swap fails.
         """
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +269,15 @@ class ArtifactStore:
         meta: dict[str, Any] = {}
         try:
             yield tmp, meta
-            write_json_atomic(tmp / DONE, meta)
-            if final.exists():  # forced rebuild: swap the old artifact out, then delete it
+            write_json_atomic(tmp / DONE, {**meta, FILES: file_manifest(tmp)})
+            if final.exists():
                 old = final.parent / f".{key}.{uuid.uuid4().hex}.old"
                 os.replace(final, old)
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(old, final)
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)

@@ -11,20 +11,19 @@ import dataclasses
 import math
 import os
 import re
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from mibench.errors import ConfigError, suggest, unknown_name_message
+from mibench.errors import ConfigError, unknown_name_message
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry
+from mibench.suite_text import bounded_yaml, expand_env, pydantic_problems
 
+MAX_CLASSES = 100_000  # more identities than any MI benchmark has; bounds what attacked_classes can ask for
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -45,6 +44,9 @@ class AttackSpec(MethodSpec):
     """An attack entry; `budget` scales its iteration counts (see `scale_budget`), overriding the suite's."""
 
     budget: float | None = Field(None, gt=0, le=1)
+    defenses: list[str] | None = Field(
+        None, min_length=1, description="labels of the defenses it attacks (default: every defense of the suite)"
+    )
 
 
 # Integer params that count work: latent-search iterations, GAN epochs and steps, distillation epochs.
@@ -177,10 +179,37 @@ class ModelSpec(Params):
 
 
 class OutputSpec(Params):
-    """Where the run's records and tables go, and the artifact cache (shared between suites)."""
+    """Where the run's records and tables go, and the artifact cache (shared between suites).
+
+    Relative paths stay inside the folder mibench runs in; writing elsewhere takes an absolute path (or `--out`,
+    `--cache`), so a suite file from someone else cannot point a run at `../../..`.
+    """
 
     dir: str | None = Field(None, description="default: results/<suite name>")
     cache: str = "results/cache"
+
+    @field_validator("dir", "cache")
+    @classmethod
+    def _stays_inside(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isabs(v) and os.path.normpath(v).split(os.sep)[0] == "..":
+            raise ValueError("a relative path must stay inside the folder mibench runs in; give an absolute path "
+                             "(or --out / --cache) to write outside it")
+        return v
+
+
+class ExecutionSpec(Params):
+    """How each job runs on its machine. Not part of any cache key; recorded with every artifact.
+
+    Jobs set these at their start, so one key gives the same bytes on every executor of one machine (sequential,
+    `--jobs N`, SLURM, Ray): CPU reductions split their work by thread, so the thread count shapes the result.
+    """
+
+    threads: int | None = Field(None, ge=1, description="CPU threads per job; default: the cores the process may use")
+    deterministic: bool = Field(
+        True,
+        description="torch's deterministic algorithms and no cuDNN autotuning; false trades bitwise repeatability "
+        "on GPUs for speed (GPU kernels are not bitwise reproducible either way; records say so)",
+    )
 
 
 class ReportSpec(Params):
@@ -266,6 +295,7 @@ class Suite(Params):
     output: OutputSpec = Field(default_factory=OutputSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
     @field_validator("defenses", "attacks", "metrics", mode="before")
     @classmethod
@@ -315,6 +345,7 @@ class ResolvedMethod:
     label: str
     cls: type
     params: Params
+    defenses: tuple[str, ...] | None = None  # an attack's restriction to these defense labels
 
     def params_json(self) -> dict[str, Any]:
         """Validated params with defaults filled in, as JSON (what cache keys hash)."""
@@ -347,6 +378,39 @@ class ResolvedSuite:
     public_dataset: ResolvedMethod | None
     target_arch: ResolvedMethod
     evaluator_arch: ResolvedMethod
+
+
+def attacked_defenses(attack: ResolvedMethod, defenses: Sequence[ResolvedDefense]) -> list[ResolvedDefense]:
+    """The defenses an attack runs against (its `defenses:` restriction, else all)."""
+    return [d for d in defenses if attack.defenses is None or d.label in attack.defenses]
+
+
+def pairing_problems(
+    suite: Suite, defenses: Sequence[ResolvedDefense], attacks: Sequence[ResolvedMethod]
+) -> list[str]:
+    """Attack restrictions naming unknown defenses, and adaptive attacks paired with defenses they cannot adapt to.
+
+    An attack that is told the defender's trapdoor signatures (PLG-MI++) is meaningless against a target without
+    trapdoors (it silently becomes PLG-MI+), so that pairing is an error, not a number.
+    """
+    problems = []
+    labels = [d.label for d in defenses]
+    for i, attack in enumerate(attacks):
+        for label in attack.defenses or ():
+            if label not in labels:
+                problems.append(f"attacks[{i}].defenses: no defense labelled {label!r}; labels: {', '.join(labels)}")
+        if not getattr(attack.cls, "knows_defense", False):
+            continue
+        blind = [
+            d.label for d in attacked_defenses(attack, defenses) if not any(m.cls.has_trapdoors for m in d.members)
+        ]
+        if blind:
+            problems.append(
+                f"attacks[{i}] ({attack.label}) is told the defender's trapdoor signatures, but "
+                f"{', '.join(repr(b) for b in blind)} {'has' if len(blind) == 1 else 'have'} no trapdoors; restrict "
+                "it with `defenses:` to the trapdoor defenses"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -423,7 +487,13 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
         resolved = resolve(ATTACKS, spec, f"attacks[{i}]", spec.display)
         if resolved is not None:
             budget = spec.budget or suite.attack_budget
-            attacks.append(dataclasses.replace(resolved, params=scale_budget(resolved.params, budget)))
+            restriction = tuple(spec.defenses) if spec.defenses else None
+            attacks.append(
+                dataclasses.replace(
+                    resolved, params=scale_budget(resolved.params, budget), defenses=restriction
+                )
+            )
+    problems += pairing_problems(suite, defenses, attacks)
     metrics = resolve_list(METRICS, suite.metrics, "metrics")
     dataset = resolve(DATASETS, suite.data, "data")
     public = resolve(DATASETS, suite.data.public, "data.public") if suite.data.public else None
@@ -453,116 +523,3 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     if problems:
         raise ConfigError(source, problems)
     return ResolvedSuite(suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch)
-
-
-MAX_SUITE_BYTES = 1_000_000
-MAX_CLASSES = 100_000  # more identities than any MI benchmark has; bounds what attacked_classes can ask for
-MAX_YAML_ALIASES = 1_000
-MAX_YAML_NODES = 200_000
-
-
-def bounded_yaml(text: str, source: str) -> Any:
-    """`yaml.safe_load` with bounds: file size, alias count, and the size of the expanded document.
-
-    A small file of nested aliases ("billion laughs") expands to an astronomically large document; it is refused
-    with a named error before anything walks it.
-    """
-    if len(text) > MAX_SUITE_BYTES:
-        raise ConfigError(source, [f"the suite file is {len(text)} bytes; suites are limited to {MAX_SUITE_BYTES}"])
-    try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
-        if aliases > MAX_YAML_ALIASES:
-            raise ConfigError(source, [f"{aliases} YAML aliases; at most {MAX_YAML_ALIASES} are allowed"])
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
-    pending, seen = [raw], 0
-    while pending:  # iterative: deep nesting must not overflow the interpreter's stack either
-        node = pending.pop()
-        seen += 1
-        if seen > MAX_YAML_NODES:
-            raise ConfigError(source, [f"the YAML expands to more than {MAX_YAML_NODES} values (nested aliases?)"])
-        if isinstance(node, dict):
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return raw
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def expand_env(value: Any, source: str, where: str = "") -> Any:
-    """Expand `${VAR}` in every string (data roots come from the environment); an unset variable is an error."""
-    if isinstance(value, dict):
-        return {k: expand_env(v, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, source, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str) and "$" in value:
-        missing = [a or b for a, b in _ENV.findall(value) if (a or b) not in os.environ]
-        if missing:
-            raise ConfigError(source, [f"{where}: environment variable {missing[0]} is not set (used in {value!r})"])
-        return os.path.expandvars(value)
-    return value
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Error messages
-
-
-def format_loc(loc: Sequence[Any]) -> str:
-    """('defenses', 0, 'params') -> 'defenses[0].params'."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as `Foo | None` or `list[Foo]`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _submodel(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
-    """Walk `loc` (field names and list indices) down nested models."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        sub = _submodel(field.annotation)
-        if sub is None:
-            return None
-        model = sub
-    return model
-
-
-def pydantic_problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Turn pydantic errors into 'key.path: what is wrong; what is allowed' lines."""
-    problems = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = format_loc(((prefix,) if prefix else ()) + loc) or "(top level)"
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            allowed = sorted(parent.model_fields) if parent else []
-            hint = suggest(str(loc[-1]), allowed)
-            text = f"{path}: unknown key"
-            if hint:
-                text += f"; did you mean {hint[0]!r}?"
-            problems.append(text + (f" allowed: {', '.join(allowed)}" if allowed else ""))
-        elif kind == "missing":
-            problems.append(f"{path}: required key is missing")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}: {msg} (got {err.get('input')!r})")
-    return problems

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 import mibench.stages as stages
+from mibench.errors import RunInterrupted
 from mibench.executors import LocalPoolExecutor
 from mibench.plan import build_plan
 from mibench.progress import SILENT
+from mibench.records import read_records
 from mibench.runner import run_plan
 from mibench.store import ArtifactStore
 from mibench.suite import load_suite
@@ -29,19 +31,15 @@ def values(records):
 def test_pool_of_two_gives_the_sequential_records(tmp_path, tiny_suite):
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers use one thread each; same arithmetic, same numbers
-    try:
-        seq = run_plan(
-            plan,
-            store=ArtifactStore(tmp_path / "a"),
-            run_dir=tmp_path / "ra",
-            device=torch.device("cpu"),
-            reporter=SILENT,
-        )
-    finally:
-        torch.set_num_threads(threads)
-    pool = LocalPoolExecutor(ArtifactStore(tmp_path / "b"), torch.device("cpu"), jobs=2, threads_per_job=1)
+    # No thread-count arrangement: every job sets the suite's thread count itself, in this process and in workers.
+    seq = run_plan(
+        plan,
+        store=ArtifactStore(tmp_path / "a"),
+        run_dir=tmp_path / "ra",
+        device=torch.device("cpu"),
+        reporter=SILENT,
+    )
+    pool = LocalPoolExecutor(ArtifactStore(tmp_path / "b"), torch.device("cpu"), jobs=2)
     assert pool.slots == 2
     par = run_plan(
         plan,
@@ -91,8 +89,9 @@ def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_
 
     monkeypatch.setitem(stages.RUNNERS, "invert", killed)
     cpu = torch.device("cpu")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match=r"interrupted: 4 job\(s\) finished .* run the same command again"):
         run_plan(plan, store=store, run_dir=tmp_path / "run", device=cpu, reporter=SILENT)
+    assert len(read_records(tmp_path / "run" / "records.jsonl")) > 0  # what finished is already reported
     done_before = {j.id for j in plan.jobs.values() if store.is_done(j.stage, j.key)}
     assert done_before and len(done_before) < len(plan.jobs)
     monkeypatch.setitem(stages.RUNNERS, "invert", original)
