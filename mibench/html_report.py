@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +236,7 @@ def figure_png(figure) -> bytes:
 
 
 def load_info(run_dir: Path) -> dict[str, Any] | None:
-    """plan.json of a run folder, if present."""
-    path = run_dir / "plan.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """plan.json of a run folder, if present (an unreadable one is an error naming it)."""
+    from mibench.runner import load_plan_info
+
+    return load_plan_info(run_dir) if (run_dir / "plan.json").is_file() else None

@@ -51,19 +51,19 @@ def check_cached(plan: Plan, store: ArtifactStore, redo: set[str], *, rebuild: b
 
     With `rebuild` False an invalid artifact stops the run before any work, naming each job and file.
     """
-    invalid = {}
+    invalid: list[tuple[Job, str]] = []
     for job in plan.jobs.values():
         if job.id not in redo and store.is_done(job.stage, job.key):
             problem = store.verify(job.stage, job.key)
             if problem is not None:
-                invalid[job] = problem
+                invalid.append((job, problem))
     if invalid and not rebuild:
-        lines = [f"  {job.stage}/{job.key} ({job.label}): {problem}" for job, problem in invalid.items()]
+        lines = [f"  {job.stage}/{job.key} ({job.label}): {problem}" for job, problem in invalid]
         raise MibenchError(
             f"{len(invalid)} cached artifact(s) are corrupt (--no-rebuild given; run without it to rebuild them, or "
             "`mibench cache verify --repair`):\n" + "\n".join(lines)
         )
-    for job, problem in invalid.items():
+    for job, problem in invalid:
         reporter.log(f"rebuilding {job.label} ({job.stage}/{job.key}): {problem}")
         store.quarantine(job.stage, job.key)
 

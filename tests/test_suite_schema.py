@@ -191,3 +191,29 @@ def test_run_checks_its_folders_before_any_job(tmp_path, tiny_suite, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and err.count("\n") == 1
     assert not (tmp_path / "cache").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("key", ["dir", "cache"])
+def test_relative_output_paths_cannot_leave_the_working_folder(tiny_suite, key):
+    tiny_suite["output"] = {key: "results/../../.."}
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith(f"output.{key}: a relative path must stay inside the folder mibench runs in")
+    tiny_suite["output"] = {key: "/tmp/elsewhere"}  # absolute: the user said so
+    resolve_suite(tiny_suite)
+    tiny_suite["output"] = {key: "results/./x/../y"}
+    resolve_suite(tiny_suite)
+
+
+def test_plgmi_plusplus_needs_a_defense_with_trapdoors(tiny_suite):
+    plgmi = {"cgan": {"ch": 8, "z_dim": 8, "iterations": 2, "top_n": 4, "batch_size": 8}, "iterations": 2}
+    tiny_suite["defenses"] = [{"name": "none", "label": "-"}, {"name": "trap-mid", "label": "Trap-MID"}]
+    tiny_suite["attacks"] = [{"name": "plgmi-plusplus", "label": "PLG-MI++", "params": plgmi}]
+    (problem,) = problems_of(tiny_suite)
+    assert problem.startswith("attacks[0] (PLG-MI++) is told the defender's trapdoor signatures, but '-' has no")
+    tiny_suite["attacks"][0]["defenses"] = ["Trap-MID"]
+    plan = build_plan(resolve_suite(tiny_suite))
+    inverts = [j.label for j in plan.jobs.values() if j.stage == "invert"]
+    assert inverts == ["invert PLG-MI++ on Trap-MID seed=0", "invert PLG-MI++ on Trap-MID seed=1"]
+    tiny_suite["attacks"][0]["defenses"] = ["Trap-MD"]
+    problems = problems_of(tiny_suite)
+    assert "attacks[0].defenses: no defense labelled 'Trap-MD'; labels: -, Trap-MID" in problems
