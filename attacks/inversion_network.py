@@ -25,8 +25,6 @@ private training set (`test1`); mibench keeps the last epoch (no private data in
 
 from __future__ import annotations
 
-import itertools
-import math
 from typing import ClassVar, Literal
 
 import torch
@@ -37,11 +35,19 @@ from torch import nn
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_float
+from mibench.inversion.decoder import (
+    LOG_FLOOR,
+    DecoderTraining,
+    InversionDecoder,
+    fit_decoder,
+    log_confidence_encoding,
+    truncate,
+)
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
 
-LOG_FLOOR = -1000.0  # the official clamp of log p (a zero probability)
+__all__ = ["LOG_FLOOR", "InversionDecoder", "InversionNetwork", "log_confidence_encoding", "truncate"]
 
 
 class InversionNetParams(Params):
@@ -59,51 +65,6 @@ class InversionNetParams(Params):
     protocol: Literal["per-image", "class-onehot"] = "per-image"
     victim_split: Literal["train", "test"] = Field("train", description="which private images are the victims")
     victims_per_class: int | None = Field(None, ge=1, description="the first N victims of each class (null: all)")
-
-
-class InversionDecoder(nn.Module):
-    """K-vector -> image: ConvTranspose 1 -> 4, then x2 per layer up to `image_size` (a power of two >= 8)."""
-
-    def __init__(self, num_classes: int, image_size: int, channels: int, width: int):
-        super().__init__()
-        ups = int(math.log2(image_size // 4)) if isinstance(image_size, int) and image_size >= 4 else 0
-        if not isinstance(image_size, int) or 4 * 2**ups != image_size or ups < 1:
-            raise ValueError(f"the inversion decoder needs a square power-of-two image size >= 8, got {image_size}")
-        dims = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. 8w, 4w, 2w, w at 64x64
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(num_classes, dims[0], 4, 1, 0),
-            nn.BatchNorm2d(dims[0]),
-            nn.Tanh(),
-        ]
-        for a, b in itertools.pairwise(dims):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.Tanh()]
-        layers += [nn.ConvTranspose2d(dims[-1], channels, 4, 2, 1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, encoded: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from N x K encoded prediction vectors."""
-        return self.net(encoded[:, :, None, None])
-
-
-def truncate(scores: torch.Tensor, k: int | None) -> torch.Tensor:
-    """Keep each row's k largest entries and zero the others (all of them when k is None)."""
-    if k is None or k >= scores.shape[1]:
-        return scores
-    top = scores.topk(k, dim=1)
-    return torch.zeros_like(scores).scatter(1, top.indices, top.values)
-
-
-def log_confidence_encoding(probabilities: torch.Tensor, k: int | None, c: float) -> torch.Tensor:
-    """Yang et al.'s decoder input: top-k of log p clamped at -1000, plus c, shifted to >= 0, scattered into zeros.
-
-    `model.py:89-94` of the official code: the shift adds relu(-min) of the kept values, so it only acts when some
-    kept log-probability is below -c.
-    """
-    k = probabilities.shape[1] if k is None else min(k, probabilities.shape[1])
-    top = probabilities.topk(k, dim=1)
-    values = torch.log(top.values).clamp(min=LOG_FLOOR) + c
-    values = values + F.relu(-values.min(dim=1, keepdim=True).values)
-    return torch.zeros_like(probabilities).scatter(1, top.indices, values)
 
 
 @ATTACKS.register
@@ -144,20 +105,8 @@ class InversionNetwork(Attack):
         scores = torch.cat(
             [oracle.probabilities(to_float(public.images[idx], device)) for idx in iterate_batches(len(public), 256)]
         )
-        encoded = self.encode(scores)
-        prior.to(device).train()
-        opt = torch.optim.Adam(prior.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), amsgrad=p.amsgrad)
-        shuffle = ctx.generator("shuffle")
-        steps = p.epochs * -(-len(public) // p.batch_size)
-        with ctx.reporter.bar("inversion decoder", steps) as advance:
-            for _ in range(p.epochs):
-                for idx in iterate_batches(len(public), p.batch_size, generator=shuffle):
-                    loss = F.mse_loss(prior(encoded[idx.to(device)]), to_float(public.images[idx], device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    advance(1)
-        prior.eval()
+        training = DecoderTraining(p.epochs, p.batch_size, p.lr, p.beta1, p.beta2, p.amsgrad)
+        fit_decoder(prior, self.encode(scores), public.images, training, ctx)
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
         """Decode each victim's prediction vector (per-image), or each class's one-hot vector (class-onehot)."""

@@ -3,12 +3,15 @@
 A defense changes training in one or more of these places and reuses the shared loop for the rest (Opacus's
 lesson: wrap the training objects, don't fork the loop):
 
+* `prepare(model, data, spec, ctx)`: initialise the bare architecture before training (TL-DMI's public
+  pre-training and frozen front layers); never run when a target is loaded.
 * `wrap(model)`: change the architecture for training (MID's variational bottleneck).
 * `configure(setup)`: change the `TrainingSetup`: the classification criterion (NegLS), additive loss terms
   (MID's KL, BiDO's dependency terms), the optimiser recipe.
 * `fit(...)`: the whole schedule, only when it truly differs (Trap-MID's three updates per batch); it must use the
   setup's criterion and extra terms so that stacked defenses still apply.
-* `deploy(model)`: what the released model does at inference (MIDAS's bit errors).
+* `finish(model, data, ctx)`: train inference-time parts on the trained target (output purifiers), kept as extras.
+* `deploy(model)`: what the released model does at inference (MIDAS's bit errors, a purifier on the outputs).
 
 Defenses stack (Trap-MID with NegLS, Trap-MID paper Table 17): wraps and configures apply in order, deploys in
 order, at most one defense may define `fit`, at most one may replace the criterion. Whatever a defense returns in
@@ -122,9 +125,18 @@ class Defense:
     # True when the trained target carries trapdoor triggers (Trap-MID, TeD): what adaptive attacks such as PLG-MI++
     # are told about (their trapdoor signatures); validation refuses such attacks against defenses without them.
     has_trapdoors: ClassVar[bool] = False
+    # Optional packages the defense imports, {module: the mibench extra installing it}; validation names missing ones.
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Params):
         self.params = params
+
+    def prepare(self, model: nn.Module, data: DataBundle, spec: TrainSpec, ctx: RunContext) -> nn.Module:
+        """Training-time initialisation of the bare architecture before `wrap` (default: unchanged).
+
+        TL-DMI pre-trains on public data and freezes the front layers here. Never run when a target is loaded.
+        """
+        return model
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The network as trained (default: unchanged). Must be deterministic given the model: loading rebuilds it."""
@@ -144,6 +156,19 @@ class Defense:
     def restore(self, model: nn.Module, extras: dict[str, torch.Tensor]) -> None:
         """Put back defense state saved in `extras` into a freshly loaded `wrap(model)` (default: nothing)."""
         return None
+
+    def preparation_stats(self) -> list[Measurement]:
+        """What `prepare` measured, recorded with the target (default: nothing)."""
+        return []
+
+    def finish(
+        self, model: nn.Module, data: DataBundle, ctx: RunContext
+    ) -> tuple[dict[str, torch.Tensor], list[Measurement]]:
+        """Train inference-time parts on the trained target (output purifiers); returns (extras, stats).
+
+        The extras are cached with the target and handed back to `restore`; default: nothing.
+        """
+        return {}, []
 
     def deploy(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         """The model as released to attackers and evaluated for utility (default: unchanged).
@@ -188,10 +213,17 @@ class DefenseStack:
         return setup
 
     def fit(self, model: nn.Module, data: DataBundle, spec: TrainSpec, ctx: RunContext) -> TrainedTarget:
-        """Wrap, configure, then train with the one defense that owns the loop (or the shared loop)."""
+        """Prepare, wrap, configure, train with the one defense that owns the loop (or the shared loop), finish."""
+        for i, d in enumerate(self.defenses):
+            model = d.prepare(model, data, spec, ctx.child("prepare", i))
         trained = self.fitter.fit(self.wrap(model), data, self.setup(spec), ctx)
+        trained.stats = [*(m for d in self.defenses for m in d.preparation_stats()), *trained.stats]
         owner = self.defenses.index(self.fitter)
         trained.extras = {f"{owner}.{k}": v for k, v in trained.extras.items()}
+        for i, d in enumerate(self.defenses):
+            extras, stats = d.finish(trained.model, data, ctx.child("finish", i))
+            trained.extras.update({f"{i}.{k}": v for k, v in extras.items()})
+            trained.stats += stats
         return trained
 
     def restore(self, model: nn.Module, extras: dict[str, torch.Tensor]) -> None:

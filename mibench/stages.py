@@ -84,7 +84,7 @@ def load_data(payload: dict[str, Any], runtime: dict[str, Any], cache_dir: Path)
     if payload.get("public"):
         public = instantiate(DATASETS, payload["public"])
         public_root = Path(runtime["public_root"]) if runtime.get("public_root") else None
-        bundle = replace(bundle, public=public.load_public(public_root, size, cache_dir))
+        bundle = replace(bundle, public=public.load_public(public_root, size, cache_dir), public_identities=None)
     return bundle
 
 

@@ -8,6 +8,7 @@ are collected and raised together, each naming the file, the key path and what i
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -380,6 +381,16 @@ class ResolvedSuite:
     evaluator_arch: ResolvedMethod
 
 
+def missing_packages(methods: Sequence[ResolvedMethod]) -> list[str]:
+    """'<name> needs <module>: pip install ...' for each optional package a method requires and Python cannot find."""
+    return [
+        f"{m.name} needs the {module!r} package: pip install 'mibench[{extra}]'"
+        for m in methods
+        for module, extra in getattr(m.cls, "requires", {}).items()
+        if importlib.util.find_spec(module) is None
+    ]
+
+
 def attacked_defenses(attack: ResolvedMethod, defenses: Sequence[ResolvedDefense]) -> list[ResolvedDefense]:
     """The defenses an attack runs against (its `defenses:` restriction, else all)."""
     return [d for d in defenses if attack.defenses is None or d.label in attack.defenses]
@@ -475,6 +486,7 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
             members = [resolve(DEFENSES, m, f"defenses[{i}].stack[{j}]") for j, m in enumerate(spec.stack)]
         if all(m is not None for m in members):
             defenses.append(ResolvedDefense(spec.display, members))
+            problems += [f"defenses[{i}]: {m}" for m in missing_packages(members)]
         if spec.stack is not None:
             names = [m.name for m in spec.stack]
             if "none" in names:

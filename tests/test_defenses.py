@@ -306,8 +306,13 @@ def test_suite_stack_schema(tiny_suite):
         resolve_suite(tiny_suite)
 
 
+# DP-SGD: the tiny CNN's 64-d BatchNorm1d needs one GroupNorm group (Opacus's 32 groups of 2 erase the feature).
+LOOSE = {"dp-sgd": {"norm_groups": 1}, "tl-dmi": {**NO_RECIPE, "pretrain_epochs": 3}}
+
+
 def params_for(name):
-    return DEFENSES.get(name).Params.model_validate(NO_RECIPE if name in ("negls", "bido", "mid") else {})
+    params = NO_RECIPE if name in ("negls", "bido", "mid") else LOOSE.get(name, {})
+    return DEFENSES.get(name).Params.model_validate(params)
 
 
 @pytest.mark.parametrize("name", DEFENSES.names())

@@ -444,3 +444,35 @@ def test_records_count_once_and_name_bad_lines(records, tmp_path):
     (tmp_path / "latin.jsonl").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(ValueError, match=r"latin\.jsonl: not UTF-8"):
         read_records(tmp_path / "latin.jsonl")
+
+
+def test_privacy_layout_puts_the_spent_epsilon_beside_accuracy_and_aa():
+    records = [
+        rec("-", None, "acc", 0, 0.9, True),
+        rec("DP-SGD", None, "acc", 0, 0.7, True),
+        rec("DP-SGD", None, "dp_epsilon", 0, 7.99, False, unit="epsilon"),
+        rec("-", "GMI", "aa1", 0, 0.8, False),
+        rec("DP-SGD", "GMI", "aa1", 0, 0.3, False),
+    ]
+    table = build_table(records, "privacy")
+    assert [h.label for h in table.header] == ["ε (DP)", "Acc", "AA-1"]
+    (attack, rows), = table.blocks
+    assert attack == "GMI"
+    assert [(d, [c.text() for c in cells]) for d, cells in rows] == [
+        ("-", ["–", "90.00", "80.00"]),
+        ("DP-SGD", ["7.99", "70.00", "30.00"]),
+    ]
+    assert "$\\varepsilon$ (DP)" in render_latex(table)
+
+
+def test_an_attack_restricted_to_some_defenses_shows_only_their_rows():
+    records = [
+        rec("-", None, "acc", 0, 0.9, True),
+        rec("Trap-MID", None, "acc", 0, 0.85, True),
+        rec("-", "GMI", "aa1", 0, 0.8, False),
+        rec("Trap-MID", "GMI", "aa1", 0, 0.1, False),
+        rec("Trap-MID", "PLG-MI++", "aa1", 0, 0.3, False),
+    ]
+    blocks = dict(build_table(records, "table1").blocks)
+    assert [d for d, _ in blocks["GMI"]] == ["-", "Trap-MID"]
+    assert [d for d, _ in blocks["PLG-MI++"]] == ["Trap-MID"]  # no "-" row holding only its accuracy

@@ -70,6 +70,9 @@ class DataBundle:
     public: ImageSet
     num_classes: int
     name: str
+    # Identity labels of the public images, for a defender that pre-trains on them (TL-DMI's public pre-training);
+    # attacks never see them (`public.labels` stays unlabelled). None when the dataset does not know them.
+    public_identities: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:

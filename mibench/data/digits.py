@@ -47,12 +47,14 @@ def _protocol_bundle(images: torch.Tensor, labels: torch.Tensor, p: DigitsProtoc
         y = torch.tensor([remap[int(v)] for v in labels[idx]]) if labelled else torch.full((idx.numel(),), UNLABELLED)
         return ImageSet(images[idx], y.long())
 
+    public_digits = labels[public_idx]
     return DataBundle(
         subset(torch.cat(train_idx), True),
         subset(torch.cat(test_idx), True),
         subset(public_idx, False),
         len(p.private_classes),
         name,
+        public_identities=torch.unique(public_digits, return_inverse=True)[1],
     )
 
 

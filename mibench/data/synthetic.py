@@ -87,6 +87,7 @@ class SyntheticIdentities(Dataset):
             public=ImageSet(render(public_ids), torch.full_like(public_ids, UNLABELLED)),
             num_classes=p.num_private,
             name=self.name,
+            public_identities=public_ids - p.num_private,
         )
 
 

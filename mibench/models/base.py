@@ -51,6 +51,9 @@ class Classifier(nn.Module):
     # Whether BiDO regularises the penultimate feature besides `hidden_layers()` (VGG16: yes, its official model
     # returns the BN1d feature among the hiddens; IR nets: no, "the four major ResNet blocks").
     dependency_on_feature: ClassVar[bool] = True
+    # TL-DMI (Ho et al., CVPR 2024): the index into `transfer_layers()` of the last layer frozen during private
+    # training (the official `freeze_layers`, inclusive); None: the architecture has no published split.
+    transfer_split: ClassVar[int | None] = None
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: Params):
         super().__init__()
@@ -62,6 +65,14 @@ class Classifier(nn.Module):
     def hidden_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the hidden representations dependency-based defenses regularise (BiDO)."""
         return []
+
+    def transfer_layers(self) -> list[nn.Module]:
+        """The front-to-back layers TL-DMI's `freeze_layers` index counts (empty: TL-DMI is not defined here)."""
+        return []
+
+    def transfer_stem(self) -> nn.Module | None:
+        """A layer before `transfer_layers()` that TL-DMI may freeze separately (the IR nets' input layer)."""
+        return None
 
     def bottleneck_input(self, x: torch.Tensor) -> torch.Tensor:
         """The feature a variational bottleneck (MID) reads in place of the head: the penultimate feature."""

@@ -37,6 +37,7 @@ class VGG16(Classifier):
     name: ClassVar[str] = "vgg16"
     paper: ClassVar[str] = "Simonyan & Zisserman 2015; KED-MI/Trap-MID 64x64 head (Chen et al., ICCV 2021)"
     Params = VGG16Params
+    transfer_split: ClassVar[int | None] = 26  # TL-DMI classify.json: "freeze_layers": 26 (children 0..26 frozen)
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: VGG16Params):
         super().__init__(num_classes, in_channels, image_size, params)
@@ -58,6 +59,10 @@ class VGG16(Classifier):
                 ("feature.",),
                 params.pretrained,
             )
+
+    def transfer_layers(self) -> list[nn.Module]:
+        """The 44 children of the VGG16-BN body (13 conv-BN-ReLU triples and 5 max-pools), as TL-DMI counts them."""
+        return list(self.feature.children())
 
     def hidden_layers(self) -> list[nn.Module]:
         """Outputs of the first four max-pool layers."""
@@ -169,6 +174,14 @@ class IRNet(Classifier):
                 prefixes += ("feature.output_layer.",)
             load_part(self, state, prefixes, params.pretrained)
 
+    def transfer_layers(self) -> list[nn.Module]:
+        """The IR body's bottleneck units, as TL-DMI counts them."""
+        return list(self.feature.body.children())
+
+    def transfer_stem(self) -> nn.Module | None:
+        """The input layer (conv, BN, PReLU) before the body."""
+        return self.feature.input_layer
+
     def hidden_layers(self) -> list[nn.Module]:
         """The last unit of each of the four stages."""
         ends = list(torch.tensor(IR_UNITS[self.depth]).cumsum(0) - 1)
@@ -186,6 +199,7 @@ class FaceNet64(IRNet):
 
     name: ClassVar[str] = "facenet64"
     paper: ClassVar[str] = "Deng et al., ArcFace IR-50 (face.evoLVe); MI target of KED-MI/PLG-MI/Trap-MID"
+    transfer_split: ClassVar[int | None] = 5  # TL-DMI classify.json: FaceNet64 "freeze_layers": 5
 
 
 @ARCHITECTURES.register
@@ -194,6 +208,7 @@ class IR152(IRNet):
 
     name: ClassVar[str] = "ir152"
     paper: ClassVar[str] = "Deng et al., ArcFace IR-152 (face.evoLVe); MI target of KED-MI/PLG-MI/Trap-MID"
+    transfer_split: ClassVar[int | None] = 46  # TL-DMI classify.json: IR152 "freeze_layers": 46
     depth: ClassVar[int] = 152
 
 

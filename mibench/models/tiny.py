@@ -31,6 +31,7 @@ class TinyCNN(Classifier):
     name: ClassVar[str] = "tiny-cnn"
     paper: ClassVar[str] = "mibench test model (no paper)"
     Params = TinyCNNParams
+    transfer_split: ClassVar[int | None] = 2
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: TinyCNNParams):
         super().__init__(num_classes, in_channels, image_size, params)
@@ -47,6 +48,10 @@ class TinyCNN(Classifier):
         flat = 2 * w * (image_size // 4) ** 2
         self.feature = nn.Sequential(nn.Linear(flat, params.feature_dim), nn.BatchNorm1d(params.feature_dim), nn.ReLU())
         self.head = nn.Linear(params.feature_dim, num_classes)
+
+    def transfer_layers(self) -> list[nn.Module]:
+        """conv, ReLU, pool, conv, ReLU, pool, flatten (TL-DMI freezes the first stage: mibench's split)."""
+        return list(self.body.children())
 
     def hidden_layers(self) -> list[nn.Module]:
         """The two pooled conv stages."""
@@ -93,6 +98,7 @@ class TinyResNet(Classifier):
     paper: ClassVar[str] = "mibench test model (no paper)"
     Params = TinyResNetParams
     rectangular_input: ClassVar[bool] = True  # the adaptive pooling takes any height and width
+    transfer_split: ClassVar[int | None] = 0
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, params: TinyResNetParams):
         super().__init__(num_classes, in_channels, image_size, params)
@@ -104,6 +110,10 @@ class TinyResNet(Classifier):
             nn.BatchNorm2d(w), nn.Flatten(), nn.Linear(w * 16, params.feature_dim), nn.BatchNorm1d(params.feature_dim)
         )
         self.head = nn.Linear(params.feature_dim, num_classes)
+
+    def transfer_layers(self) -> list[nn.Module]:
+        """The stem, then each residual block (TL-DMI freezes the stem: mibench's split)."""
+        return [self.stem, *self.blocks]
 
     def hidden_layers(self) -> list[nn.Module]:
         """The stem and every residual block."""
