@@ -92,6 +92,7 @@ class DPSGD(Defense):
     Params = DPSGDParams
     defines_fit: ClassVar[bool] = True
     requires: ClassVar[dict[str, str]] = {"opacus": "dp"}
+    removes_batchnorm: ClassVar[bool] = True
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The network with Opacus's fix for modules without per-sample gradients (BatchNorm -> GroupNorm).

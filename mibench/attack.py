@@ -144,6 +144,9 @@ class Attack(ABC):
     prior_uses_target: ClassVar[bool] = False
     # Adaptive attacks (PLG-MI++) are told about the defense through `oracle.defender`.
     knows_defense: ClassVar[bool] = False
+    # Attacks whose prior is the target's BatchNorm statistics (DeepInversion); validation refuses defenses that
+    # remove BatchNorm (DP-SGD's GroupNorm).
+    needs_batchnorm: ClassVar[bool] = False
     # Attacks that reconstruct private images from the target's outputs on them (Yang et al.'s inversion network)
     # observe those outputs through `oracle.victim_probabilities`.
     observes_victims: ClassVar[bool] = False

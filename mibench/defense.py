@@ -127,6 +127,8 @@ class Defense:
     has_trapdoors: ClassVar[bool] = False
     # Optional packages the defense imports, {module: the mibench extra installing it}; validation names missing ones.
     requires: ClassVar[dict[str, str]] = {}
+    # True when the defended network has no BatchNorm left (DP-SGD replaces it); see `Attack.needs_batchnorm`.
+    removes_batchnorm: ClassVar[bool] = False
 
     def __init__(self, params: Params):
         self.params = params

@@ -410,6 +410,17 @@ def pairing_problems(
         for label in attack.defenses or ():
             if label not in labels:
                 problems.append(f"attacks[{i}].defenses: no defense labelled {label!r}; labels: {', '.join(labels)}")
+        if getattr(attack.cls, "needs_batchnorm", False):
+            stripped = [
+                d.label
+                for d in attacked_defenses(attack, defenses)
+                if any(getattr(m.cls, "removes_batchnorm", False) for m in d.members)
+            ]
+            if stripped:
+                problems.append(
+                    f"attacks[{i}] ({attack.label}) reads the target's BatchNorm statistics, but "
+                    f"{', '.join(repr(b) for b in stripped)} replaces BatchNorm; restrict it with `defenses:`"
+                )
         if not getattr(attack.cls, "knows_defense", False):
             continue
         blind = [

@@ -217,3 +217,15 @@ def test_plgmi_plusplus_needs_a_defense_with_trapdoors(tiny_suite):
     tiny_suite["attacks"][0]["defenses"] = ["Trap-MD"]
     problems = problems_of(tiny_suite)
     assert "attacks[0].defenses: no defense labelled 'Trap-MD'; labels: -, Trap-MID" in problems
+
+
+def test_deepinversion_against_a_defense_without_batchnorm_is_refused(tiny_suite):
+    tiny_suite["defenses"] = [{"name": "none", "label": "-"}, {"name": "dp-sgd", "label": "DP"}]
+    tiny_suite["attacks"] = [{"name": "deepinversion", "label": "DI", "params": {"batchnorm_1d": True}}]
+    (problem,) = problems_of(tiny_suite)
+    assert problem == (
+        "attacks[0] (DI) reads the target's BatchNorm statistics, but 'DP' replaces BatchNorm; restrict it with "
+        "`defenses:`"
+    )
+    tiny_suite["attacks"][0]["defenses"] = ["-"]
+    resolve_suite(tiny_suite)
