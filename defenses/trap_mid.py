@@ -67,6 +67,12 @@ class TrapMIDParams(Params):
     alpha: float = Field(0.02, gt=0, le=1, description="blend ratio (mask ratio for patch triggers)")
     beta: float = Field(0.2, ge=0, le=1, description="trapdoor loss weight")
     triggers: Literal["blend", "patches"] = "blend"
+    trigger_channels: int | None = Field(
+        None,
+        ge=1,
+        description="channels of each trigger; null: the image's; 1: one grey pattern for every channel "
+        "(the official MNIST setting: `torch.rand(K, 1, H, W)` expanded to the 3-channel digits)",
+    )
     optimize_triggers: bool = True
     step_size: float = Field(1e-2, gt=0, description="signed-gradient step of the triggers")
     discriminator: bool = True
@@ -92,7 +98,7 @@ class TrapMID(Defense):
         spec, device = setup.spec, ctx.device
         autocast, memory_format = mixed_precision(spec, device)  # as the shared loop: bf16 and channels_last on CUDA
         model.to(device, memory_format=memory_format)
-        k, shape = data.num_classes, (data.channels, data.image_size, data.image_size)
+        k, shape = data.num_classes, (p.trigger_channels or data.channels, data.image_size, data.image_size)
         make = blend_triggers if p.triggers == "blend" else patch_triggers
         pattern, mask = make(k, shape, p.alpha, ctx.generator("triggers"))
         pattern, mask = pattern.to(device), mask.to(device)

@@ -39,7 +39,7 @@ from mibench.plan import Job
 from mibench.progress import SILENT, Reporter
 from mibench.stages import Workspace, run_job
 from mibench.store import ArtifactStore, CorruptArtifact
-from mibench.suite import RaySpec, SlurmSpec
+from mibench.suite_settings import RaySpec, SlurmSpec
 
 
 @dataclass(frozen=True)

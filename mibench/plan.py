@@ -102,12 +102,12 @@ def _job(stage: str, payload: dict[str, Any], deps: tuple[str, ...], label: str,
     return Job(stage, content_key(payload), payload, deps, label, runtime or {})
 
 
-def data_payload(rs: ResolvedSuite, image_size: int) -> dict[str, Any]:
-    """What determines the data bundle (not where its files are)."""
+def data_payload(rs: ResolvedSuite, image_size: int, dataset: ResolvedMethod | None = None) -> dict[str, Any]:
+    """What determines the data bundle (not where its files are); `dataset` replaces the suite's (the evaluator's)."""
     public = None
     if rs.public_dataset is not None:
         public = _method(rs.public_dataset)
-    return {"dataset": _method(rs.dataset), "image_size": image_size, "public": public}
+    return {"dataset": _method(dataset or rs.dataset), "image_size": image_size, "public": public}
 
 
 def data_runtime(rs: ResolvedSuite) -> dict[str, Any]:
@@ -145,7 +145,8 @@ def build_plan(rs: ResolvedSuite) -> Plan:
             {
                 "architecture": _method(rs.evaluator_arch),
                 "train": None if suite.evaluator.checkpoint else suite.evaluator.train.model_dump(mode="json"),
-                "data": eval_data,
+                # its own data when the suite gives the evaluator other classes (else the measure jobs' eval data)
+                "data": data_payload(rs, eval_size, rs.evaluator_dataset) if rs.evaluator_dataset else eval_data,
                 "seed": derive_seed(suite.seed, "evaluator"),
                 "checkpoint": checkpoint_ref(suite.evaluator.checkpoint, "evaluator.checkpoint"),
             },

@@ -8,7 +8,6 @@ are collected and raised together, each naming the file, the key path and what i
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import re
@@ -22,6 +21,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from mibench.errors import ConfigError, unknown_name_message
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry
+from mibench.suite_checks import missing_packages, pairing_problems
+from mibench.suite_settings import ClusterSpec, ExecutionSpec, OutputSpec, ReportSpec
 from mibench.suite_text import bounded_yaml, expand_env, pydantic_problems
 
 MAX_CLASSES = 100_000  # more identities than any MI benchmark has; bounds what attacked_classes can ask for
@@ -132,6 +133,7 @@ class DataSpec(Params):
         if not isinstance(v, int) and v[0] == v[1]:
             return v[0]  # a square given as a pair is the same data as its side (and the same cache key)
         return v
+
     params: dict[str, Any] = Field(default_factory=dict)
     public: PublicDataSpec | None = None
 
@@ -177,88 +179,11 @@ class ModelSpec(Params):
     train: TrainSpec = Field(default_factory=TrainSpec)
     input_size: int | None = Field(None, gt=0, description="input resolution; default: data.image_size")
     checkpoint: str | None = None
-
-
-class OutputSpec(Params):
-    """Where the run's records and tables go, and the artifact cache (shared between suites).
-
-    Relative paths stay inside the folder mibench runs in; writing elsewhere takes an absolute path (or `--out`,
-    `--cache`), so a suite file from someone else cannot point a run at `../../..`.
-    """
-
-    dir: str | None = Field(None, description="default: results/<suite name>")
-    cache: str = "results/cache"
-
-    @field_validator("dir", "cache")
-    @classmethod
-    def _stays_inside(cls, v: str | None) -> str | None:
-        if v is not None and not os.path.isabs(v) and os.path.normpath(v).split(os.sep)[0] == "..":
-            raise ValueError("a relative path must stay inside the folder mibench runs in; give an absolute path "
-                             "(or --out / --cache) to write outside it")
-        return v
-
-
-class ExecutionSpec(Params):
-    """How each job runs on its machine. Not part of any cache key; recorded with every artifact.
-
-    Jobs set these at their start, so one key gives the same bytes on every executor of one machine (sequential,
-    `--jobs N`, SLURM, Ray): CPU reductions split their work by thread, so the thread count shapes the result.
-    """
-
-    threads: int | None = Field(None, ge=1, description="CPU threads per job; default: the cores the process may use")
-    deterministic: bool = Field(
-        True,
-        description="torch's deterministic algorithms and no cuDNN autotuning; false trades bitwise repeatability "
-        "on GPUs for speed (GPU kernels are not bitwise reproducible either way; records say so)",
+    dataset_params: dict[str, Any] | None = Field(
+        None,
+        description="evaluator only: the dataset's params for its own training data, over data.params (Trap-MID's "
+        "MNIST evaluator learns all ten digits: {private_classes: [0, ..., 9]})",
     )
-
-
-class ReportSpec(Params):
-    """Which table layout `mibench report` renders by default, and an optional caption prefix."""
-
-    layout: str = "table1"
-    caption: str | None = None
-    paper_architecture: str | None = Field(
-        None, description="--compare-paper: the paper's rows of this target (ResNet-152, ...) in multi-model tables"
-    )
-
-
-class SlurmSpec(Params):
-    """Resources of each SLURM job (`mibench run --executor slurm`); CLI flags override them.
-
-    Jobs that become ready together are submitted as one job array per stage; `stage_time_min` gives a stage a longer
-    limit (a PLG-MI cGAN takes hours, a measurement seconds).
-    """
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_min: int = Field(240, ge=1, description="wall-time limit of a job, minutes")
-    stage_time_min: dict[Literal["evaluator", "target", "prior", "invert", "measure"], int] = Field(
-        default_factory=dict
-    )
-    gpus_per_job: int = Field(1, ge=0)
-    cpus_per_job: int = Field(8, ge=1)
-    mem_gb: int = Field(32, ge=1)
-    array_parallelism: int = Field(64, ge=1, description="jobs of one array running at once")
-    max_jobs: int = Field(256, ge=1, description="jobs queued or running at once")
-    logs: str = Field("slurm-logs", description="submitit's folder (relative paths: inside the cache)")
-
-
-class RaySpec(Params):
-    """Resources of each Ray task (`mibench run --executor ray`); CLI flags override them."""
-
-    address: str | None = Field(None, description="an existing cluster ('auto', 'ray://host:port'); none: local")
-    gpus_per_job: float = Field(1.0, ge=0)
-    cpus_per_job: float = Field(4.0, gt=0)
-    max_jobs: int | None = Field(None, ge=1, description="default: what the cluster's GPUs (or CPUs) can hold")
-
-
-class ClusterSpec(Params):
-    """How jobs map onto a cluster. Not part of any cache key: where a job runs never changes what it builds."""
-
-    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
-    ray: RaySpec = Field(default_factory=RaySpec)
 
 
 class Suite(Params):
@@ -292,6 +217,7 @@ class Suite(Params):
         if isinstance(v, list) and (not v or any(c < 0 or c >= MAX_CLASSES for c in values)):
             raise ValueError(f"attacked classes must be a non-empty list of class indices in 0..{MAX_CLASSES - 1}")
         return v
+
     metrics: list[MethodSpec] = Field(min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
@@ -379,60 +305,7 @@ class ResolvedSuite:
     public_dataset: ResolvedMethod | None
     target_arch: ResolvedMethod
     evaluator_arch: ResolvedMethod
-
-
-def missing_packages(methods: Sequence[ResolvedMethod]) -> list[str]:
-    """'<name> needs <module>: pip install ...' for each optional package a method requires and Python cannot find."""
-    return [
-        f"{m.name} needs the {module!r} package: pip install 'mibench[{extra}]'"
-        for m in methods
-        for module, extra in getattr(m.cls, "requires", {}).items()
-        if importlib.util.find_spec(module) is None
-    ]
-
-
-def attacked_defenses(attack: ResolvedMethod, defenses: Sequence[ResolvedDefense]) -> list[ResolvedDefense]:
-    """The defenses an attack runs against (its `defenses:` restriction, else all)."""
-    return [d for d in defenses if attack.defenses is None or d.label in attack.defenses]
-
-
-def pairing_problems(
-    suite: Suite, defenses: Sequence[ResolvedDefense], attacks: Sequence[ResolvedMethod]
-) -> list[str]:
-    """Attack restrictions naming unknown defenses, and adaptive attacks paired with defenses they cannot adapt to.
-
-    An attack that is told the defender's trapdoor signatures (PLG-MI++) is meaningless against a target without
-    trapdoors (it silently becomes PLG-MI+), so that pairing is an error, not a number.
-    """
-    problems = []
-    labels = [d.label for d in defenses]
-    for i, attack in enumerate(attacks):
-        for label in attack.defenses or ():
-            if label not in labels:
-                problems.append(f"attacks[{i}].defenses: no defense labelled {label!r}; labels: {', '.join(labels)}")
-        if getattr(attack.cls, "needs_batchnorm", False):
-            stripped = [
-                d.label
-                for d in attacked_defenses(attack, defenses)
-                if any(getattr(m.cls, "removes_batchnorm", False) for m in d.members)
-            ]
-            if stripped:
-                problems.append(
-                    f"attacks[{i}] ({attack.label}) reads the target's BatchNorm statistics, but "
-                    f"{', '.join(repr(b) for b in stripped)} replaces BatchNorm; restrict it with `defenses:`"
-                )
-        if not getattr(attack.cls, "knows_defense", False):
-            continue
-        blind = [
-            d.label for d in attacked_defenses(attack, defenses) if not any(m.cls.has_trapdoors for m in d.members)
-        ]
-        if blind:
-            problems.append(
-                f"attacks[{i}] ({attack.label}) is told the defender's trapdoor signatures, but "
-                f"{', '.join(repr(b) for b in blind)} {'has' if len(blind) == 1 else 'have'} no trapdoors; restrict "
-                "it with `defenses:` to the trapdoor defenses"
-            )
-    return problems
+    evaluator_dataset: ResolvedMethod | None = None  # the evaluator's own training data, when it differs
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -512,16 +385,23 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
             budget = spec.budget or suite.attack_budget
             restriction = tuple(spec.defenses) if spec.defenses else None
             attacks.append(
-                dataclasses.replace(
-                    resolved, params=scale_budget(resolved.params, budget), defenses=restriction
-                )
+                dataclasses.replace(resolved, params=scale_budget(resolved.params, budget), defenses=restriction)
             )
-    problems += pairing_problems(suite, defenses, attacks)
+    problems += pairing_problems(defenses, attacks)
     metrics = resolve_list(METRICS, suite.metrics, "metrics")
     dataset = resolve(DATASETS, suite.data, "data")
     public = resolve(DATASETS, suite.data.public, "data.public") if suite.data.public else None
     target_arch = resolve_arch(suite.target, "target.architecture")
     evaluator_arch = resolve_arch(suite.evaluator, "evaluator.architecture")
+    evaluator_dataset = None
+    if suite.target.dataset_params is not None:
+        problems.append("target.dataset_params: only the evaluator trains on other data than the suite's")
+    if suite.evaluator.dataset_params is not None and dataset is not None:
+        merged = {**suite.data.params, **suite.evaluator.dataset_params}
+        evaluator_dataset = resolve(
+            DATASETS, DataSpec(**{**suite.data.model_dump(), "params": merged}), "evaluator.dataset_params"
+        )
+        problems = [q.replace("evaluator.dataset_params.params", "evaluator.dataset_params") for q in problems]
     problems = [p.replace(".architecture.name:", ".architecture:") for p in problems]
     for where, spec in (("data", suite.data), ("data.public", suite.data.public)):
         if spec is not None and spec.dataset in DATASETS and DATASETS.get(spec.dataset).needs_root and not spec.root:
@@ -545,4 +425,6 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
                 )
     if problems:
         raise ConfigError(source, problems)
-    return ResolvedSuite(suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch)
+    return ResolvedSuite(
+        suite, source, defenses, attacks, metrics, dataset, public, target_arch, evaluator_arch, evaluator_dataset
+    )

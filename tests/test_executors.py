@@ -61,7 +61,7 @@ def sequential_values(plan, tmp_path):
 
 def test_submitit_debug_cluster_gives_the_sequential_records(tmp_path, tiny_suite):
     from mibench.executors import SubmititExecutor
-    from mibench.suite import SlurmSpec
+    from mibench.suite_settings import SlurmSpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -77,7 +77,7 @@ def test_submitit_debug_cluster_gives_the_sequential_records(tmp_path, tiny_suit
 
 def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_work(tmp_path, tiny_suite, monkeypatch):
     from mibench.executors import SubmititExecutor
-    from mibench.suite import SlurmSpec
+    from mibench.suite_settings import SlurmSpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -103,7 +103,7 @@ def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_
 def test_ray_local_instance_gives_the_sequential_records(tmp_path, tiny_suite):
     pytest.importorskip("ray")
     from mibench.executors import RayExecutor
-    from mibench.suite import RaySpec
+    from mibench.suite_settings import RaySpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -128,7 +128,7 @@ def test_cluster_executors_explain_a_missing_extra(tmp_path, monkeypatch):
 
     from mibench.errors import MibenchError
     from mibench.executors import RayExecutor, SubmititExecutor
-    from mibench.suite import RaySpec, SlurmSpec
+    from mibench.suite_settings import RaySpec, SlurmSpec
 
     real_import = builtins.__import__
 

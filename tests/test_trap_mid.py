@@ -182,3 +182,17 @@ def test_ted_trains_without_augmentation_and_ted_plus_with_it(data, monkeypatch)
     assert calls == []
     TeDPlus(TeDPlusParams()).fit(tiny_model(), data, DefenseStack([TeD(TeDParams())]).setup(spec), RunContext())
     assert calls
+
+
+def test_one_channel_triggers_as_the_official_mnist_setting(data):
+    """train.py: MNIST triggers are torch.rand(K, 1, H, W), expanded over the three channels when blended."""
+    spec = TrainSpec(epochs=10, batch_size=16, lr=0.05, selection="last")
+    params = TrapMIDParams(**TINY, trigger_channels=1)
+    trained = DefenseStack([TrapMID(params)]).fit(tiny_model(), data, spec, RunContext(seed=0))
+    pattern = trained.extras["0.triggers"]
+    assert pattern.shape == (5, 1, 16, 16)
+    images = torch.rand(4, 3, 16, 16)
+    stamped = inject(images, torch.tensor([0, 1, 2, 3]), pattern, trained.extras["0.trigger_mask"])
+    assert torch.allclose(stamped[:, 0] - 0.75 * images[:, 0], stamped[:, 1] - 0.75 * images[:, 1])  # same grey key
+    (success,) = trained.stats
+    assert success.value > 0.5
