@@ -31,42 +31,21 @@ window) in place of torchvision's RandomResizedCrop with antialiasing.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from mibench.attack import DataInfo, GenerativeAttack, PriorSpec, Reconstructions
+from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.data.base import ImageSet, resize_images
-from mibench.gan.networks import GANPrior, WGANCritic
-from mibench.gan.style import TinyStyleGenerator
-from mibench.gan.stylegan2 import load_stylegan2
-from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
-from mibench.models.base import freeze
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
-
-
-class StyleGANParams(WGANGPParams):
-    """The style generator: a released StyleGAN2 file, or a tiny one trained with WGAN-GP on the public data."""
-
-    generator: Literal["tiny-style", "stylegan2"] = "tiny-style"
-    checkpoint: str | None = Field(None, description="stylegan2: NVIDIA's network pickle (ffhq.pkl) or a converted .pt")
-    z_dim: int = Field(32, ge=1, description="tiny-style only (StyleGAN2 takes its sizes from the file)")
-    w_dim: int = Field(32, ge=1)
-    width: int = Field(32, ge=1)
-
-    @model_validator(mode="after")
-    def _released_needs_a_file(self) -> StyleGANParams:
-        if self.generator == "stylegan2" and not self.checkpoint:
-            raise ValueError("gan.generator 'stylegan2' needs gan.checkpoint (ffhq.pkl or a converted file)")
-        return self
 
 
 class PPAParams(Params):
@@ -90,18 +69,8 @@ class PPAParams(Params):
     batch_size: int = Field(25, ge=1, description="latents rendered or optimised together (memory only)")
 
 
-def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
-    """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`."""
-    images = generator.synthesis(ws)
-    side = images.shape[-1]
-    keep = max(1, round(side * crop))
-    top = (side - keep) // 2
-    images = (resize_images(images[..., top : top + keep, top : top + keep], size, antialias=True) + 1) / 2
-    return images.clamp(0, 1) if clip else images
-
-
 @ATTACKS.register
-class PPA(GenerativeAttack):
+class PPA(StyleGANPrior, GenerativeAttack):
     """Plug & Play Attack: candidate search, Poincaré W-space optimisation, robustness selection."""
 
     name: ClassVar[str] = "ppa"
@@ -112,44 +81,6 @@ class PPA(GenerativeAttack):
     version: ClassVar[int] = 2  # 2: unclamped search and selection renders, evaluator re-render
     published_pipeline: ClassVar[str | None] = "ppa"
     Params = PPAParams
-    prior_name: ClassVar[str] = "style-gan"
-
-    @property
-    def released(self) -> bool:
-        """Whether the generator is a pre-trained file (no prior to train)."""
-        return self.params.gan.generator == "stylegan2"
-
-    def prior_params(self) -> StyleGANParams:
-        """Only the generator settings determine the prior (target-independent, shared)."""
-        return self.params.gan
-
-    def priors(self) -> list[PriorSpec]:
-        """The tiny generator is trained (and cached); a released StyleGAN2 is read from its file at inversion."""
-        return [] if self.released else super().priors()
-
-    def external_files(self) -> dict[str, str]:
-        """The StyleGAN2 file, keyed by content."""
-        return {"gan.checkpoint": self.params.gan.checkpoint} if self.released else {}
-
-    def build_prior(self, info: DataInfo, name: str | None = None) -> GANPrior:
-        """The style generator (and the critic that trains it) at the data's resolution."""
-        g = self.params.gan
-        generator = TinyStyleGenerator(info.image_size, info.channels, g.z_dim, g.w_dim, g.width)
-        return GANPrior(generator, WGANCritic(info.image_size, info.channels, g.width))
-
-    def train_prior(
-        self, prior: nn.Module, public: ImageSet, oracle: TargetOracle | None, ctx: RunContext, name: str | None = None
-    ) -> None:
-        """WGAN-GP on the public images (a released StyleGAN2 would be loaded instead)."""
-        train_wgan_gp(prior.generator, prior.discriminator, public, self.params.gan, ctx)
-
-    def style_generator(self, prior: nn.Module | None, ctx: RunContext) -> nn.Module:
-        """The frozen generator: the released StyleGAN2 file, or the trained tiny prior."""
-        if self.released:
-            generator = load_stylegan2(self.params.gan.checkpoint, what="PPA StyleGAN2 generator")
-        else:
-            generator = self.generative_prior(prior).generator
-        return freeze(generator).to(ctx.device)
 
     def evaluation_images(
         self, prior: nn.Module | None, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext

@@ -57,6 +57,7 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
     ),
     "trapdoor": (
         Column(("acc",), "Acc"),
+        Column(("trapdoor_success",), "Trapdoor success"),
         Column(("aa1",), "AA-1"),
         Column(("trapdoor_recall",), "Trapdoor recall"),
         Column(("trapdoor_auc",), "Trapdoor AUC"),

@@ -190,3 +190,22 @@ def random_measure_inputs(private_labels: list[int], recon: torch.Tensor, recon_
         reconstructions=Reconstructions(recon, labels, torch.zeros(len(labels), dtype=torch.long)),
         device=torch.device("cpu"),
     )
+
+
+TINY_STYLE_GAN = {"z_dim": 16, "w_dim": 16, "width": 16, "epochs": 40, "batch_size": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_style_prior(attack_setting):
+    """A tiny style generator trained on the attack setting's public identities (PPA's and Mirror's prior)."""
+    from mibench.attack import DataInfo
+    from mibench.attacks.ppa import PPA, PPAParams
+    from mibench.context import RunContext
+    from mibench.gan.style_prior import StyleGANParams
+
+    _, data = attack_setting
+    torch.manual_seed(0)
+    attack = PPA(PPAParams(gan=StyleGANParams(**TINY_STYLE_GAN)))
+    prior = attack.build_prior(DataInfo(3, 16, 6))
+    attack.train_prior(prior, data.public, None, RunContext(seed=3))
+    return prior

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.attack import DataInfo
 from mibench.attacks.ppa import PPA, PPAParams, StyleGANParams, render
 from mibench.context import RunContext
 from mibench.gan.style import TinyStyleGenerator
-from tests.conftest import hit_rate, white_box
+from tests.conftest import TINY_STYLE_GAN, hit_rate, white_box
 
 # The paper's lr 0.005 is sized for StyleGAN2's W; the tiny generator's W needs larger steps.
 SMALL = {"pool": 96, "candidates": 4, "select": 2, "iterations": 40, "lr": 0.05, "center_crop": 1.0}
@@ -18,13 +17,8 @@ SMALL["selection_transforms"] = 8
 
 
 @pytest.fixture(scope="module")
-def ppa_prior(attack_setting):
-    _, data = attack_setting
-    torch.manual_seed(0)
-    attack = PPA(PPAParams(gan=StyleGANParams(z_dim=16, w_dim=16, width=16, epochs=40, batch_size=32), **SMALL))
-    prior = attack.build_prior(DataInfo(3, 16, 6))
-    attack.train_prior(prior, data.public, None, RunContext(seed=3))
-    return attack, prior
+def ppa_prior(tiny_style_prior):
+    return PPA(PPAParams(gan=StyleGANParams(**TINY_STYLE_GAN), **SMALL)), tiny_style_prior
 
 
 def test_truncation_pulls_the_cutoff_layers_to_w_avg():
