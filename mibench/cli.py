@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument(
         "--repair", action="store_true", help="set invalid artifacts aside (the next run rebuilds them), clean litter"
     )
+    cache.add_argument(
+        "--adopt-legacy",
+        action="store_true",
+        help="record the files of artifacts finished before integrity records, instead of rebuilding them",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     for command in sub.choices.values():  # also accepted after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -316,7 +321,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     store = ArtifactStore(args.cache)
     if not store.root.is_dir():
         raise MibenchError(f"{store.root}: no cache folder there (give --cache)")
-    report = store.audit(repair=args.repair)
+    report = store.audit(repair=args.repair, adopt_legacy=args.adopt_legacy)
     for line in report.lines():
         print(line)
     return 1 if report.invalid and not args.repair else 0

@@ -33,6 +33,7 @@ from mibench.locks import ArtifactLock, LockReporter, try_lock
 DONE = "done.json"
 FILES = "files"  # the marker's manifest: {relative name: {"size": bytes, "sha256": hex}}
 _SPARE_SUFFIXES = (".tmp", ".old", ".corrupt")  # folders a run may leave behind beside finished artifacts
+LEGACY = "written before integrity records; `mibench cache verify --adopt-legacy` records its files instead"
 
 
 class CorruptArtifact(MibenchError):
@@ -93,12 +94,15 @@ class CacheAudit:
     invalid: dict[str, str] = field(default_factory=dict)  # "stage/key" -> problem
     removed: list[Path] = field(default_factory=list)
     repaired: bool = False
+    adopted: int = 0  # legacy artifacts whose files were recorded
 
     def lines(self) -> list[str]:
         """A human summary, one line per invalid artifact."""
         out = [f"{name}: {problem}" for name, problem in self.invalid.items()]
         out += [f"removed {path} (left by an interrupted build)" for path in self.removed]
         verdict = f"{self.checked} artifacts checked, {len(self.invalid)} invalid"
+        if self.adopted:
+            verdict += f", {self.adopted} written before integrity records adopted"
         if self.invalid:
             verdict += "; set aside, the next run rebuilds them" if self.repaired else "; --repair sets them aside"
         return [*out, verdict]
@@ -128,8 +132,23 @@ class ArtifactStore:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptArtifact(stage, key, f"{DONE} is unreadable ({exc})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get(FILES), dict):
-            raise CorruptArtifact(stage, key, f"{DONE} lists no files (written before integrity records)")
+            raise CorruptArtifact(stage, key, f"{DONE} lists no files ({LEGACY})")
         return meta
+
+    def adopt_legacy(self, stage: str, key: str) -> bool:
+        """Record the current files of an artifact finished before integrity records (trusting them as before).
+
+        Returns whether the marker was such a legacy one; anything else is left as it is.
+        """
+        path = self.path(stage, key) / DONE
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        if not isinstance(meta, dict) or FILES in meta:
+            return False
+        write_json_atomic(path, {**meta, FILES: file_manifest(path.parent)})
+        return True
 
     def verify(self, stage: str, key: str, *, hashes: bool = True) -> str | None:
         """None when the artifact is intact, else what is wrong (sizes always; SHA-256 too when `hashes`)."""
@@ -195,7 +214,7 @@ class ArtifactStore:
                         removed.append(spare)
         return removed
 
-    def audit(self, *, repair: bool = False) -> CacheAudit:
+    def audit(self, *, repair: bool = False, adopt_legacy: bool = False) -> CacheAudit:
         """Verify every artifact of every stage (sizes and SHA-256).
 
         With `repair`, invalid artifacts are set aside (the next run rebuilds them) and interrupted builds' litter
@@ -210,6 +229,8 @@ class ArtifactStore:
                 if artifact.name.startswith(".") or not artifact.is_dir():
                     continue
                 audit.checked += 1
+                if adopt_legacy and self.adopt_legacy(stage, artifact.name):
+                    audit.adopted += 1
                 problem = self.verify(stage, artifact.name)
                 if problem is not None:
                     audit.invalid[f"{stage}/{artifact.name}"] = problem

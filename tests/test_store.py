@@ -190,3 +190,16 @@ def test_lock_names_its_holder_times_out_and_takes_over_a_dead_holder(tmp_path):
     finally:
         stuck.kill()
         stuck.wait()
+
+
+def test_legacy_artifacts_are_named_and_adopted_only_on_request(tmp_path):
+    store = ArtifactStore(tmp_path)
+    folder = _artifact(store)
+    meta = json.loads((folder / DONE).read_text())
+    del meta["files"]
+    (folder / DONE).write_text(json.dumps(meta))  # as a cache written before integrity records
+    assert "--adopt-legacy" in store.verify("target", "k")
+    audit = store.audit(adopt_legacy=True)
+    assert audit.adopted == 1 and audit.invalid == {}
+    assert store.read_bytes("target", "k", "model.pt") == b"0123456789"
+    assert store.audit(adopt_legacy=True).adopted == 0  # only once
