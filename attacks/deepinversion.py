@@ -76,7 +76,13 @@ class BatchNormStatistics:
 
     def __init__(self, model: nn.Module, first_multiplier: float, include_1d: bool = False):
         kinds = (nn.BatchNorm2d, nn.BatchNorm1d) if include_1d else (nn.BatchNorm2d,)
-        self.layers = [m for m in model.modules() if isinstance(m, kinds) and m.running_mean is not None]
+        # Modules a deployment wraps around the classifier (an output purifier's own decoder) are not its prior.
+        outside = {
+            id(m) for owner in model.modules() if getattr(owner, "outside_target", False) for m in owner.modules()
+        }
+        self.layers = [
+            m for m in model.modules() if isinstance(m, kinds) and m.running_mean is not None and id(m) not in outside
+        ]
         self.weights = [first_multiplier] + [1.0] * (len(self.layers) - 1)
         self.terms: list[torch.Tensor | None] = [None] * len(self.layers)
         self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]

@@ -61,6 +61,8 @@ class PurifiedClassifier(nn.Module):
 class ConditionalMLP(nn.Module):
     """z + fc2(relu(fc1([z, emb(argmax z)]))): the toolbox's `_ConditionMLP1d` with a class-count output."""
 
+    outside_target = True  # not part of the classifier (DeepInversion reads only the classifier's BatchNorms)
+
     def __init__(self, num_classes: int, embedding: int):
         super().__init__()
         self.embedding = nn.Embedding(num_classes, embedding)
@@ -191,6 +193,8 @@ class AdversarialPurifierParams(Params):
 
 class AdversarialLogits(nn.Module):
     """Label-preserving L1-bounded logit perturbation against an inversion decoder (see module docstring)."""
+
+    outside_target = True  # its decoder's BatchNorms are not the classifier's (DeepInversion's prior)
 
     def __init__(self, decoder: InversionDecoder, params: AdversarialPurifierParams):
         super().__init__()

@@ -90,3 +90,21 @@ def test_deepinversion_needs_white_box_access_and_batchnorm(bn_target):
     oracle = TargetOracle(no_bn, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
     with pytest.raises(MibenchError, match="needs a target with BatchNorm2d layers"):
         DeepInversion(params).invert(None, oracle, torch.arange(2), RunContext())
+
+
+def test_a_purified_target_keeps_its_own_batchnorm_prior(bn_target):
+    """The adversarial purifier's decoder has BatchNorms too; they are not the classifier's prior (smoke found it)."""
+    from mibench.defenses.purifiers import AdversarialLogits, AdversarialPurifierParams, PurifiedClassifier
+    from mibench.inversion.decoder import InversionDecoder
+
+    params = AdversarialPurifierParams(iterations=2)
+    deployed = freeze(PurifiedClassifier(bn_target, AdversarialLogits(InversionDecoder(6, 16, 3, 8), params)))
+    own = [m for m in bn_target.modules() if isinstance(m, nn.BatchNorm2d)]
+    hooks = BatchNormStatistics(deployed, 10.0)
+    assert hooks.layers == own
+    hooks.close()
+    oracle = TargetOracle(deployed, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
+    recon = DeepInversion(DeepInversionParams(restarts=1, iterations=3, batch_size=6)).invert(
+        None, oracle, torch.arange(6), RunContext(seed=0)
+    )
+    assert recon.images.shape == (6, 3, 16, 16)
