@@ -78,9 +78,8 @@ def execute(job: Job, workspace: Workspace, force: bool) -> JobOutcome:
     """
     store = workspace.store
     report, timeout = workspace.reporter.log, workspace.lock_timeout
-    lock = store.lock(job.stage, job.key, label=job.label, report=report, timeout=timeout)
     try:
-        with lock:
+        with store.lock(job.stage, job.key, label=job.label, report=report, timeout=timeout):
             if not force and store.is_done(job.stage, job.key):  # another process built it meanwhile
                 return JobOutcome(job.id, "cached")
             start = time.perf_counter()
