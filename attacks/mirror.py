@@ -34,7 +34,7 @@ from pydantic import Field
 
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w
 from mibench.inversion.genetic import genetic_search
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle
@@ -88,10 +88,11 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
         size = oracle.image_shape[-1]
         batch = p.gan.batch_size
 
+        def probabilities(w: torch.Tensor) -> torch.Tensor:
+            return oracle.probabilities(render(generator, repeat_w(generator, w.to(ctx.device)), size, p.center_crop))
+
         def log_confidence(w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            ws = w.to(ctx.device).unsqueeze(1).expand(-1, generator.num_ws, -1)
-            x = render(generator, ws, size, p.center_crop)
-            probs = oracle.probabilities(x).gather(1, labels.to(ctx.device).view(-1, 1)).squeeze(1)
+            probs = probabilities(w).gather(1, labels.to(ctx.device).view(-1, 1)).squeeze(1)
             return probs.clamp_min(1e-45).log().cpu()
 
         with torch.no_grad():
@@ -102,9 +103,10 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
                     for c in in_chunks(p.pool, 256)
                 ]
             )
-            scores = torch.cat(
-                [self._pool_scores(generator, oracle, pool[c], classes, size, ctx) for c in in_chunks(p.pool, batch)]
-            )  # pool x classes
+            attacked = classes.to(ctx.device)
+            scores = torch.cat(  # log p(class | render), pool x attacked classes
+                [probabilities(pool[c])[:, attacked].clamp_min(1e-45).log().cpu() for c in in_chunks(p.pool, batch)]
+            )
         n = min(p.population, p.pool)
         initial = scores.topk(n, dim=0)
         top = initial.indices.T  # classes x n
@@ -138,12 +140,7 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
         with torch.no_grad():
             images = torch.cat(
                 [
-                    render(
-                        generator,
-                        latents[c].to(ctx.device).unsqueeze(1).expand(-1, generator.num_ws, -1),
-                        size,
-                        p.center_crop,
-                    ).cpu()
+                    render(generator, repeat_w(generator, latents[c].to(ctx.device)), size, p.center_crop).cpu()
                     for c in in_chunks(len(latents), batch)
                 ]
             )
@@ -153,9 +150,3 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
             "mean_initial_elite_confidence": float(initial.values[0].exp().mean()),
         }
         return Reconstructions(images, labels, torch.arange(keep).repeat(len(classes)), latents, stats)
-
-    def _pool_scores(self, generator, oracle: TargetOracle, w: torch.Tensor, classes, size: int, ctx) -> torch.Tensor:
-        """Log p(class | render) of pool latents, for the attacked classes (pool x classes)."""
-        ws = w.to(ctx.device).unsqueeze(1).expand(-1, generator.num_ws, -1)
-        probs = oracle.probabilities(render(generator, ws, size, self.params.center_crop))
-        return probs[:, classes.to(ctx.device)].clamp_min(1e-45).log().cpu()

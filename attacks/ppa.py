@@ -40,7 +40,7 @@ from torch import nn
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle
@@ -99,7 +99,7 @@ class PPA(StyleGANPrior, GenerativeAttack):
             ).cpu()
 
     def _ws(self, generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
-        return w.unsqueeze(1).expand(-1, generator.num_ws, -1) if self.params.single_w else w
+        return repeat_w(generator, w) if self.params.single_w else w
 
     @torch.no_grad()
     def candidates(

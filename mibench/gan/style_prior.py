@@ -40,6 +40,11 @@ class StyleGANParams(WGANGPParams):
         return self
 
 
+def repeat_w(generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """One w per image (N x w_dim) repeated over the generator's layers (N x num_ws x w_dim)."""
+    return w.unsqueeze(1).expand(-1, generator.num_ws, -1)
+
+
 def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
     """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`."""
     images = generator.synthesis(ws)
