@@ -40,7 +40,7 @@ from torch import nn
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, render, repeat_w
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle
@@ -101,22 +101,17 @@ class PPA(StyleGANPrior, GenerativeAttack):
     def _ws(self, generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
         return repeat_w(generator, w) if self.params.single_w else w
 
-    @torch.no_grad()
     def candidates(
         self, generator: nn.Module, oracle: TargetOracle, classes: torch.Tensor, size: int, ctx: RunContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(w of each class's candidates, their classes): the pool members the target is most confident about."""
         p: PPAParams = self.params
-        z = torch.randn(p.pool, generator.z_dim, generator=ctx.generator("pool")).to(ctx.device)
-        ws = torch.cat([generator.mapping(z[c], p.truncation_psi, p.truncation_cutoff) for c in in_chunks(p.pool, 256)])
-        probs = []
-        for c in in_chunks(p.pool, p.batch_size):  # renders at the generator's resolution: memory-bound
-            x = render(generator, ws[c], size, p.center_crop)
-            probs.append(((oracle.probabilities(x) + oracle.probabilities(x.flip(-1))) / 2)[:, classes.to(ctx.device)])
-        top = torch.cat(probs).topk(min(p.candidates, p.pool), dim=0).indices.T  # classes x candidates, distinct
-        chosen = ws[top.flatten()]
-        chosen = chosen[:, 0] if p.single_w else chosen
-        return chosen, classes.repeat_interleave(top.shape[1])
+        chosen, labels = initial_candidates(
+            generator, oracle, classes, size, pool=p.pool, count=p.candidates, psi=p.truncation_psi,
+            cutoff=p.truncation_cutoff, crop=p.center_crop, batch_size=p.batch_size, rng=ctx.generator("pool"),
+            device=ctx.device,
+        )  # fmt: skip
+        return (chosen[:, 0] if p.single_w else chosen), labels
 
     def robustness(self, generator: nn.Module, oracle: TargetOracle, w: torch.Tensor, y: torch.Tensor, size: int, ctx):
         """Mean target confidence in y over random crops (scale 0.5-0.9) and flips of each render."""

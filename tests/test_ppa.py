@@ -156,6 +156,7 @@ def test_search_renders_are_unclamped_so_out_of_range_pixels_keep_their_gradient
 
 def test_only_the_candidate_search_clamps(attack_setting, ppa_prior, monkeypatch):
     import mibench.attacks.ppa as ppa_module
+    import mibench.gan.style_prior as style_prior
 
     target, _ = attack_setting
     attack, prior = ppa_prior
@@ -167,6 +168,7 @@ def test_only_the_candidate_search_clamps(attack_setting, ppa_prior, monkeypatch
         return original(generator, ws, size, crop, clip)
 
     monkeypatch.setattr(ppa_module, "render", spy)
+    monkeypatch.setattr(style_prior, "render", spy)  # the shared candidate search
     small = attack.params.model_copy(update={"iterations": 2, "selection_transforms": 1})
     PPA(small).invert(prior, white_box(target), torch.tensor([0]), RunContext(seed=0))
     searched = {clip for optimised, clip in calls if optimised}

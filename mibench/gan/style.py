@@ -7,7 +7,8 @@ needs: `mapping(z, psi, cutoff)` giving per-layer styles (N x num_ws x w_dim), `
 `TinyStyleGenerator` is a small style-based network for tests and smoke runs: a mapping MLP, a learned 4x4 constant,
 and per-layer style modulation (AdaIN: instance-normalised features scaled and shifted by an affine map of that
 layer's w). Its `w_avg` (the truncation centre) is kept as a running mean of mapped w during training, as StyleGAN's.
-The full StyleGAN2 synthesis network for the released FFHQ weights is not implemented yet.
+The released StyleGAN2 generator is `mibench.gan.stylegan2`; both expose the blockwise synthesis IF-GMI steps through
+(`num_blocks`, `block_features`, `synthesis_from`).
 """
 
 from __future__ import annotations
@@ -53,16 +54,31 @@ class TinyStyleGenerator(nn.Module):
             ws[:, layers] = self.w_avg.lerp(ws[:, layers], psi)
         return ws
 
+    @property
+    def num_blocks(self) -> int:
+        """Synthesis blocks: the constant's layer, then one per up-stage (one style each)."""
+        return self.num_ws
+
+    def block_features(self, ws: torch.Tensor, block: int, features: torch.Tensor | None) -> torch.Tensor:
+        """Output features of block `block` fed `features` (block - 1's output; the constant at block 0)."""
+        if block == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        else:
+            x = F.interpolate(features, scale_factor=2, mode="nearest")
+        scale, shift = self.styles[block](ws[:, block]).chunk(2, dim=1)
+        x = F.instance_norm(self.convs[block](x)) * scale[:, :, None, None] + shift[:, :, None, None]
+        return F.leaky_relu(x, 0.2)
+
+    def synthesis_from(self, ws: torch.Tensor, block: int, features: torch.Tensor | None) -> torch.Tensor:
+        """Images in [-1, 1] from block `block` on, fed `features` (None at block 0)."""
+        x = features
+        for i in range(block, self.num_blocks):
+            x = self.block_features(ws, i, x)
+        return torch.tanh(self.to_rgb(x))
+
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] from styles (N x num_ws x w_dim)."""
-        x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-        for i, (conv, style) in enumerate(zip(self.convs, self.styles, strict=True)):
-            if i > 0:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            scale, shift = style(ws[:, i]).chunk(2, dim=1)
-            x = F.instance_norm(conv(x)) * scale[:, :, None, None] + shift[:, :, None, None]
-            x = F.leaky_relu(x, 0.2)
-        return torch.tanh(self.to_rgb(x))
+        return self.synthesis_from(ws, 0, None)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (the convention of mibench's GAN loops)."""

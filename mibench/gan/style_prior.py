@@ -1,4 +1,4 @@
-"""The style-GAN prior shared by the attacks that search a StyleGAN's W space (PPA, Mirror).
+"""The style-GAN prior shared by the attacks that search a StyleGAN's W space (PPA, IF-GMI, Mirror).
 
 A released StyleGAN2 file (NVIDIA's pickle or a converted state dict, never trained here, keyed by content), or a
 tiny style generator trained with WGAN-GP on the public images for tests and CPU suites. Attacks whose `gan`
@@ -20,6 +20,7 @@ from mibench.gan.networks import GANPrior, WGANCritic
 from mibench.gan.style import TinyStyleGenerator
 from mibench.gan.stylegan2 import load_stylegan2
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
+from mibench.inversion.search import in_chunks
 from mibench.models.base import freeze
 from mibench.oracle import TargetOracle
 
@@ -43,6 +44,38 @@ class StyleGANParams(WGANGPParams):
 def repeat_w(generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
     """One w per image (N x w_dim) repeated over the generator's layers (N x num_ws x w_dim)."""
     return w.unsqueeze(1).expand(-1, generator.num_ws, -1)
+
+
+@torch.no_grad()
+def initial_candidates(
+    generator: nn.Module,
+    oracle: TargetOracle,
+    classes: torch.Tensor,
+    size: int,
+    *,
+    pool: int,
+    count: int,
+    psi: float,
+    cutoff: int | None,
+    crop: float,
+    batch_size: int,
+    rng: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPA's candidate search (`find_initial_w`), shared by PPA and IF-GMI: (styles, their classes).
+
+    `pool` z are mapped with truncation and rendered (clamped, centre crop, resize); each class takes the `count`
+    distinct pool members with the highest target confidence, averaged over the render and its mirror image.
+    Returns styles N x num_ws x w_dim (class-major) and the N classes.
+    """
+    z = torch.randn(pool, generator.z_dim, generator=rng).to(device)
+    ws = torch.cat([generator.mapping(z[c], psi, cutoff) for c in in_chunks(pool, 256)])
+    probs = []
+    for c in in_chunks(pool, batch_size):  # renders at the generator's resolution: memory-bound
+        x = render(generator, ws[c], size, crop)
+        probs.append(((oracle.probabilities(x) + oracle.probabilities(x.flip(-1))) / 2)[:, classes.to(device)])
+    top = torch.cat(probs).topk(min(count, pool), dim=0).indices.T  # classes x count, distinct per class
+    return ws[top.flatten()], classes.repeat_interleave(top.shape[1])
 
 
 def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:

@@ -237,13 +237,27 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
         """Each block takes its convolutions' styles and the next style for torgb (shared with the next block)."""
-        x = img = None
-        start = 0
-        for r in self.resolutions:
+        return self.run_blocks(ws, noise_mode=noise_mode)[1]
+
+    def run_blocks(
+        self,
+        ws: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        x: torch.Tensor | None = None,
+        img: torch.Tensor | None = None,
+        noise_mode: NoiseMode = "const",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, running image) after blocks start..stop-1.
+
+        `x` is block start-1's output (unused by the constant block 0); `img` the running RGB image (None: a new one).
+        """
+        offset = sum(getattr(self, f"b{r}").num_conv for r in self.resolutions[:start])
+        for r in self.resolutions[start:stop]:
             block = getattr(self, f"b{r}")
-            x, img = block(x, img, ws[:, start : start + block.num_conv + 1].float(), noise_mode)
-            start += block.num_conv
-        return img
+            x, img = block(x, img, ws[:, offset : offset + block.num_conv + 1].float(), noise_mode)
+            offset += block.num_conv
+        return x, img
 
 
 @dataclass(frozen=True)
@@ -286,6 +300,23 @@ class StyleGAN2Generator(nn.Module):
     def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
         """[0, 1] images (mibench's convention), constant noise."""
         return (self.synthesis(self.mapping(z, psi, cutoff)) + 1) / 2
+
+    @property
+    def num_blocks(self) -> int:
+        """Synthesis blocks (one per resolution, 4x4 first): the layers IF-GMI steps through."""
+        return len(self.synthesis.resolutions)
+
+    def synthesis_from(self, ws: torch.Tensor, block: int, features: torch.Tensor | None) -> torch.Tensor:
+        """Images in [-1, 1] from block `block` on, fed `features` (block - 1's output; None at block 0).
+
+        The running RGB image restarts at `block`: the skip branches of the earlier blocks are not added, as
+        IF-GMI's intermediate synthesis (`layer_in` with `img=None`).
+        """
+        return self.synthesis.run_blocks(ws, block, None, features)[1]
+
+    def block_features(self, ws: torch.Tensor, block: int, features: torch.Tensor | None) -> torch.Tensor:
+        """Output features of block `block` fed `features`."""
+        return self.synthesis.run_blocks(ws, block, block + 1, features)[0]
 
 
 def infer_config(state: Mapping[str, torch.Tensor], conv_clamp: float | None = 256) -> StyleGAN2Config:
