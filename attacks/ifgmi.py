@@ -124,6 +124,8 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
             loss = poincare_identity(oracle.logits(random_affine_augment(x, aug, gen)), y).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            for variable in variables:  # a faulty target (MIDAS's bit errors) can give non-finite gradients
+                variable.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
             opt.step()
             with torch.no_grad():
                 if f0 is not None and p.radius_features[k] > 0:
