@@ -18,7 +18,9 @@ SMALL = {"epochs": 3, "iterations_per_epoch": 20, "batch_size": 16, "lr": 0.05, 
 
 
 def _flows(classes=(0, 1, 2), dim=5, steps=3, seed=0) -> ClassFlows:
-    flows = ClassFlows.initialised(list(classes), dim, steps, 8, lambda c: torch.Generator().manual_seed(seed * 100 + c))
+    flows = ClassFlows.initialised(
+        list(classes), dim, steps, 8, lambda c: torch.Generator().manual_seed(seed * 100 + c)
+    )
     with torch.no_grad():  # move away from the identity start
         for p in flows.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
