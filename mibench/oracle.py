@@ -14,7 +14,8 @@ make an attack that oversteps its declaration fail loudly, not to stop a determi
 Victims: an attack that reconstructs given private images from the target's outputs on them (the inversion network,
 Yang et al. 2019) observes those outputs through `victim_probabilities`, never the images: the oracle holds the
 private images (training set first, then test set) and answers with the deployed target's prediction vectors, so an
-inference-time defense (MIDAS) reaches the attack.
+inference-time defense (MIDAS) reaches the attack. An attack with partial knowledge of the private images (SecretGen)
+gets them with a region removed (`victim_partial_images`).
 """
 
 from __future__ import annotations
@@ -185,6 +186,17 @@ class TargetOracle:
     def victim_labels(self, indices: torch.Tensor) -> torch.Tensor:
         """The identities of victims (the classes their reconstructions are scored against)."""
         return select_private(*self._victim_set(), indices).labels
+
+    def victim_partial_images(self, indices: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The victims' images in [0, 1] with the `hidden` region (1 x H x W, 1 = hidden) set to 0.
+
+        The partial knowledge of SecretGen's threat model (Yuan et al., ECCV 2022): the attacker holds each private
+        image with a region (the face's centre) removed. Not a target query: it reveals nothing about the target.
+        """
+        images = to_float(select_private(*self._victim_set(), indices).images)
+        if tuple(hidden.shape) != (1, *images.shape[-2:]):
+            raise ValueError(f"the hidden region must be 1 x {images.shape[-2]} x {images.shape[-1]}")
+        return images * (1 - hidden)
 
     def victim_probabilities(self, indices: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """The deployed target's softmax vector for each victim image (probabilities access; counted as queries)."""

@@ -1,0 +1,87 @@
+"""SecretGen: the official inpainting network, masks and cutouts, partial victims that cost no query, and an attack
+on a tiny target whose fills beat random fills, whose pseudo-labels beat chance, with the stated query count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mibench.attack import DataInfo
+from mibench.attacks.secretgen import InpaintingGANParams, SecretGen, SecretGenParams
+from mibench.context import RunContext
+from mibench.gan.inpainting import InpaintingGenerator, center_mask, grid_cutouts
+from mibench.oracle import Access, TargetOracle
+from tests.conftest import hit_rate
+
+SMALL = {"init_rounds": 20, "iterations": 60, "victims_per_class": 3, "batch_size": 32}
+
+
+def test_generator_at_64_is_secretgens_inversion_net():
+    generator = InpaintingGenerator(64, 3, 100, 64)
+    assert sum(p.numel() for p in generator.parameters()) == 6_996_259  # the official InversionNet's count
+    out = generator(torch.rand(2, 3, 64, 64), center_mask(64), torch.randn(2, 100))
+    assert out.shape == (2, 3, 64, 64) and out.min() >= 0 and out.max() <= 1
+
+
+def test_center_mask_and_grid_cutouts():
+    mask = center_mask(64)
+    assert mask.sum() == 32 * 32 and mask[0, 16:48, 16:48].all()
+    images = torch.zeros(1, 3, 8, 8)
+    cuts = grid_cutouts(images, torch.ones(3), cells=4)
+    assert len(cuts) == 16 and all(c.sum() == 3 * 4 for c in cuts)  # one 2x2 cell each
+    assert sum(cuts).sum() == 3 * 64  # the cells tile the image
+
+
+def _oracle(target, data) -> TargetOracle:
+    victims = (data.private_train, data.private_test)
+    return TargetOracle(target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16), victims=victims)
+
+
+def test_partial_victims_hide_the_region_and_cost_no_query(attack_setting):
+    target, data = attack_setting
+    oracle = _oracle(target, data)
+    victims = oracle.victim_indices(torch.tensor([2]), "train", 2)
+    partial = oracle.victim_partial_images(victims, center_mask(16))
+    full = data.private_train.images[victims].float() / 255
+    assert (partial[..., 4:12, 4:12] == 0).all() and torch.equal(partial[..., :4, :], full[..., :4, :])
+    assert oracle.queries == 0
+
+
+@pytest.fixture(scope="module")
+def secretgen(attack_setting):
+    target, data = attack_setting
+    attack = SecretGen(SecretGenParams(gan=InpaintingGANParams(z_dim=16, width=8, epochs=8, batch_size=32), **SMALL))
+    prior = attack.build_prior(DataInfo(3, 16, 6))
+    attack.train_prior(prior, data.public, _oracle(target, data), RunContext(seed=1))
+    return attack, prior
+
+
+def test_fill_is_the_public_mean_pixel(attack_setting, secretgen):
+    _, data = attack_setting
+    _, prior = secretgen
+    torch.testing.assert_close(prior.fill.cpu(), (data.public.images.float() / 255).mean(dim=(0, 2, 3)))
+
+
+def test_secretgen_fills_beat_random_fills_and_pseudo_labels_beat_chance(attack_setting, secretgen):
+    target, data = attack_setting
+    attack, prior = secretgen
+    oracle = _oracle(target, data)
+    known = SecretGen(attack.params.model_copy(update={"labels": "known"}))
+    recon = known.invert(prior, oracle, torch.arange(6), RunContext(seed=2))
+    n = 18
+    assert recon.images.shape == (n, 3, 16, 16) and recon.victims is not None and len(recon.victims) == n
+    torch.testing.assert_close(recon.labels, oracle.victim_labels(recon.victims))
+    visible = oracle.victim_partial_images(recon.victims, prior.mask.cpu())
+    # the visible pixels are the victim's own; only the hidden centre is generated
+    torch.testing.assert_close(recon.images * (1 - prior.mask), visible)
+    with torch.no_grad():
+        random_fills = prior.fill_in(
+            visible, torch.randn(n, 16, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+        )
+    assert hit_rate(target, recon.images, recon.labels) >= hit_rate(target, random_fills, recon.labels) + 0.1
+    # one query per victim and initial round, one per search step, one to score each try
+    assert recon.stats["target_queries"] == n * SMALL["init_rounds"] + n * SMALL["iterations"] + n
+    pseudo = attack.invert(prior, _oracle(target, data), torch.arange(6), RunContext(seed=2))
+    assert pseudo.stats["label_agreement"] >= 1 / 6 + 0.3  # chance is 1/6
+    # pseudo-labels average the fill and its 16 grid cutouts in every initial round
+    assert pseudo.stats["target_queries"] == n * SMALL["init_rounds"] * 17 + n * SMALL["iterations"] + n
