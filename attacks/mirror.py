@@ -6,9 +6,11 @@ file; the search itself is `mibench.inversion.genetic`.
 
 As the official code:
 
-* a pool of w is sampled once (`my_sample_z_w_space.py`: truncation psi 0.7 with cutoff 8); the target scores each
-  render; each class's initial population is the `population` pool members with the highest log-probability of
-  that class, and their fitness is that log-probability;
+* a pool of untruncated w = mapping(z) is sampled once (`my_sample_z_w_space.py`'s `all_ws.pt`); the search runs
+  on untruncated w, and every render truncates it (psi 0.7 on the first 8 layers: genforce's StyleGAN applies
+  truncation in its forward pass to W-space codes too); the target scores each pool render; each class's initial
+  population is the `population` pool members with the highest log-probability of that class, and their fitness is
+  that log-probability;
 * bounds live in the "p space" before the mapping network's last leaky ReLU (p = lrelu^-1(w), slope 0.2): the pool's
   per-coordinate p mean +- `p_std_ce` std, mapped back to w, clip every child;
 * mutation adds, to the masked coordinates, `mutation_ce` times one uniform draw in [-std_p, std_p] per generation
@@ -26,15 +28,17 @@ Access: probabilities only (every fitness is a query; the oracle counts them).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, truncated_ws
 from mibench.inversion.genetic import genetic_search
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle
@@ -70,6 +74,41 @@ def _to_w(p: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(p, negative_slope=0.2)
 
 
+def latent_spaces(latent_space: str) -> tuple[Callable, Callable]:
+    """(w -> search space, search space -> w): StyleGAN's p space, or W itself."""
+    return (_to_p, _to_w) if latent_space == "p" else ((lambda w: w), (lambda w: w))
+
+
+def mirror_renderer(generator: nn.Module, size: int, p) -> Callable[[torch.Tensor], torch.Tensor]:
+    """W (N x w_dim) -> target-sized [0, 1] images, truncated at render as genforce's W-space forward."""
+    return lambda w: render(
+        generator, truncated_ws(generator, w, p.truncation_psi, p.truncation_cutoff), size, p.center_crop
+    )
+
+
+@torch.no_grad()
+def sample_pool(generator: nn.Module, size: int, ctx: RunContext) -> torch.Tensor:
+    """`size` untruncated w (the official `all_ws.pt`: mapping(z) of N(0, I) draws), on the CPU."""
+    z = torch.randn(size, generator.z_dim, generator=ctx.generator("pool"))
+    return torch.cat([generator.mapping(z[c].to(ctx.device))[:, 0].cpu() for c in in_chunks(size, 256)])
+
+
+@torch.no_grad()
+def pool_log_confidence(pool: torch.Tensor, classes: torch.Tensor, probabilities, batch: int) -> torch.Tensor:
+    """Log p(class | render) for every pool member and attacked class (pool x classes)."""
+    return torch.cat(
+        [probabilities(pool[c])[:, classes].clamp_min(1e-45).log().cpu() for c in in_chunks(len(pool), batch)]
+    )
+
+
+def p_space_bounds(pool: torch.Tensor, latent_space: str, std_ce: float) -> tuple[torch.Tensor, ...]:
+    """(low, high) in W: the pool's per-coordinate mean +- std_ce std in the search space, mapped back; and that std."""
+    space, back = latent_spaces(latent_space)
+    pool_p = space(pool)
+    mean, std = pool_p.mean(0), pool_p.std(0, unbiased=False)
+    return back(mean - std_ce * std), back(mean + std_ce * std), std
+
+
 @ATTACKS.register
 class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
     """Genetic search in W from confidence scores (see module docstring)."""
@@ -79,6 +118,7 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
         "An et al., MIRROR: Model Inversion for Deep Learning Based Face Recognition Models, NDSS 2022"
     )
     access: ClassVar[Access] = Access.PROBABILITIES
+    version: ClassVar[int] = 2  # 2: untruncated pool and search, truncation at every render (official)
     Params = MirrorParams
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
@@ -87,34 +127,22 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
         generator = self.style_generator(prior, ctx)
         size = oracle.image_shape[-1]
         batch = p.gan.batch_size
+        draw = mirror_renderer(generator, size, p)
 
         def probabilities(w: torch.Tensor) -> torch.Tensor:
-            return oracle.probabilities(render(generator, repeat_w(generator, w.to(ctx.device)), size, p.center_crop))
+            return oracle.probabilities(draw(w.to(ctx.device)))
 
         def log_confidence(w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             probs = probabilities(w).gather(1, labels.to(ctx.device).view(-1, 1)).squeeze(1)
             return probs.clamp_min(1e-45).log().cpu()
 
-        with torch.no_grad():
-            z = torch.randn(p.pool, generator.z_dim, generator=ctx.generator("pool"))
-            pool = torch.cat(
-                [
-                    generator.mapping(z[c].to(ctx.device), p.truncation_psi, p.truncation_cutoff)[:, 0].cpu()
-                    for c in in_chunks(p.pool, 256)
-                ]
-            )
-            attacked = classes.to(ctx.device)
-            scores = torch.cat(  # log p(class | render), pool x attacked classes
-                [probabilities(pool[c])[:, attacked].clamp_min(1e-45).log().cpu() for c in in_chunks(p.pool, batch)]
-            )
+        pool = sample_pool(generator, p.pool, ctx)
+        scores = pool_log_confidence(pool, classes.to(ctx.device), probabilities, batch)
         n = min(p.population, p.pool)
         initial = scores.topk(n, dim=0)
         top = initial.indices.T  # classes x n
-        space = _to_p if p.latent_space == "p" else (lambda w: w)
-        back = _to_w if p.latent_space == "p" else (lambda w: w)
-        pool_p = space(pool)
-        mean, std = pool_p.mean(0), pool_p.std(0, unbiased=False)
-        low, high = back(mean - p.p_std_ce * std), back(mean + p.p_std_ce * std)
+        space, back = latent_spaces(p.latent_space)
+        low, high, std = p_space_bounds(pool, p.latent_space, p.p_std_ce)
 
         def mutate(children: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             noise = p.mutation_ce * (2 * std * torch.rand(std.shape, generator=gen) - std)  # one draw per generation
@@ -138,12 +166,7 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
         latents = result.populations[:, :keep].reshape(-1, pool.shape[1])
         labels = classes.repeat_interleave(keep)
         with torch.no_grad():
-            images = torch.cat(
-                [
-                    render(generator, repeat_w(generator, latents[c].to(ctx.device)), size, p.center_crop).cpu()
-                    for c in in_chunks(len(latents), batch)
-                ]
-            )
+            images = torch.cat([draw(latents[c].to(ctx.device)).cpu() for c in in_chunks(len(latents), batch)])
         stats = {
             "mean_generations": float(result.generations.float().mean()),
             "mean_elite_confidence": float(result.fitness[:, 0].exp().mean()),

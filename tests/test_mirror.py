@@ -111,3 +111,51 @@ def test_mirror_black_box_beats_chance_from_scores_only_with_the_stated_query_co
         attack.invert(
             prior, TargetOracle(target, Access.LABELS, num_classes=6, image_shape=(3, 16, 16)), classes, RunContext()
         )
+
+
+def test_renders_truncate_the_searched_w_as_the_mapping_would(tiny_style_prior):
+    from mibench.attacks.mirror import mirror_renderer, sample_pool
+    from mibench.gan.style_prior import render, repeat_w, truncated_ws
+
+    g = tiny_style_prior.generator.eval()
+    assert g.w_avg.abs().sum() > 0  # a trained generator: truncation moves w
+    z = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    w = g.mapping(z)[:, 0]
+    torch.testing.assert_close(truncated_ws(g, w, 0.7, 2), g.mapping(z, 0.7, 2))  # the mapping's own truncation
+    params = MirrorParams(gan=StyleGANParams(**TINY_STYLE_GAN), truncation_psi=0.7, truncation_cutoff=2)
+    images = mirror_renderer(g, 16, params)(w)
+    torch.testing.assert_close(images, render(g, g.mapping(z, 0.7, 2), 16, 1.0))
+    assert not torch.allclose(images, render(g, repeat_w(g, w), 16, 1.0))
+    pool = sample_pool(g, 4, RunContext(seed=1))  # untruncated, as the official all_ws.pt
+    z_pool = torch.randn(4, 16, generator=RunContext(seed=1).generator("pool"))
+    torch.testing.assert_close(pool, g.mapping(z_pool)[:, 0])
+
+
+def test_projector_learning_rate_schedule():
+    from mibench.attacks.mirror_white import projector_lr
+
+    assert projector_lr(0.2, 50, 1000, 0.25, 0.05) == pytest.approx(0.2)  # warmed up, before the ramp-down
+    assert projector_lr(0.2, 25, 1000, 0.25, 0.05) == pytest.approx(0.1)  # half way through the warm-up
+    assert projector_lr(0.2, 875, 1000, 0.25, 0.05) == pytest.approx(0.1)  # cos ramp half way down
+    assert projector_lr(0.2, 1000, 1000, 0.25, 0.05) == pytest.approx(0.0)
+
+
+def test_mirror_white_box_beats_random_styles_with_the_stated_query_count(attack_setting, tiny_style_prior):
+    from mibench.attacks.mirror_white import MirrorWhiteBox, MirrorWhiteParams
+    from mibench.gan.style_prior import render
+    from tests.conftest import white_box
+
+    target, _ = attack_setting
+    params = MirrorWhiteParams(
+        gan=StyleGANParams(**TINY_STYLE_GAN), pool=96, per_class=2, steps=40, lr=0.1, latent_space="w",
+        p_std_ce=3.0, truncation_cutoff=None,
+    )  # fmt: skip
+    oracle = white_box(target)
+    recon = MirrorWhiteBox(params).invert(tiny_style_prior, oracle, torch.arange(6), RunContext(seed=2))
+    assert recon.images.shape == (12, 3, 16, 16) and recon.labels.tolist() == [c for c in range(6) for _ in (0, 1)]
+    g = tiny_style_prior.generator.eval()
+    with torch.no_grad():
+        random = render(g, g.mapping(torch.randn(120, 16, generator=torch.Generator().manual_seed(0)), 0.7), 16, 1.0)
+    baseline = hit_rate(target, random, torch.arange(120) % 6)
+    assert hit_rate(target, recon.images, recon.labels) >= max(0.6, baseline + 0.3)
+    assert oracle.queries == params.pool + params.steps * 12  # the pool once, then every latent at every step

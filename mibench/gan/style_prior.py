@@ -46,6 +46,19 @@ def repeat_w(generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
     return w.unsqueeze(1).expand(-1, generator.num_ws, -1)
 
 
+def truncated_ws(generator: nn.Module, w: torch.Tensor, psi: float, cutoff: int | None) -> torch.Tensor:
+    """One w per image repeated over the layers, the first `cutoff` (all if None) pulled to `w_avg` by psi.
+
+    The truncation genforce's StyleGAN applies to W-space codes at every render (Mirror searches untruncated w and
+    sees truncated images); differentiable in w.
+    """
+    ws = repeat_w(generator, w)
+    if psi == 1:
+        return ws
+    layers = torch.arange(generator.num_ws, device=w.device) < (generator.num_ws if cutoff is None else cutoff)
+    return torch.where(layers[None, :, None], generator.w_avg.lerp(ws, psi), ws)
+
+
 @torch.no_grad()
 def initial_candidates(
     generator: nn.Module,

@@ -302,6 +302,11 @@ class StyleGAN2Generator(nn.Module):
         return (self.synthesis(self.mapping(z, psi, cutoff)) + 1) / 2
 
     @property
+    def w_avg(self) -> torch.Tensor:
+        """The truncation centre (the mapping's running mean of w)."""
+        return self.mapping.w_avg
+
+    @property
     def num_blocks(self) -> int:
         """Synthesis blocks (one per resolution, 4x4 first): the layers IF-GMI steps through."""
         return len(self.synthesis.resolutions)
