@@ -177,6 +177,14 @@ class Attack(ABC):
             return []
         return [PriorSpec(self.prior_name, self.prior_params(), self.prior_uses_target, self.prior_version)]
 
+    def needs_public_identities(self) -> bool:
+        """Whether `train_prior` gets the public images with their identity labels (default: unlabelled).
+
+        For priors that train a classifier on a labelled public set (C2FMI's embedding network, which its paper
+        trains on another labelled face dataset).
+        """
+        return False
+
     def external_files(self) -> dict[str, str]:
         """Files the attack reads from outside the cache (released weights), by params key; keyed by content."""
         return {}

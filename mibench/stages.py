@@ -22,8 +22,9 @@ import mibench
 from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.checkpoints import load_strict, read_state_dict
 from mibench.context import RunContext, apply_execution, configure_device, isolated_global_rng, seed_everything
-from mibench.data.base import DataBundle, to_float
+from mibench.data.base import DataBundle, ImageSet, to_float
 from mibench.defense import DefenseStack, TrainedTarget
+from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
 from mibench.metric import MeasureInputs, Measurement
 from mibench.models.base import build_classifier, freeze
@@ -309,8 +310,16 @@ def run_prior(job: Job, ws: Workspace, ctx: RunContext) -> None:
         target, _ = load_target(ws, p["target"], job.runtime)
         knowledge = defender_knowledge(ws, p["target"], job.runtime) if attack.knows_defense else None
         oracle = make_oracle(target, attack, data, knowledge)
+    public = data.public
+    if attack.needs_public_identities():
+        if data.public_identities is None:
+            raise DataError(
+                f"attack {attack.name!r} trains on labelled public identities; dataset {data.name!r} has no public "
+                "identity labels (give the attack a released network instead, see its params)"
+            )
+        public = ImageSet(public.images, data.public_identities)
     start = time.perf_counter()
-    attack.train_prior(prior, data.public, oracle, ctx, p["prior"])
+    attack.train_prior(prior, public, oracle, ctx, p["prior"])
     _publish(ws, job, {"prior.pt": prior.state_dict()}, [], time.perf_counter() - start)
 
 
