@@ -76,16 +76,19 @@ class C2FMIParams(Params):
     population: int = Field(32, ge=3)
     generations: int = Field(500, ge=1)
     keep: int = Field(1, ge=1, description="fittest latents returned per class (official: 1; toolbox: 5)")
+    center_crop: float = Field(1.0, gt=0, le=1, description="crop side / render side (official: the whole render)")
     batch_size: int = Field(64, ge=1, description="renders per forward pass (memory only)")
 
 
 @torch.no_grad()
-def class_confidence(generator: nn.Module, oracle: TargetOracle, w: torch.Tensor, labels: torch.Tensor, batch: int):
+def class_confidence(
+    generator: nn.Module, oracle: TargetOracle, w: torch.Tensor, labels: torch.Tensor, batch: int, crop: float
+) -> torch.Tensor:
     """The target's probability of each latent's class for its (untruncated) render, on the CPU."""
     size, device = oracle.image_shape[-1], next(generator.parameters()).device
     scores = []
     for c in in_chunks(len(w), batch):
-        probs = oracle.probabilities(render(generator, repeat_w(generator, w[c].to(device)), size, 1.0))
+        probs = oracle.probabilities(render(generator, repeat_w(generator, w[c].to(device)), size, crop))
         scores.append(probs.gather(1, labels[c].to(device).view(-1, 1)).squeeze(1).cpu())
     return torch.cat(scores)
 
@@ -167,13 +170,13 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
             prediction[torch.arange(len(labels)), labels] = 1e18
             with torch.no_grad():
                 wanted = mapping(F.normalize(prediction, dim=1))
-            logits = embed(render(generator, repeat_w(generator, w), p.embedding.input_size, 1.0)).logits
+            logits = embed(render(generator, repeat_w(generator, w), p.embedding.input_size, p.center_crop)).logits
             loss = F.mse_loss(logits, wanted)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         w = w.detach()
-        score = class_confidence(generator, oracle, w, labels, p.batch_size).view(len(classes), -1)
+        score = class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop).view(len(classes), -1)
         top = score.topk(min(p.selected, p.coarse_latents), dim=1).indices.cpu()
         w = w.view(len(classes), p.coarse_latents, -1).cpu()
         return w.gather(1, top.unsqueeze(2).expand(-1, -1, w.shape[2]))
@@ -199,7 +202,7 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         population = extend_population(start, p.population, fresh, ctx.generator("extend"))
 
         def confidence(w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return class_confidence(generator, oracle, w, labels, p.batch_size)
+            return class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop)
 
         with ctx.reporter.bar("C2FMI differential evolution", p.generations) as advance:
             final, fitness = differential_evolution(
@@ -213,7 +216,7 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         with torch.no_grad():
             chunks = in_chunks(len(latents), p.batch_size)
             images = torch.cat(
-                [render(generator, repeat_w(generator, latents[c].to(device)), size, 1.0) for c in chunks]
+                [render(generator, repeat_w(generator, latents[c].to(device)), size, p.center_crop) for c in chunks]
             )
         stats = {
             "target_queries": float(oracle.queries),

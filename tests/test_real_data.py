@@ -47,6 +47,10 @@ def test_celeba_protocol_structure(celeba_root, tmp_path):
     assert (len(bundle.private_train), len(bundle.private_test), len(bundle.public)) == (24, 6, 8)
     assert torch.bincount(bundle.private_train.labels).tolist() == [8, 8, 8]
     assert set(bundle.public.labels.tolist()) == {UNLABELLED}
+    # public identity labels (for TL-DMI and C2FMI) follow identity_CelebA.txt, relabelled 0..2
+    red_of_identity = {0: 135, 1: 105, 2: 75}  # identities 4, 5, 6
+    for image, identity in zip(bundle.public.images, bundle.public_identities.tolist(), strict=True):
+        assert abs(int(image[0, 8, 8]) - red_of_identity[identity]) <= 3
 
     # Identity-disjoint: public images come from identities 4-6 (red 120..180), private from 1-3 (30..90).
     # The crop keeps only the inverse-coloured centre: red channel 255 - 30 k.
@@ -73,6 +77,9 @@ def test_celeba_official_lists(celeba_root, tmp_path):
     bundle = CelebA(CelebAParams()).load(celeba_root, 8, tmp_path / "cache")
     assert bundle.private_train.labels.tolist() == [0, 0, 1] and bundle.num_classes == 2
     assert len(bundle.public) == 2
+    assert bundle.public_identities.tolist() == [0, 1]  # 000031 is identity 4, 000035 identity 5
+    (celeba_root / "identity_CelebA.txt").unlink()
+    assert CelebA(CelebAParams()).load(celeba_root, 8, tmp_path / "cache").public_identities is None
 
 
 def test_celeba_missing_files_are_named(celeba_root, tmp_path):

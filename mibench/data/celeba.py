@@ -121,7 +121,21 @@ class CelebA(Dataset):
 
         sets = cached_sets(cache_dir, description, build)
         classes = int(sets["train"].labels.max()) + 1 if len(sets["train"]) else 0
-        return DataBundle(sets["train"], sets["test"], sets["public"], classes, self.name)
+        public_ids = self._public_identities(root, [f for f, _ in split["public"]])
+        return DataBundle(sets["train"], sets["test"], sets["public"], classes, self.name, public_ids)
+
+    def _public_identities(self, root: Path, public_files: list[str]) -> torch.Tensor | None:
+        """CelebA identities of the public files, relabelled 0..n-1 (identity_CelebA.txt); None without the file.
+
+        For defenders that pre-train on them (TL-DMI) and attacks that train on labelled public faces (C2FMI).
+        """
+        path = root / self.params.identity_file
+        if not path.is_file():
+            return None
+        identity = dict(read_list(path))
+        if any(f not in identity for f in public_files):
+            return None
+        return torch.unique(torch.tensor([identity[f] for f in public_files]), return_inverse=True)[1]
 
     def _split(self, root: Path) -> dict[str, list[tuple[str, int]]]:
         p: CelebAParams = self.params
