@@ -57,7 +57,7 @@ class IFGMIParams(Params):
     pool: int = Field(5000, ge=1, description="z drawn once for the candidate search")
     candidates: int = Field(50, ge=1, description="optimised latents per class, all kept")
     steps: list[int] = Field(default_factory=lambda: [70, 25, 25, 25, 25], min_length=1)
-    start_block: int = Field(0, ge=0, description="the block the first stage starts at")
+    start_block: int = Field(0, ge=0, description="the block the first stage starts at (official: 0)")
     radius_w: list[float] = Field(default_factory=lambda: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 8000])
     radius_features: list[float] = Field(default_factory=lambda: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 8000])
     lr: float = Field(0.005, gt=0)
@@ -157,6 +157,9 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
         with ctx.reporter.bar("IF-GMI intermediate search", sum(p.steps) * len(chunks)) as advance:
             for c in chunks:
                 w, features, y = w_all[c], None, labels[c].to(ctx.device)
+                with torch.no_grad():  # a later first block starts from the features the fixed earlier blocks give
+                    for block in range(p.start_block):
+                        features = generator.block_features(repeat_w(generator, w), block, features)
                 for k in range(len(p.steps)):
                     block = p.start_block + k
                     w, features = self.stage(generator, oracle, w, features, y, k, ctx)

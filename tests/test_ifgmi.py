@@ -116,3 +116,14 @@ def test_ifgmi_beats_random_styles_and_counts_its_queries(attack_setting, ifgmi_
     assert recon.stats["target_queries"] == 2 * SMALL["pool"] + n * (sum(steps) + len(steps))
     # the intermediate stages raise the target's confidence beyond the W-space stage (measured 0.59 -> 0.69)
     assert recon.stats["stage1_mean_confidence"] > recon.stats["stage0_mean_confidence"] + 0.05
+
+
+def test_a_later_start_block_searches_from_that_blocks_features(attack_setting, ifgmi_prior):
+    target, _ = attack_setting
+    attack, prior = ifgmi_prior
+    late = IFGMI(attack.params.model_copy(update={"steps": [3, 3], "start_block": 1, "pool": 24, "candidates": 1}))
+    recon = late.invert(prior, white_box(target), torch.tensor([0, 1]), RunContext(seed=1))
+    assert recon.images.shape == (2, 3, 16, 16) and torch.isfinite(recon.images).all()
+    with pytest.raises(ValueError, match="exceed"):
+        too_many = IFGMI(attack.params.model_copy(update={"steps": [1] * 3, "start_block": 2}))
+        too_many.invert(prior, white_box(target), torch.tensor([0]), RunContext(seed=1))
