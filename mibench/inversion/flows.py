@@ -30,11 +30,11 @@ def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
 class ClassFlows(nn.Module):
     """C flows over R^dim: `sample` (C x n x dim with log q), `log_prob` (of given C x n x dim points)."""
 
-    def __init__(self, permutations: torch.Tensor, hidden: int = 100, weights: list[torch.Tensor] | None = None):
+    def __init__(self, permutations: torch.Tensor, hidden: int, weights: list[torch.Tensor]):
         """`permutations`: C x steps x dim, each row a permutation of range(dim) (the fixed shuffles).
 
-        `weights`: the coupling networks' first two weight tensors (steps x C x in x out); random normal scaled by
-        1/sqrt(in) from the global stream when None (use `initialised` for per-class streams).
+        `weights`: the coupling networks' first two weight tensors (steps x C x in x out) drawn N(0, 1), scaled here
+        by 1/sqrt(in); `initialised` draws them, and the shuffles, from per-class generators.
         """
         super().__init__()
         classes, steps, dim = permutations.shape
@@ -42,8 +42,6 @@ class ClassFlows(nn.Module):
             raise ValueError(f"a coupling flow needs a dimension >= 2, got {dim}")
         self.dim, self.steps, self.split = dim, steps, dim // 2
         given, changed = self.split, dim - self.split
-        if weights is None:
-            weights = [torch.randn(steps, classes, given, hidden), torch.randn(steps, classes, hidden, hidden)]
         self.register_buffer("permutations", permutations.long())
         self.register_buffer("inverse_permutations", permutations.argsort(-1))
         self.log_scale = nn.Parameter(torch.zeros(steps, classes, 1, dim))
