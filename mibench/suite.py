@@ -391,6 +391,12 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
     metrics = resolve_list(METRICS, suite.metrics, "metrics")
     dataset = resolve(DATASETS, suite.data, "data")
     public = resolve(DATASETS, suite.data.public, "data.public") if suite.data.public else None
+    if suite.data.public:  # public images from another dataset come without identity labels (stages.load_bundle)
+        problems += [
+            f"attacks[{i}] ({a.label}) trains on labelled public identities, which data.public's images lack"
+            for i, a in enumerate(attacks)
+            if a.cls(a.params).needs_public_identities()
+        ]
     target_arch = resolve_arch(suite.target, "target.architecture")
     evaluator_arch = resolve_arch(suite.evaluator, "evaluator.architecture")
     evaluator_dataset = None

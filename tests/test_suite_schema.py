@@ -229,3 +229,11 @@ def test_deepinversion_against_a_defense_without_batchnorm_is_refused(tiny_suite
     )
     tiny_suite["attacks"][0]["defenses"] = ["-"]
     resolve_suite(tiny_suite)
+
+
+def test_an_attack_needing_public_identities_is_refused_with_foreign_public_images(tiny_suite):
+    """Public images taken from another dataset (data.public) carry no identity labels, which C2FMI trains on."""
+    tiny_suite["attacks"] = [{"name": "c2fmi", "label": "C2FMI"}]
+    resolve_suite(tiny_suite, "s.yaml")  # the suite's own public images have identities
+    tiny_suite["data"]["public"] = {"dataset": "ffhq", "root": "/nowhere"}
+    assert any("attacks[0] (C2FMI) trains on labelled public identities" in p for p in problems_of(tiny_suite))
