@@ -40,8 +40,7 @@ from torch import nn
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.augmentation import AffineAugmentParams, random_affine_augment
 from mibench.context import RunContext
-from mibench.data.base import resize_images
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, repeat_w
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, repeat_w, to_target
 from mibench.inversion.constraints import project_l1_ball
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
@@ -81,11 +80,7 @@ class IFGMIParams(Params):
 
 def _render(generator: nn.Module, w: torch.Tensor, block: int, features, size: int, crop: float) -> torch.Tensor:
     """[0, 1] (unclamped) render from `block` on: centre crop, antialiased resize to the target's size."""
-    images = generator.synthesis_from(repeat_w(generator, w), block, features)
-    side = images.shape[-1]
-    keep = max(1, round(side * crop))
-    top = (side - keep) // 2
-    return (resize_images(images[..., top : top + keep, top : top + keep], size, antialias=True) + 1) / 2
+    return to_target(generator.synthesis_from(repeat_w(generator, w), block, features), size, crop, clip=False)
 
 
 @ATTACKS.register

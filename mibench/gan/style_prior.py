@@ -93,7 +93,11 @@ def initial_candidates(
 
 def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
     """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`."""
-    images = generator.synthesis(ws)
+    return to_target(generator.synthesis(ws), size, crop, clip)
+
+
+def to_target(images: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
+    """Generator images in [-1, 1]: centre crop, antialiased resize to `size`, to [0, 1], clamped if `clip`."""
     side = images.shape[-1]
     keep = max(1, round(side * crop))
     top = (side - keep) // 2
