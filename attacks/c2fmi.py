@@ -36,7 +36,7 @@ from torch import nn
 from mibench.attack import DataInfo, GenerativeAttack, PriorSpec, Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, resize_images, to_float
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w, sample_pool
 from mibench.inversion.evolution import differential_evolution, extend_population
 from mibench.inversion.search import in_chunks
 from mibench.models.base import build_classifier, freeze
@@ -188,9 +188,7 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         generator = self.style_generator(prior, ctx)
         learnt = prior[MAPPING] if isinstance(prior, dict) else prior
         embed, mapping = freeze(learnt.embedding).to(device), freeze(learnt.mapping).to(device)
-        with torch.no_grad():
-            z = torch.randn(p.pool, generator.z_dim, generator=ctx.generator("pool"))
-            pool = torch.cat([generator.mapping(z[c].to(device))[:, 0].cpu() for c in in_chunks(p.pool, 256)])
+        pool = sample_pool(generator, p.pool, ctx)
         start = self.coarse(generator, embed, mapping, pool, classes, oracle, ctx)
         fresh_gen = ctx.generator("fresh")
 

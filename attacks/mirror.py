@@ -38,7 +38,7 @@ from torch import nn
 
 from mibench.attack import GenerativeAttack, Reconstructions
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, truncated_ws
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, sample_pool, truncated_ws
 from mibench.inversion.genetic import genetic_search
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle
@@ -84,13 +84,6 @@ def mirror_renderer(generator: nn.Module, size: int, p) -> Callable[[torch.Tenso
     return lambda w: render(
         generator, truncated_ws(generator, w, p.truncation_psi, p.truncation_cutoff), size, p.center_crop
     )
-
-
-@torch.no_grad()
-def sample_pool(generator: nn.Module, size: int, ctx: RunContext) -> torch.Tensor:
-    """`size` untruncated w (the official `all_ws.pt`: mapping(z) of N(0, I) draws), on the CPU."""
-    z = torch.randn(size, generator.z_dim, generator=ctx.generator("pool"))
-    return torch.cat([generator.mapping(z[c].to(ctx.device))[:, 0].cpu() for c in in_chunks(size, 256)])
 
 
 @torch.no_grad()

@@ -31,9 +31,9 @@ import torch
 from pydantic import Field
 
 from mibench.attack import GenerativeAttack, Reconstructions
-from mibench.attacks.mirror import mirror_renderer, p_space_bounds, pool_log_confidence, sample_pool
+from mibench.attacks.mirror import mirror_renderer, p_space_bounds, pool_log_confidence
 from mibench.context import RunContext
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, sample_pool
 from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import in_chunks
 from mibench.oracle import Access, TargetOracle

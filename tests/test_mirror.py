@@ -114,8 +114,8 @@ def test_mirror_black_box_beats_chance_from_scores_only_with_the_stated_query_co
 
 
 def test_renders_truncate_the_searched_w_as_the_mapping_would(tiny_style_prior):
-    from mibench.attacks.mirror import mirror_renderer, sample_pool
-    from mibench.gan.style_prior import render, repeat_w, truncated_ws
+    from mibench.attacks.mirror import mirror_renderer
+    from mibench.gan.style_prior import render, repeat_w, sample_pool, truncated_ws
 
     g = tiny_style_prior.generator.eval()
     assert g.w_avg.abs().sum() > 0  # a trained generator: truncation moves w

@@ -60,6 +60,16 @@ def truncated_ws(generator: nn.Module, w: torch.Tensor, psi: float, cutoff: int 
 
 
 @torch.no_grad()
+def sample_pool(generator: nn.Module, size: int, ctx: RunContext) -> torch.Tensor:
+    """`size` untruncated w = mapping(z), z ~ N(0, I) from the job's "pool" stream, on the CPU.
+
+    Mirror's pool (the official `all_ws.pt`) and C2FMI's latent pool.
+    """
+    z = torch.randn(size, generator.z_dim, generator=ctx.generator("pool"))
+    return torch.cat([generator.mapping(z[c].to(ctx.device))[:, 0].cpu() for c in in_chunks(size, 256)])
+
+
+@torch.no_grad()
 def initial_candidates(
     generator: nn.Module,
     oracle: TargetOracle,
