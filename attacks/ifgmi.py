@@ -43,7 +43,7 @@ from mibench.context import RunContext
 from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, repeat_w, to_target
 from mibench.inversion.constraints import project_l1_ball
 from mibench.inversion.losses import poincare_identity
-from mibench.inversion.search import in_chunks
+from mibench.inversion.search import in_chunks, zero_nonfinite_grads
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
@@ -119,8 +119,7 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
             loss = poincare_identity(oracle.logits(random_affine_augment(x, aug, gen)), y).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            for variable in variables:  # a faulty target (MIDAS's bit errors) can give non-finite gradients
-                variable.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            zero_nonfinite_grads(variables)
             opt.step()
             with torch.no_grad():
                 if f0 is not None and p.radius_features[k] > 0:

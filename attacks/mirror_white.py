@@ -35,7 +35,7 @@ from mibench.attacks.mirror import mirror_renderer, p_space_bounds, pool_log_con
 from mibench.context import RunContext
 from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, sample_pool
 from mibench.inversion.losses import cross_entropy_identity
-from mibench.inversion.search import in_chunks
+from mibench.inversion.search import in_chunks, zero_nonfinite_grads
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
 from mibench.registry import ATTACKS
@@ -111,7 +111,7 @@ class MirrorWhiteBox(StyleGANPrior, GenerativeAttack):
                 loss = p.class_weight * per_class
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()  # each class's mean loss, as its own official run
-                w.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # a faulty target (MIDAS's bit errors)
+                zero_nonfinite_grads([w])
                 opt.step()
                 with torch.no_grad():
                     if p.p_std_ce > 0:

@@ -39,7 +39,7 @@ from mibench.context import RunContext
 from mibench.gan.wgan_gp import WGANGPParams
 from mibench.inversion.flows import ClassFlows
 from mibench.inversion.losses import cross_entropy_identity
-from mibench.inversion.search import in_chunks
+from mibench.inversion.search import in_chunks, zero_nonfinite_grads
 from mibench.models.base import freeze
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
@@ -93,8 +93,7 @@ class VMI(UsesGMIGAN, GenerativeAttack):
                 loss = loss + p.kl_weight * flows.kl_to_standard_normal(p.batch_size, streams.__getitem__, classes)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # independent classes: each flow gets its own class's gradient
-            for param in flows.parameters():  # a faulty target (MIDAS's bit errors) can give non-finite gradients
-                param.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            zero_nonfinite_grads(flows.parameters())
             opt.step()
             advance(1)
         return flows

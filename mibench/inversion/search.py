@@ -73,6 +73,16 @@ def momentum_search(
     return z.detach()
 
 
+def zero_nonfinite_grads(tensors) -> None:
+    """Set non-finite gradient entries of `tensors` to zero, in place.
+
+    A stochastic or faulty target (MIDAS's bit errors) can return non-finite gradients; an attacker skips them.
+    """
+    for t in tensors:
+        if t.grad is not None:
+            t.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def in_chunks(n: int, chunk: int) -> list[slice]:
     """Slices covering range(n) in pieces of at most `chunk` (the physical batch)."""
     return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
