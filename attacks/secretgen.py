@@ -51,7 +51,7 @@ from mibench.gan.inpainting import (
     random_patch,
 )
 from mibench.gan.networks import WGANCritic
-from mibench.gan.wgan_gp import gradient_penalty
+from mibench.gan.wgan_gp import critic_loss
 from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import in_chunks, momentum_search
 from mibench.models.base import freeze
@@ -110,7 +110,7 @@ class InpaintingPrior(nn.Module):
 
 
 def _critic_step(critic, optimiser, real, fake, p: InpaintingGANParams, mix) -> None:
-    loss = critic(fake).mean() - critic(real).mean() + p.gp_weight * gradient_penalty(critic, real, fake, mix)
+    loss = critic_loss(critic, real, fake, p.gp_weight, mix)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()

@@ -36,6 +36,14 @@ def gradient_penalty(
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
+def critic_loss(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float, generator: torch.Generator
+) -> torch.Tensor:
+    """WGAN-GP critic loss: mean D(fake) - mean D(real) + gp_weight x the gradient penalty."""
+    loss = critic(fake).mean() - critic(real).mean()
+    return loss + gp_weight * gradient_penalty(critic, real, fake, generator)
+
+
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -70,8 +78,7 @@ def train_wgan_gp(
                 real = to_float(images[to_device(idx, device)])
                 with torch.no_grad():
                     fake = generator(sample_z(real.shape[0]))
-                d_loss = critic(fake).mean() - critic(real).mean()
-                d_loss = d_loss + p.gp_weight * gradient_penalty(critic, real, fake, mix)
+                d_loss = critic_loss(critic, real, fake, p.gp_weight, mix)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
