@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, PriorSpec
@@ -29,29 +29,18 @@ from mibench.attacks.gmi import GMI, GMIParams
 from mibench.attacks.kedmi import KEDMI, KEDMIParams
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_float
-from mibench.errors import unknown_name_message
 from mibench.inversion.losses import cross_entropy_identity, feature_regulariser, logit_identity
-from mibench.models.base import SavedShapeBuffers, build_classifier, freeze
+from mibench.models.base import NetworkSpec, SavedShapeBuffers, freeze
 from mibench.oracle import TargetOracle
 from mibench.params import Params
-from mibench.registry import ARCHITECTURES, ATTACKS
+from mibench.registry import ATTACKS
 from mibench.training import distill
 
 STUDENTS = "lomma-students"
 
 
-class StudentSpec(Params):
-    """A student network: a registered architecture and its params."""
-
-    architecture: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("architecture")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        if name not in ARCHITECTURES.names():
-            raise ValueError(unknown_name_message("architecture", name, ARCHITECTURES.names()))
-        return name
+# A student network: a registered architecture and its params.
+StudentSpec = NetworkSpec
 
 
 class DistillParams(Params):
@@ -139,13 +128,7 @@ class LOMMA(GenerativeAttack):
             return super().build_prior(info, name)
         return LOMMAPrior(
             [
-                build_classifier(
-                    s.architecture,
-                    s.params,
-                    num_classes=info.num_classes,
-                    in_channels=info.channels,
-                    image_size=info.image_size,
-                )
+                s.build(num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
                 for s in self._students_params().students
             ]
         )

@@ -23,7 +23,7 @@ from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
 from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
 from mibench.inversion.losses import IDENTITY_LOSSES, max_margin_identity
-from mibench.inversion.search import in_chunks, per_sample_normal
+from mibench.inversion.search import adam_conditional_search, per_sample_normal
 from mibench.models.base import ClassifierOutput, SavedShapeBuffers, freeze
 from mibench.oracle import Access, TargetOracle
 from mibench.params import Params
@@ -210,23 +210,14 @@ class PLGMI(GenerativeAttack):
         z0 = per_sample_normal(ctx, [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)], p.cgan.z_dim)
         augment = ctx.generator("augment")
         identity = self.identity_loss(oracle, prior, ctx)
-        latents = torch.empty_like(z0)
-        chunks = in_chunks(len(labels), p.batch_size)
-        with ctx.reporter.bar("PLG-MI latent search", p.iterations * len(chunks)) as advance:
-            for chunk in chunks:
-                z = z0[chunk].to(ctx.device).requires_grad_(True)
-                y = labels[chunk].to(ctx.device)
-                opt = torch.optim.Adam([z], lr=p.lr)
-                for _ in range(p.iterations):
-                    x = generator(z, y)
-                    loss = sum(identity(plg_augment(x, p.augment, augment), y).mean() for _ in range(p.views))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    advance(1)
-                latents[chunk] = z.detach().cpu()
-        with torch.no_grad():
-            images = torch.cat([generator(latents[c].to(ctx.device), labels[c].to(ctx.device)).cpu() for c in chunks])
+
+        def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return sum(identity(plg_augment(x, p.augment, augment), y).mean() for _ in range(p.views))
+
+        latents, images = adam_conditional_search(
+            generator, z0, labels, step_loss, iterations=p.iterations, lr=p.lr, batch_size=p.batch_size, ctx=ctx,
+            description="PLG-MI latent search",
+        )  # fmt: skip
         # The generator is trained to emit [0, 1] through a tanh; reconstructions are clamped into that range. The
         # raw output is kept too: the official evaluation feeds it, unclamped, to the evaluation model.
         stats = {"target_queries": float(oracle.queries)}

@@ -28,7 +28,12 @@ def test_forward_backward_and_feature_size(name, size, dim):
 
 @pytest.mark.parametrize(
     ("name", "weights"),
-    [("resnet152", "ResNet152_Weights"), ("densenet169", "DenseNet169_Weights"), ("resnet101", "ResNet101_Weights")],
+    [
+        ("resnet152", "ResNet152_Weights"),
+        ("densenet169", "DenseNet169_Weights"),
+        ("densenet161", "DenseNet161_Weights"),
+        ("resnet101", "ResNet101_Weights"),
+    ],
 )
 def test_parameter_counts_match_torchvision_metadata(name, weights):
     model = build_classifier(name, {}, num_classes=1000, in_channels=3, image_size=224)

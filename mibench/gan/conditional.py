@@ -120,18 +120,23 @@ class DownBlock(nn.Module):
         return shortcut + h
 
 
+def sn_resnet_trunk(image_size: int, channels: int, ch: int) -> tuple[nn.Sequential, int]:
+    """The spectral-norm ResNet body down to 2x2 (optimized first block, then halving blocks) and its output width."""
+    n = int(math.log2(image_size)) - 1  # halvings down to 2x2
+    widths = [ch * 2**i for i in range(n)]
+    blocks = [DownBlock(channels, widths[0], first=True)]
+    blocks += [DownBlock(widths[i], widths[i + 1]) for i in range(n - 1)]
+    return nn.Sequential(*blocks), widths[-1]
+
+
 class SNProjectionDiscriminator(nn.Module):
     """Spectral-norm ResNet discriminator with global sum pooling and a class projection: l(h) + <embed_y, h>."""
 
     def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, ch: int = 64):
         super().__init__()
-        n = int(math.log2(image_size)) - 1  # halvings down to 2x2
-        widths = [ch * 2**i for i in range(n)]
-        blocks = [DownBlock(channels, widths[0], first=True)]
-        blocks += [DownBlock(widths[i], widths[i + 1]) for i in range(n - 1)]
-        self.blocks = nn.Sequential(*blocks)
-        self.l_out = nn.Linear(widths[-1], 1)
-        self.embed = nn.Embedding(num_classes, widths[-1])
+        self.blocks, width = sn_resnet_trunk(image_size, channels, ch)
+        self.l_out = nn.Linear(width, 1)
+        self.embed = nn.Embedding(num_classes, width)
         nn.init.xavier_uniform_(self.l_out.weight)
         nn.init.xavier_uniform_(self.embed.weight)
         self.l_out, self.embed = spectral_norm(self.l_out), spectral_norm(self.embed)
@@ -140,3 +145,25 @@ class SNProjectionDiscriminator(nn.Module):
         """One unbounded score per (image, class)."""
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))
         return self.l_out(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+class SNAuxiliaryClassifierDiscriminator(nn.Module):
+    """The same spectral-norm trunk with two plain linear heads: a real/fake logit and class logits (an AC-GAN).
+
+    LOKT's T-ACGAN discriminator (the MI toolbox's `LoktDiscriminator64`): the heads are xavier-initialised and not
+    spectrally normalised; the official squashes the real/fake head with a sigmoid, mibench returns its logit and
+    trains with the equivalent logit form of the binary cross-entropy.
+    """
+
+    def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, ch: int = 64):
+        super().__init__()
+        self.blocks, width = sn_resnet_trunk(image_size, channels, ch)
+        self.l_out = nn.Linear(width, 1)
+        self.l_class = nn.Linear(width, num_classes)
+        nn.init.xavier_uniform_(self.l_out.weight)
+        nn.init.xavier_uniform_(self.l_class.weight)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real/fake logit per image, class logits per image)."""
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))
+        return self.l_out(h).squeeze(1), self.l_class(h)

@@ -88,6 +88,43 @@ def in_chunks(n: int, chunk: int) -> list[slice]:
     return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
 
+def adam_conditional_search(
+    generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    z0: torch.Tensor,
+    labels: torch.Tensor,
+    step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    iterations: int,
+    lr: float,
+    batch_size: int,
+    ctx: RunContext,
+    description: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam on the latents of a conditional generator G(z, y), chunk by chunk, with no clipping (PLG-MI, LOKT).
+
+    Each step minimises `step_loss(G(z, y), y)`, a scalar (the attacks sum augmented views of a per-sample loss
+    averaged over the chunk). Returns the final latents and their images G(z, y), unclamped, on the CPU.
+    """
+    device = ctx.device
+    latents = torch.empty_like(z0)
+    chunks = in_chunks(len(labels), batch_size)
+    with ctx.reporter.bar(description, iterations * len(chunks)) as advance:
+        for chunk in chunks:
+            z = z0[chunk].to(device).requires_grad_(True)
+            y = labels[chunk].to(device)
+            opt = torch.optim.Adam([z], lr=lr)
+            for _ in range(iterations):
+                loss = step_loss(generator(z, y), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                advance(1)
+            latents[chunk] = z.detach().cpu()
+    with torch.no_grad():
+        images = torch.cat([generator(latents[c].to(device), labels[c].to(device)).cpu() for c in chunks])
+    return latents, images
+
+
 def distributional_search(
     labels: torch.Tensor,
     objective: Objective,

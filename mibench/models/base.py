@@ -11,9 +11,11 @@ import copy
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from mibench.data.base import height_width
+from mibench.errors import unknown_name_message
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES, build_params
 
@@ -96,6 +98,26 @@ def build_classifier(
     if not isinstance(image_size, int) and not cls.rectangular_input:
         raise ValueError(f"architecture {architecture!r} needs square images, got height x width {tuple(image_size)}")
     return cls(num_classes, in_channels, image_size, build_params(cls, params))
+
+
+class NetworkSpec(Params):
+    """An auxiliary network an attack trains (LOMMA's students, LOKT's surrogates): an architecture and its params."""
+
+    architecture: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in ARCHITECTURES.names():
+            raise ValueError(unknown_name_message("architecture", name, ARCHITECTURES.names()))
+        return name
+
+    def build(self, *, num_classes: int, in_channels: int, image_size: int) -> Classifier:
+        """The untrained network."""
+        return build_classifier(
+            self.architecture, self.params, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+        )
 
 
 def clone_model(model: nn.Module) -> nn.Module:

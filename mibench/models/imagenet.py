@@ -134,6 +134,15 @@ class DenseNet121(_DenseNet):
 
 
 @ARCHITECTURES.register
+class DenseNet161(_DenseNet):
+    """DenseNet-161 (2208-d features), one of LOKT's surrogates."""
+
+    name: ClassVar[str] = "densenet161"
+    paper: ClassVar[str] = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (LOKT surrogate)"
+    builder: ClassVar[str] = "densenet161"
+
+
+@ARCHITECTURES.register
 class DenseNet169(_DenseNet):
     """DenseNet-169 (1664-d features), a Trap-MID Table 19 target."""
 
