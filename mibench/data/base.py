@@ -173,6 +173,19 @@ def iterate_batches(
         yield order[start : start + batch_size]
 
 
+def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches over range(n) without end: shuffled passes, one after another, a batch may span two passes.
+
+    An infinite random sampler behind a batching loader (the GAN trainers of the MI toolbox iterate this way).
+    """
+    pending = torch.zeros(0, dtype=torch.long)
+    while True:
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(n, generator=generator)])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
 def identity_batches(
     labels: torch.Tensor, batch_size: int, per_identity: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
