@@ -51,6 +51,18 @@ def test_table19_protocol(weights, capsys):
     assert all(set(j.payload["files"]) == {"gan.checkpoint"} for j in plan.jobs.values() if j.stage == "invert")
 
 
+@pytest.mark.parametrize("path", ["suites/table-blackbox.yaml", "suites/mini-mnist-blackbox.yaml"])
+def test_blackbox_suites_run_the_output_only_attacks(path, weights):
+    """Output-side defenses are judged by attacks that see nothing but outputs: all five, and no white-box one."""
+    from mibench.oracle import Access
+    from mibench.registry import ATTACKS
+    from mibench.suite import load_suite
+
+    names = {a.name for a in load_suite(path).attacks}
+    assert names == {"rlb-mi", "mirror-b", "c2fmi", "brepmi", "lokt"}
+    assert all(ATTACKS.get(n).access is not Access.WHITE_BOX for n in names)
+
+
 def test_table1_without_environment_names_the_variable(monkeypatch, capsys):
     monkeypatch.delenv("CELEBA_ROOT", raising=False)
     assert main(["validate", "suites/table1.yaml"]) == 2
