@@ -26,6 +26,9 @@ from mibench.hashing import content_key, derive_seed
 from mibench.suite import ResolvedDefense, ResolvedMethod, ResolvedSuite
 
 STAGES = ("evaluator", "target", "prior", "invert", "measure")
+# Relative cost of a typical job per stage, for ordering only (BENCHMARKS.md's table1 projection on one H100: a
+# target about 0.26 h, a per-target prior 0.25-2 h, an inversion about 0.2 h, a measurement seconds).
+STAGE_WEIGHTS = {"evaluator": 1.0, "target": 1.0, "prior": 4.0, "invert": 1.0, "measure": 0.1}
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,22 @@ class Plan:
             if any(d in out for d in job.deps):
                 out.add(job.id)
         return out
+
+    def critical_paths(self) -> dict[str, float]:
+        """Per job, the scheduling weight of the heaviest chain it starts: its own plus that of its heaviest dependant.
+
+        The runner starts ready jobs in decreasing order of this, so that long chains (a target, its per-target
+        priors, their inversions) begin first and short leaves fill the remaining slots. Weights are rough relative
+        costs per stage (`STAGE_WEIGHTS`); they decide the order only, never what a job computes.
+        """
+        dependants: dict[str, list[str]] = {job_id: [] for job_id in self.jobs}
+        for job in self.jobs.values():
+            for dep in job.deps:
+                dependants[dep].append(job.id)
+        paths: dict[str, float] = {}
+        for job in reversed(list(self.jobs.values())):  # insertion order is topological: dependants come first here
+            paths[job.id] = STAGE_WEIGHTS[job.stage] + max((paths[d] for d in dependants[job.id]), default=0.0)
+        return paths
 
     def by_stage(self) -> dict[str, list[Job]]:
         """Jobs grouped by stage."""

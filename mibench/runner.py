@@ -172,16 +172,22 @@ def _execute(
     redo: set[str],
     reporter: Reporter,
 ) -> None:
-    """Submit ready jobs as slots free up until nothing is pending; on interrupt, stop the executor's workers."""
+    """Submit ready jobs as slots free up until nothing is pending; on interrupt, stop the executor's workers.
+
+    Among ready jobs, those starting the heaviest chains go first (`Plan.critical_paths`): with several slots, the
+    long per-target priors start as soon as their targets exist, and short inversions and measurements fill in.
+    """
     running: dict[Future, Job] = {}
     count = 0
+    weight = plan.critical_paths()
     try:
         while pending or running:
             blocked = plan.descendants(set(summary.failed)) - set(summary.failed)
             for job in [j for j in pending if j.id in blocked]:
                 pending.remove(job)
                 summary.skipped.append(job.id)
-            for job in [j for j in pending if all(d in finished for d in j.deps)]:
+            ready = [j for j in pending if all(d in finished for d in j.deps)]
+            for job in sorted(ready, key=lambda j: -weight[j.id]):  # long chains first; ties in plan order
                 if len(running) >= executor.slots:
                     break
                 pending.remove(job)

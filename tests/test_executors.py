@@ -205,3 +205,40 @@ def test_cli_runs_a_suite_through_the_slurm_executor_path(tmp_path, tiny_suite, 
     assert code == 0
     assert "AA-1" in capsys.readouterr().out
     assert (tmp_path / "logs").is_dir()  # the suite's cluster section reached submitit
+
+
+def test_ready_jobs_start_with_the_heaviest_chain_so_per_target_priors_precede_inversions(tmp_path, tiny_suite):
+    """With one slot, every prior (a per-target cGAN, the shared GAN) is started before any inversion."""
+    from concurrent.futures import Future
+
+    from mibench.executors import JobOutcome
+    from mibench.runner import RunSummary, _execute
+
+    tiny_suite["attacks"].append(
+        {"name": "plgmi", "label": "PLG-MI", "params": {"cgan": {"ch": 8, "z_dim": 8, "iterations": 2}}}
+    )
+    plan = build_plan(load_suite(write_suite(tmp_path / "s.yaml", tiny_suite)))
+    started = []
+
+    class Recorder:  # runs nothing: the order of submission is what is checked
+        slots = 1
+
+        def submit(self, job, force):
+            started.append(job)
+            future = Future()
+            future.set_result(JobOutcome(job.id, "ran"))
+            return future
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    _execute(plan, list(plan.jobs.values()), set(), RunSummary(tmp_path), Recorder(), set(), SILENT)
+    stages_in_order = [job.stage for job in started]
+    assert len(started) == len(plan.jobs) and stages_in_order.count("prior") == 3  # GMI's GAN, a cGAN per seed
+    last_prior = max(i for i, s in enumerate(stages_in_order) if s == "prior")
+    assert last_prior < stages_in_order.index("invert")
+    for job in started:  # and never before what it depends on
+        assert all(started.index(plan.jobs[d]) < started.index(job) for d in job.deps)
