@@ -31,7 +31,11 @@ from mibench.attack import DataInfo, GenerativeAttack, Reconstructions
 from mibench.augmentation import PLGAugmentParams, plg_augment
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, endless_batches, iterate_batches, to_device, to_float
-from mibench.gan.conditional import ConditionalResNetGenerator, SNAuxiliaryClassifierDiscriminator
+from mibench.gan.conditional import (
+    ConditionalResNetGenerator,
+    SNAuxiliaryClassifierDiscriminator,
+    sample_conditional,
+)
 from mibench.inversion.losses import max_margin_identity
 from mibench.inversion.search import adam_conditional_search, in_chunks, per_sample_normal
 from mibench.models.base import NetworkSpec, freeze
@@ -133,9 +137,7 @@ def train_tacgan(
     real_batches = endless_batches(len(public), p.batch_size, gens["real"])
 
     def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        z = to_device(torch.randn(p.batch_size, p.z_dim, generator=gens["z"]), device)
-        y = to_device(torch.randint(0, k, (p.batch_size,), generator=gens["y"]), device)
-        return g(z, y), y
+        return sample_conditional(g, p.batch_size, p.z_dim, k, gens, device)
 
     with ctx.reporter.bar("T-ACGAN (LOKT)", p.iterations) as advance:
         for step in range(p.iterations):

@@ -21,7 +21,7 @@ from mibench.attack import DataInfo, GenerativeAttack, IdentityLoss, Reconstruct
 from mibench.augmentation import PLGAugmentParams, plg_augment
 from mibench.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
-from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
+from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator, sample_conditional
 from mibench.inversion.losses import IDENTITY_LOSSES, max_margin_identity
 from mibench.inversion.search import adam_conditional_search, per_sample_normal
 from mibench.models.base import ClassifierOutput, SavedShapeBuffers, freeze
@@ -120,9 +120,7 @@ def train_plgmi_cgan(
     gens = {n: ctx.generator(n) for n in ("z", "y", "real", "noise", "augment")}
 
     def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        z = to_device(torch.randn(p.batch_size, p.z_dim, generator=gens["z"]), device)
-        y = to_device(torch.randint(0, k, (p.batch_size,), generator=gens["y"]), device)
-        return g(z, y), y
+        return sample_conditional(g, p.batch_size, p.z_dim, k, gens, device)
 
     with ctx.reporter.bar("cGAN (PLG-MI)", p.iterations) as advance:
         for _ in range(p.iterations):

@@ -156,7 +156,7 @@ def plgmi_prior(attack_setting):
     target, data = attack_setting
     torch.manual_seed(0)
     params = PLGMIParams(
-        cgan=CGANParams(ch=16, z_dim=32, iterations=80, top_n=20, batch_size=32), iterations=100, restarts=3
+        cgan=CGANParams(ch=16, z_dim=32, iterations=40, top_n=20, batch_size=32), iterations=100, restarts=3
     )
     attack = PLGMI(params)
     prior = attack.build_prior(DataInfo(3, 16, 6))

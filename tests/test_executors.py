@@ -1,5 +1,6 @@
-"""Executors and failure handling: a pool gives the sequential records, failures are kept and do not stop a run,
-and concurrent runs over one cache build every artifact once."""
+"""Executors and failure handling: failures are kept and do not stop a run, concurrent runs over one cache build
+every artifact once, ready jobs start heaviest chain first (a pool giving the sequential bytes and records: see
+test_reliability.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 
 import mibench.stages as stages
 from mibench.errors import RunInterrupted
-from mibench.executors import LocalPoolExecutor
 from mibench.plan import build_plan
 from mibench.progress import SILENT
 from mibench.records import read_records
@@ -26,31 +26,6 @@ pytestmark = pytest.mark.slow
 
 def values(records):
     return {(r.seed, r.defense, r.attack, r.metric): r.value for r in records if not r.metric.endswith("time_s")}
-
-
-def test_pool_of_two_gives_the_sequential_records(tmp_path, tiny_suite):
-    path = write_suite(tmp_path / "s.yaml", tiny_suite)
-    plan = build_plan(load_suite(path))
-    # No thread-count arrangement: every job sets the suite's thread count itself, in this process and in workers.
-    seq = run_plan(
-        plan,
-        store=ArtifactStore(tmp_path / "a"),
-        run_dir=tmp_path / "ra",
-        device=torch.device("cpu"),
-        reporter=SILENT,
-    )
-    pool = LocalPoolExecutor(ArtifactStore(tmp_path / "b"), torch.device("cpu"), jobs=2)
-    assert pool.slots == 2
-    par = run_plan(
-        plan,
-        store=ArtifactStore(tmp_path / "b"),
-        run_dir=tmp_path / "rb",
-        device=torch.device("cpu"),
-        reporter=SILENT,
-        executor=pool,
-    )
-    assert len(par.ran) == len(seq.ran) == len(plan.jobs)
-    assert values(par.records) == values(seq.records)
 
 
 def sequential_values(plan, tmp_path):

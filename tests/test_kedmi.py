@@ -58,7 +58,7 @@ def test_kedmi_beats_random_latents(attack_setting):
     target, data = attack_setting
     torch.manual_seed(0)
     params = KEDMIParams(
-        gan=KEDGANParams(z_dim=16, width=16, epochs=30, batch_size=32), iterations=1000, samples=3, group_size=6
+        gan=KEDGANParams(z_dim=16, width=16, epochs=15, batch_size=32), iterations=400, samples=3, group_size=6
     )
     attack = KEDMI(params)
     prior = attack.build_prior(DataInfo(3, 16, 6))

@@ -104,8 +104,10 @@ def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs_and_in_
 
     # the whole plan on a pool of two workers (spawned processes, each running several jobs)
     pooled = ArtifactStore(tmp_path / "pool")
-    run_plan(plan, store=pooled, run_dir=tmp_path / "rp", device=CPU, reporter=SILENT,
-             executor=LocalPoolExecutor(pooled, CPU, jobs=2))
+    pool = LocalPoolExecutor(pooled, CPU, jobs=2)
+    assert pool.slots == 2
+    summary = run_plan(plan, store=pooled, run_dir=tmp_path / "rp", device=CPU, reporter=SILENT, executor=pool)
+    assert len(summary.ran) == len(plan.jobs) and values(summary.records) == reference[3]  # every record, too
     for job in chosen:
         assert artifact_bytes(pooled, job.stage, job.key) == expected[job.id], job.label
     target = next(job for job in chosen if job.stage == "target")

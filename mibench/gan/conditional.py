@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from mibench.data.base import to_device
+
 
 class CategoricalConditionalBatchNorm(nn.Module):
     """BatchNorm2d without affine, then class-specific gamma_y and beta_y (initialised to 1 and 0)."""
@@ -93,6 +95,16 @@ class ConditionalResNetGenerator(nn.Module):
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.conv_out(F.relu(self.b_out(h))))
+
+
+def sample_conditional(
+    generator: nn.Module, batch_size: int, z_dim: int, num_classes: int, draws: dict[str, torch.Generator],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(G(z, y), y) for z ~ N(0, I) from draws["z"] and classes y uniform from draws["y"] (the cGAN trainers' fakes)."""
+    z = to_device(torch.randn(batch_size, z_dim, generator=draws["z"]), device)
+    y = to_device(torch.randint(0, num_classes, (batch_size,), generator=draws["y"]), device)
+    return generator(z, y), y
 
 
 def _sn_conv(c_in: int, c_out: int, k: int, gain: float) -> nn.Module:
