@@ -48,7 +48,7 @@ def test_midas_suite_runs_on_an_att_shaped_fixture(tmp_path, monkeypatch, capsys
     suite = yaml.safe_load(Path("suites/midas.yaml").read_text())
     # The shipped suite, shortened: one trial, two rates, a few epochs.
     suite["seeds"] = [0]
-    suite["target"]["train"]["epochs"] = 12  # the notebook's lr 1e-3 and batch 128, fewer epochs
+    suite["target"]["train"]["epochs"] = 8  # the notebook's lr 1e-3 and batch 128, fewer epochs
     suite["evaluator"]["train"]["epochs"] = 3
     suite["evaluator"]["params"] = {"width": 8, "blocks": 1, "feature_dim": 32}
     suite["defenses"] = [suite["defenses"][0], suite["defenses"][1], suite["defenses"][-1]]  # none, 2^-12, 2^-3
