@@ -43,6 +43,7 @@ from mibench.models.base import build_classifier, freeze
 from mibench.oracle import Access, TargetOracle
 from mibench.registry import ATTACKS, DEFENSES, load_plugins
 from mibench.suite import TrainSpec
+from mibench.training import epoch_batches
 
 # The Trap-MID Table 1 protocol (suites/table1.yaml) and CelebA split sizes (spec §1).
 PAPER = {
@@ -56,8 +57,10 @@ PAPER = {
 }
 
 
+CPU = torch.device("cpu")
 SECTIONS = ["target_training", "bare_loop", "priors", "search", "metrics"]
 SEARCH_ATTACKS = list(PAPER["attacks"])
+TRAINING_DEFENSES = ["none", *[d for d in PAPER["defenses"] if d != "none"], "ted", "ted-plus"]
 
 
 @dataclass(frozen=True)
@@ -120,19 +123,20 @@ def vgg16(classes: int) -> torch.nn.Module:
 
 
 def interleaved_seconds(
-    candidates: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+    candidates: dict[str, Callable[[], Callable[[], Any]]], repeats: int, device: torch.device
 ) -> dict[str, list[float]]:
     """Seconds of `repeats` timed runs of each candidate, after one warm-up run of each.
 
-    Rounds interleave the candidates (a, b, c, a, b, c, ...), so that a slow phase of the machine (another process,
-    clock or thermal changes) spreads over all of them instead of biasing whichever ran then.
+    A candidate is a factory: it prepares a run untimed (builds a fresh network, as a job does once) and returns the
+    callable that is timed. Rounds interleave the candidates (a, b, c, a, b, c, ...), so that a slow phase of the
+    machine (another process, clock or thermal changes) spreads over all of them instead of biasing whichever ran then.
     """
-    for fn in candidates.values():
-        timed(device, fn)  # warm-up: CUDA context, kernels, allocator, caches, each on its own
+    for prepare in candidates.values():
+        timed(device, prepare())  # warm-up: CUDA context, kernels, allocator, caches, each on its own
     seconds: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        for name, fn in candidates.items():
-            seconds[name].append(timed(device, fn)[1])
+        for name, prepare in candidates.items():
+            seconds[name].append(timed(device, prepare())[1])
     return seconds
 
 
@@ -147,8 +151,9 @@ def rate_summary(units: float, seconds: list[float]) -> dict[str, float]:
     }
 
 
-def bare_loop_epoch(preset: Preset, device: torch.device) -> Callable[[], None]:
-    """One epoch of a plain PyTorch loop on the same VGG16, data and settings (AMP, channels_last on CUDA)."""
+def bare_loop_epoch(preset: Preset, device: torch.device, test: ImageSet) -> Callable[[], None]:
+    """One epoch of a plain PyTorch loop on a fresh VGG16, same data and settings (AMP, channels_last on CUDA), and
+    the per-epoch test-set evaluation the recipe (and the official code) does: the harness's work, without it."""
     model = vgg16(preset.classes).to(device)
     cuda = device.type == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -156,8 +161,10 @@ def bare_loop_epoch(preset: Preset, device: torch.device) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     images = random_images(preset.train_steps * 64, 64, 0).to(device)
     labels = (torch.arange(len(images)) % preset.classes).to(device)
+    test_images, test_labels = test.images.to(device), test.labels.to(device)
 
     def epoch() -> None:
+        model.train()
         perm = torch.randperm(len(images), device=device)
         for i in range(preset.train_steps):
             idx = perm[i * 64 : (i + 1) * 64]
@@ -167,6 +174,11 @@ def bare_loop_epoch(preset: Preset, device: torch.device) -> Callable[[], None]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        model.eval()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            for i in range(0, len(test_images), 256):
+                x = (test_images[i : i + 256].float() / 255).contiguous(memory_format=fmt)
+                (model(x).logits.argmax(1) == test_labels[i : i + 256]).sum().item()
 
     return epoch
 
@@ -181,7 +193,7 @@ def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any
     ctx = RunContext(device=device, seed=0)
     candidates: dict[str, Callable[[], Any]] = {}
     facts: dict[str, dict[str, Any]] = {}
-    for name in ["none", *[d for d in PAPER["defenses"] if d != "none"], "ted", "ted-plus"]:
+    for name in TRAINING_DEFENSES:
         defense = DEFENSES.get(name)
         stack = DefenseStack([defense(defense.Params())])
         setup = stack.setup(TrainSpec())
@@ -191,12 +203,17 @@ def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any
         sub = DataBundle(
             data.private_train.subset(torch.arange(steps * batch)), data.private_test, data.public, preset.classes, ""
         )
-        # a fresh network per run, as a job trains one: the timing includes what a job pays
-        candidates[name] = lambda stack=stack, sub=sub, one_epoch=one_epoch: stack.fitter.fit(
-            stack.wrap(vgg16(preset.classes)), sub, one_epoch, ctx
-        )
-        facts[name] = {"images": steps * batch, "batch_size": batch, "paper_epochs": setup.spec.epochs}
-    candidates["bare_loop"] = bare_loop_epoch(preset, device)
+
+        def prepare(stack=stack, sub=sub, one_epoch=one_epoch) -> Callable[[], Any]:
+            model = stack.wrap(vgg16(preset.classes))  # a fresh network per run, built untimed
+            return lambda: stack.fitter.fit(model, sub, one_epoch, ctx)
+
+        candidates[name] = prepare
+        # the images an epoch really trains on: the identity-balanced sampler (MID, BiDO) drops some
+        batches = epoch_batches(sub.private_train.labels, setup.spec, torch.Generator(), torch.Generator(), CPU)
+        images = sum(len(idx) for idx, _ in batches)
+        facts[name] = {"images": images, "batch_size": batch, "paper_epochs": setup.spec.epochs}
+    candidates["bare_loop"] = lambda: bare_loop_epoch(preset, device, data.private_test)
     facts["bare_loop"] = {"images": preset.train_steps * 64}
     seconds = interleaved_seconds(candidates, preset.repeats, device)
     results: dict[str, Any] = {}
@@ -210,7 +227,9 @@ def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any
 
 def bench_bare_loop(preset: Preset, device: torch.device) -> dict[str, Any]:
     """The bare loop alone (the harness floor); `target_training` also measures it, interleaved with the defenses."""
-    seconds = interleaved_seconds({"bare": bare_loop_epoch(preset, device)}, preset.repeats, device)["bare"]
+    test = make_data(preset, 64).private_test
+    seconds = interleaved_seconds({"bare": lambda: bare_loop_epoch(preset, device, test)}, preset.repeats, device)
+    seconds = seconds["bare"]
     rate = rate_summary(preset.train_steps * 64, seconds)
     print(f"  bare loop       {rate['per_s']:9.1f} img/s (median of {rate['runs']})")
     return {"images_per_s": rate["per_s"], "spread": rate}
@@ -432,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     parser.add_argument("--attacks", nargs="+", default=SEARCH_ATTACKS, help="attacks of the search section")
+    parser.add_argument("--defenses", nargs="+", default=TRAINING_DEFENSES, help="defenses of target_training")
     args = parser.parse_args(argv)
     SEARCH_ATTACKS[:] = args.attacks
+    TRAINING_DEFENSES[:] = args.defenses
     load_plugins()
     device = torch.device(args.device)
     configure_device(device)
@@ -471,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             r[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
             failed.append(name)
         out.write_text(json.dumps(r, indent=2) + "\n")  # what is measured survives a later crash or timeout
-    if not failed and set(sections) <= set(r):
+    if not failed and set(sections) <= set(r) and set(PAPER["defenses"]) <= set(r["target_training"]):
         tt = r["target_training"]
         bare = tt.get("bare_loop", r["bare_loop"])  # the interleaved measurement when there is one
         r["derived"] = {

@@ -10,9 +10,18 @@ from benchmarks.stages import interleaved_seconds, rate_summary
 
 def test_candidates_are_warmed_up_then_timed_in_interleaved_rounds():
     calls = []
-    candidates = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+
+    def factory(name):  # preparation (untimed) and the run (timed) are both recorded
+        def prepare():
+            calls.append(f"prepare {name}")
+            return lambda: calls.append(name)
+
+        return prepare
+
+    candidates = {name: factory(name) for name in ("a", "b", "c")}
     seconds = interleaved_seconds(candidates, repeats=2, device=torch.device("cpu"))
-    assert calls == ["a", "b", "c"] + ["a", "b", "c"] * 2  # one warm-up each, then rounds a, b, c
+    rounds = [step for name in ("a", "b", "c") for step in (f"prepare {name}", name)]
+    assert calls == rounds * 3  # one warm-up each, then two rounds a, b, c, each run freshly prepared
     assert {k: len(v) for k, v in seconds.items()} == {"a": 2, "b": 2, "c": 2}
 
 
