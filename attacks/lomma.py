@@ -39,10 +39,6 @@ from mibench.training import distill
 STUDENTS = "lomma-students"
 
 
-# A student network: a registered architecture and its params.
-StudentSpec = NetworkSpec
-
-
 class DistillParams(Params):
     """Knowledge distillation of each student (spec §5.2)."""
 
@@ -54,15 +50,15 @@ class DistillParams(Params):
     temperature: float = Field(1.0, gt=0)
 
 
-def _paper_students() -> list[StudentSpec]:
-    return [StudentSpec(architecture=f"efficientnet-b{i}") for i in range(3)]
+def _paper_students() -> list[NetworkSpec]:
+    return [NetworkSpec(architecture=f"efficientnet-b{i}") for i in range(3)]
 
 
 class LOMMAParams(Params):
     """LOMMA's components; `variant` picks them as in the paper's ablation (spec §5 table)."""
 
     variant: Literal["baseline", "L_aug", "L_logit", "ours"] = "ours"
-    students: list[StudentSpec] = Field(default_factory=_paper_students)
+    students: list[NetworkSpec] = Field(default_factory=_paper_students)
     distill: DistillParams = Field(default_factory=DistillParams)
     reg_weight: float = Field(1.0, ge=0, description="lam, the weight of L_reg inside L_id (config `attack.lam`)")
     reg_samples: int = Field(5050, ge=1, description="public images averaged into mu_pub (101 batches of 50)")
@@ -81,7 +77,7 @@ class LOMMAParams(Params):
 class StudentsPriorParams(Params):
     """What determines the students prior (students are skipped by variants that do not use them)."""
 
-    students: list[StudentSpec]
+    students: list[NetworkSpec]
     distill: DistillParams
     reg_samples: int
 

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from mibench.attack import DataInfo
-from mibench.attacks.lomma import LOMMAGMI, LOMMAKEDMI, STUDENTS, LOMMAGMIParams, LOMMAParams, StudentSpec
+from mibench.attacks.lomma import LOMMAGMI, LOMMAKEDMI, STUDENTS, LOMMAGMIParams, LOMMAParams
 from mibench.context import RunContext
 from mibench.inversion.losses import feature_regulariser, poincare_identity
+from mibench.models.base import NetworkSpec
 from mibench.plan import build_plan
 from mibench.suite import load_suite
 from mibench.training import distill
 from tests.conftest import MID_SHUFFLED, hit_rate, tiny_model, white_box, write_suite
 
-TINY_STUDENTS = [StudentSpec(architecture="tiny-cnn", params={"width": 8}), StudentSpec(architecture="tiny-resnet")]
+TINY_STUDENTS = [NetworkSpec(architecture="tiny-cnn", params={"width": 8}), NetworkSpec(architecture="tiny-resnet")]
 
 
 def test_feature_regulariser_and_poincare_closed_forms():
@@ -34,7 +35,7 @@ def test_feature_regulariser_and_poincare_closed_forms():
 
 def test_unknown_student_architecture_is_named():
     with pytest.raises(ValueError, match="unknown architecture 'efficientnet-b9'; did you mean"):
-        StudentSpec(architecture="efficientnet-b9")
+        NetworkSpec(architecture="efficientnet-b9")
 
 
 def test_distilled_student_agrees_with_teacher(attack_setting):
