@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="parallel worker processes on a CPU machine (default 1: in this process); on GPUs one per GPU",
     )
     run.add_argument("--jobs-per-gpu", type=int, default=1, metavar="K", help="workers per visible GPU (default 1)")
+    run.add_argument(
+        "--packing",
+        type=Path,
+        metavar="PROFILE",
+        help="local executor: run jobs side by side on each GPU (on a CPU machine, on the machine) as far as the "
+        "memory and utilisation measured in PROFILE allow (benchmarks/stages.py --packing-out); replaces "
+        "--jobs-per-gpu",
+    )
     cluster = run.add_argument_group("cluster executors (override the suite's cluster: section)")
     cluster.add_argument("--slurm-partition")
     cluster.add_argument("--slurm-account")
@@ -151,6 +159,8 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
 
     from mibench import executors
 
+    if args.packing is not None and args.executor != "local":
+        raise MibenchError(f"--packing applies to the local executor, not --executor {args.executor}")
     if args.executor == "slurm":
         spec = cluster.slurm.model_copy(
             update={
@@ -170,6 +180,11 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
         overrides = {"address": args.ray_address, "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job}
         spec = cluster.ray.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         return executors.RayExecutor(store, spec, device=args.device)
+    if args.packing is not None:
+        from mibench.packing import read_budget
+
+        budget = read_budget(args.packing)
+        return executors.LocalPoolExecutor(store, device, budget=budget, lock_timeout=args.lock_timeout)
     if (args.jobs or 1) > 1 or (device.type == "cuda" and torch.cuda.device_count() * args.jobs_per_gpu > 1):
         return executors.LocalPoolExecutor(
             store, device, jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, lock_timeout=args.lock_timeout
@@ -217,7 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
     executor = make_executor(args, rs.suite.cluster, store, device)
     if executor is not None:
-        reporter.log(f"{args.executor} executor: {executor.slots} jobs at a time")
+        packed = f", packed by {args.packing}" if args.packing is not None else ""
+        reporter.log(f"{args.executor} executor: {executor.slots} jobs at a time{packed}")
     else:
         executor = SequentialExecutor(store, device, reporter, lock_timeout=args.lock_timeout)
     summary = run_plan(

@@ -2,14 +2,16 @@
 
 * `SequentialExecutor`: in this process, one job at a time (the default; what tests and CPUs use).
 * `LocalPoolExecutor`: a pool of worker processes, one slot per visible GPU times `jobs_per_gpu`, each worker
-  pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU machine, `jobs` workers sharing the cores. Every job sets
+  pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU machine, `jobs` workers sharing the cores. With a packing
+  budget (`mibench.packing`), jobs share a device by their measured memory and utilisation instead. Every job sets
   the suite's thread count itself (`execution.threads`), so a pool builds the bytes a sequential run builds;
   workers end with their parent, however it ends.
 * `SubmititExecutor`: SLURM jobs through submitit, one job array per stage of the jobs that became ready together
   (`pip install 'mibench[slurm]'`); submitit's `local` and `debug` clusters run the same path without SLURM.
 * `RayExecutor`: Ray tasks with GPU/CPU reservations on an existing cluster or a local one (`mibench[ray]`).
 
-The interface is `slots` (jobs in flight at most), `submit(job, force) -> Future[JobOutcome]`, `flush()` (hand the
+The interface is `slots` (jobs in flight at most), `fits(job)` (whether it may start now; only a packing budget says
+no), `submit(job, force) -> Future[JobOutcome]`, `flush()` (hand the
 submissions of one scheduling round over, so a cluster executor can batch them) and `close()`. Cluster executors need
 the cache on storage every node sees; a job opens its own workspace there.
 
@@ -35,6 +37,7 @@ import torch
 
 from mibench.context import default_device
 from mibench.errors import MibenchError
+from mibench.packing import DeviceLedger, PackingBudget
 from mibench.plan import Job
 from mibench.progress import SILENT, Reporter
 from mibench.stages import Workspace, run_job
@@ -56,6 +59,10 @@ class Executor(Protocol):
     """What the runner needs from an executor (see the module docstring)."""
 
     slots: int
+
+    def fits(self, job: Job) -> bool:
+        """Whether the job may start now besides those in flight (a packing budget may say no)."""
+        ...
 
     def submit(self, job: Job, force: bool) -> Future:
         """Start (or hold) a job; the future completes with its `JobOutcome`."""
@@ -114,6 +121,10 @@ class SequentialExecutor:
         self.workspace.lock_timeout = lock_timeout
         self.slots = 1
 
+    def fits(self, job: Job) -> bool:
+        """Always: `slots` alone bounds what runs."""
+        return True
+
     def submit(self, job: Job, force: bool) -> Future:
         """Run now; the returned future is already done."""
         future: Future = Future()
@@ -159,7 +170,12 @@ def _execute_in_worker(job: Job, force: bool) -> JobOutcome:
 
 
 class LocalPoolExecutor:
-    """A process pool: `jobs_per_gpu` workers per visible GPU, or `jobs` CPU workers."""
+    """A process pool: `jobs_per_gpu` workers per visible GPU, or `jobs` CPU workers.
+
+    With a `budget` (`mibench.packing`), each device (each visible GPU; on a CPU machine, the machine) gets
+    `budget.max_jobs_per_device` workers of its own, and a job starts only where the measured memory and utilisation
+    of the jobs already there leave room for it (`fits`); a job of an unmeasured kind runs alone.
+    """
 
     def __init__(
         self,
@@ -169,43 +185,84 @@ class LocalPoolExecutor:
         jobs: int | None = None,
         jobs_per_gpu: int = 1,
         lock_timeout: float | None = None,
+        budget: PackingBudget | None = None,
     ):
         gpus = _visible_gpus() if device.type == "cuda" else []
-        if gpus:
-            assignments = [(i, gpus[i // jobs_per_gpu]) for i in range(len(gpus) * jobs_per_gpu)]
-            # Each worker sees one GPU, as device 0.
-            worker_device = "cuda"
+        worker_device = "cuda" if gpus else str(device)  # each GPU worker sees one GPU, as device 0
+        devices: list[str | None] = list(gpus) if gpus else [None]
+        if budget is not None:
+            per_device = budget.max_jobs_per_device
+            groups = [[(i * per_device + k, d) for k in range(per_device)] for i, d in enumerate(devices)]
+            self.ledger: DeviceLedger | None = DeviceLedger(budget, len(devices))
+        elif gpus:
+            groups = [[(i, gpus[i // jobs_per_gpu]) for i in range(len(gpus) * jobs_per_gpu)]]
+            self.ledger = None
         else:
-            assignments = [(i, None) for i in range(jobs or 1)]
-            worker_device = str(device)
-        self.slots = len(assignments)
-        context = multiprocessing.get_context("spawn")  # CUDA and forked workers do not mix
-        queue = context.Queue()
-        for a in assignments:
-            queue.put(a)
-        self.pool = ProcessPoolExecutor(
-            max_workers=self.slots,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(str(store.root), worker_device, queue, lock_timeout),
-        )
+            groups = [[(i, None) for i in range(jobs or 1)]]
+            self.ledger = None
+        self.slots = sum(len(g) for g in groups)
+        self.pools = [_start_pool(store, worker_device, group, lock_timeout) for group in groups]
+        self._lock = threading.Lock()  # the ledger is released from the pools' threads
+
+    def fits(self, job: Job) -> bool:
+        """Whether a device has room for the job now (always, without a budget: `slots` bounds the pool)."""
+        if self.ledger is None:
+            return True
+        with self._lock:
+            return self.ledger.place(job) is not None
 
     def submit(self, job: Job, force: bool) -> Future:
-        """Queue the job on the pool."""
-        return self.pool.submit(_execute_in_worker, job, force)
+        """Queue the job on the pool (with a budget: on the device `fits` found, booked until it ends)."""
+        if self.ledger is None:
+            return self.pools[0].submit(_execute_in_worker, job, force)
+        with self._lock:
+            device = self.ledger.place(job)
+            if device is None:
+                raise RuntimeError(f"{job.id}: submitted without room on any device (ask fits first)")
+            self.ledger.start(job, device)
+        outer: Future = Future()
+
+        def finished(inner: Future) -> None:
+            with self._lock:  # released before the runner hears of it, so its next round sees the room
+                self.ledger.finish(job, device)
+            if inner.exception() is not None:
+                outer.set_exception(inner.exception())
+            else:
+                outer.set_result(inner.result())
+
+        self.pools[device].submit(_execute_in_worker, job, force).add_done_callback(finished)
+        return outer
 
     def flush(self) -> None:
         """The pool starts jobs as they are submitted."""
 
     def close(self) -> None:
         """Wait for the workers to exit."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
         """Stop the workers now (an interrupted run): their unfinished artifacts are never published."""
-        for process in list(getattr(self.pool, "_processes", {}).values()):
-            process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_pool(
+    store: ArtifactStore, worker_device: str, assignments: list[tuple[int, str | None]], lock_timeout: float | None
+) -> ProcessPoolExecutor:
+    """Worker processes, one per (slot, visible GPU or None) assignment."""
+    context = multiprocessing.get_context("spawn")  # CUDA and forked workers do not mix
+    queue = context.Queue()
+    for a in assignments:
+        queue.put(a)
+    return ProcessPoolExecutor(
+        max_workers=len(assignments),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(str(store.root), worker_device, queue, lock_timeout),
+    )
 
 
 def _visible_gpus() -> list[str]:
@@ -270,6 +327,10 @@ class SubmititExecutor:
         self._waiters = ThreadPoolExecutor(max_workers=self.slots)
         self._held: list[tuple[Job, bool, Future]] = []
 
+    def fits(self, job: Job) -> bool:
+        """Always: `slots` alone bounds what runs."""
+        return True
+
     def submit(self, job: Job, force: bool) -> Future:
         """Hold the job until `flush`."""
         future: Future = Future()
@@ -325,6 +386,10 @@ class RayExecutor:
         resources = ray.cluster_resources()
         fits = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / spec.cpus_per_job
         self.slots = spec.max_jobs or max(1, int(fits))
+
+    def fits(self, job: Job) -> bool:
+        """Always: `slots` alone bounds what runs."""
+        return True
 
     def submit(self, job: Job, force: bool) -> Future:
         """Start the task; its ObjectRef's future completes with the outcome."""

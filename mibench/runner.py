@@ -176,6 +176,7 @@ def _execute(
 
     Among ready jobs, those starting the heaviest chains go first (`Plan.critical_paths`): with several slots, the
     long per-target priors start as soon as their targets exist, and short inversions and measurements fill in.
+    A job the executor has no room for now (`fits`: a packing budget) waits, and lighter ready jobs may pass it.
     """
     running: dict[Future, Job] = {}
     count = 0
@@ -190,6 +191,8 @@ def _execute(
             for job in sorted(ready, key=lambda j: -weight[j.id]):  # long chains first; ties in plan order
                 if len(running) >= executor.slots:
                     break
+                if not executor.fits(job):  # a packing budget has no room for it now; a lighter job may fit
+                    continue
                 pending.remove(job)
                 count += 1
                 reporter.log(f"[{count}] {job.label} ({job.key})")

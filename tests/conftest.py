@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from mibench.store import ArtifactStore
+
 torch.set_num_threads(2)
 
 # MID trains with the official identity-balanced sampler (16 identities x 4 per batch); tiny data has too few.
@@ -73,7 +75,6 @@ def run_suite_file(suite_path: Path, cache: Path, run_dir: Path, force=()):
     from mibench.plan import build_plan
     from mibench.progress import SILENT
     from mibench.runner import run_plan
-    from mibench.store import ArtifactStore
     from mibench.suite import load_suite
 
     plan = build_plan(load_suite(suite_path))
@@ -209,3 +210,11 @@ def tiny_style_prior(attack_setting):
     prior = attack.build_prior(DataInfo(3, 16, 6))
     attack.train_prior(prior, data.public, None, RunContext(seed=3))
     return prior
+
+
+def artifact_bytes(store: ArtifactStore, stage: str, key: str) -> dict:
+    """What an artifact holds, timings excepted: file hashes, and values.json without wall times."""
+    files = dict(store.meta(stage, key)["files"])
+    files.pop("values.json")
+    measured = [v for v in store.read_json(stage, key, "values.json") if not v["metric"].endswith("time_s")]
+    return {"files": {name: entry["sha256"] for name, entry in files.items()}, "values": measured}

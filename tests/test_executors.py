@@ -198,6 +198,9 @@ def test_ready_jobs_start_with_the_heaviest_chain_so_per_target_priors_precede_i
     class Recorder:  # runs nothing: the order of submission is what is checked
         slots = 1
 
+        def fits(self, job):
+            return True
+
         def submit(self, job, force):
             started.append(job)
             future = Future()

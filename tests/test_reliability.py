@@ -16,14 +16,13 @@ import pytest
 import torch
 
 from mibench.cli import main
-from mibench.executors import LocalPoolExecutor
 from mibench.plan import build_plan
 from mibench.progress import SILENT
 from mibench.records import read_records
 from mibench.runner import run_plan
 from mibench.store import DONE, ArtifactStore
 from mibench.suite import load_suite
-from tests.conftest import MID_SHUFFLED, TINY_SUITE, write_suite
+from tests.conftest import MID_SHUFFLED, TINY_SUITE, artifact_bytes, write_suite
 
 CPU = torch.device("cpu")
 
@@ -51,14 +50,6 @@ def values(records) -> dict:
     return {(r.seed, r.defense, r.attack, r.metric): r.value for r in records if not r.metric.endswith("time_s")}
 
 
-def artifact_bytes(store: ArtifactStore, stage: str, key: str) -> dict:
-    """What an artifact holds, timings excepted: file hashes, and values.json without wall times."""
-    files = dict(store.meta(stage, key)["files"])
-    files.pop("values.json")
-    measured = [v for v in store.read_json(stage, key, "values.json") if not v["metric"].endswith("time_s")]
-    return {"files": {name: entry["sha256"] for name, entry in files.items()}, "values": measured}
-
-
 def one_job_per_stage(plan) -> list:
     """The MID target's job of each stage (its attack-scope measurement), the evaluator and the GAN."""
     chosen = {}
@@ -83,7 +74,7 @@ print(outcome.status, outcome.error)
 """
 
 
-def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs_and_in_a_pool(reference, tmp_path):
+def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs(reference, tmp_path):
     path, plan, store, _ = reference
     chosen = one_job_per_stage(plan)
     assert sorted(j.stage for j in chosen) == sorted(["evaluator", "target", "prior", "invert", "measure"])
@@ -102,18 +93,7 @@ def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs_and_in_
         assert out.stdout.startswith("ran"), out.stdout + out.stderr
         assert artifact_bytes(fresh, job.stage, job.key) == expected[job.id], job.label
 
-    # the whole plan on a pool of two workers (spawned processes, each running several jobs)
-    pooled = ArtifactStore(tmp_path / "pool")
-    pool = LocalPoolExecutor(pooled, CPU, jobs=2)
-    assert pool.slots == 2
-    summary = run_plan(plan, store=pooled, run_dir=tmp_path / "rp", device=CPU, reporter=SILENT, executor=pool)
-    assert len(summary.ran) == len(plan.jobs) and values(summary.records) == reference[3]  # every record, too
-    for job in chosen:
-        assert artifact_bytes(pooled, job.stage, job.key) == expected[job.id], job.label
-    target = next(job for job in chosen if job.stage == "target")
-    assert pooled.meta("target", target.key)["execution"] == {
-        "threads": len(os.sched_getaffinity(0)), "deterministic": True, "bitwise_reproducible": True
-    }
+    # the whole plan on a pool of worker processes: tests/test_packing.py (every artifact's bytes, packed and not)
 
 
 def _flip_bytes(path: Path) -> None:
