@@ -19,7 +19,9 @@ Weights are random: throughput does not depend on them, and nothing here is an a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -45,20 +47,12 @@ from mibench.registry import ATTACKS, DEFENSES, load_plugins
 from mibench.suite import TrainSpec
 from mibench.training import epoch_batches
 
-# The Trap-MID Table 1 protocol (suites/table1.yaml) and CelebA split sizes (spec §1).
-PAPER = {
-    "train_images": 27018,
-    "test_images": 3009,
-    "public_images": 30000,
-    "attacked_classes": 300,
-    "seeds": 5,
-    "defenses": ["none", "mid", "bido", "negls", "trap-mid"],
-    "attacks": ["gmi", "kedmi", "lomma-gmi", "lomma-kedmi", "plgmi"],
-}
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the `benchmarks` package importable
+from benchmarks.packing_probe import GIB, corun_speedup, footprint, write_profile
+from benchmarks.projection import PAPER, packed_projection, project_table1, summary_markdown
 
 CPU = torch.device("cpu")
-SECTIONS = ["target_training", "bare_loop", "priors", "search", "metrics"]
+SECTIONS = ["target_training", "bare_loop", "priors", "search", "metrics", "packing"]
 SEARCH_ATTACKS = list(PAPER["attacks"])
 TRAINING_DEFENSES = ["none", *[d for d in PAPER["defenses"] if d != "none"], "ted", "ted-plus"]
 
@@ -183,12 +177,10 @@ def bare_loop_epoch(preset: Preset, device: torch.device, test: ImageSet) -> Cal
     return epoch
 
 
-def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any]:
-    """Images/s of one epoch of the shared loop per defense (the defense's own recipe), beside the bare loop.
-
-    Every defense and the bare loop are timed in the same interleaved rounds (`interleaved_seconds`); the bare loop's
-    rate is under the key `bare_loop`, so the harness overhead compares runs made under the same conditions.
-    """
+def target_candidates(
+    preset: Preset, device: torch.device
+) -> tuple[dict[str, Callable[[], Callable[[], Any]]], dict[str, dict[str, Any]]]:
+    """Per defense (and the bare loop): a factory of one untimed-prepared epoch, and the epoch's facts."""
     data = make_data(preset, preset.train_steps * 64)
     ctx = RunContext(device=device, seed=0)
     candidates: dict[str, Callable[[], Any]] = {}
@@ -215,6 +207,16 @@ def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any
         facts[name] = {"images": images, "batch_size": batch, "paper_epochs": setup.spec.epochs}
     candidates["bare_loop"] = lambda: bare_loop_epoch(preset, device, data.private_test)
     facts["bare_loop"] = {"images": preset.train_steps * 64}
+    return candidates, facts
+
+
+def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Images/s of one epoch of the shared loop per defense (the defense's own recipe), beside the bare loop.
+
+    Every defense and the bare loop are timed in the same interleaved rounds (`interleaved_seconds`); the bare loop's
+    rate is under the key `bare_loop`, so the harness overhead compares runs made under the same conditions.
+    """
+    candidates, facts = target_candidates(preset, device)
     seconds = interleaved_seconds(candidates, preset.repeats, device)
     results: dict[str, Any] = {}
     for name, fact in facts.items():
@@ -239,51 +241,61 @@ def white_box(model: torch.nn.Module, classes: int) -> TargetOracle:
     return TargetOracle(freeze(model), Access.WHITE_BOX, num_classes=classes, image_shape=(3, 64, 64))
 
 
-def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
-    """Steps/s of each attack's prior training at its defaults (GAN width, batch), capped to `gan_steps`."""
+PRIOR_CASES = {
+    # prior: (attack, params override given the step count, unit)
+    "gmi-wgan-gp": ("gmi", lambda n: {"gan": {"max_steps": n}}, "critic steps"),
+    "kedmi-gan": ("kedmi", lambda n: {"gan": {"max_steps": n}}, "discriminator steps"),
+    "plgmi-cgan": ("plgmi", lambda n: {"cgan": {"iterations": n}}, "generator iterations (x5 D steps)"),
+}
+
+
+def prior_run(preset: Preset, device_name: str, label: str) -> Callable[[], Any]:
+    """One `gan_steps` probe of a prior's training (`PRIOR_CASES`, or "lomma-students": one distillation epoch of
+    `gan_steps` x 64 public images), built here; module-level so that co-run processes can build their own."""
+    device = torch.device(device_name)
+    load_plugins()
+    configure_device(device)
     data = make_data(preset, 64)
     info = DataInfo(3, 64, preset.classes)
-    target = vgg16(preset.classes).to(device)
-    oracle = white_box(target, preset.classes)
+    oracle = white_box(vgg16(preset.classes).to(device), preset.classes)
     ctx = RunContext(device=device, seed=0)
-    n = preset.gan_steps
+    if label == "lomma-students":
+        lomma = ATTACKS.get("lomma-gmi")
+        attack = lomma(lomma.Params.model_validate({"lomma": {"distill": {"epochs": 1}}}))
+        public = data.public.subset(torch.arange(min(preset.public_images, preset.gan_steps * 64)))
+    else:
+        name, override, _ = PRIOR_CASES[label]
+        cls = ATTACKS.get(name)
+        attack, public = cls(cls.Params.model_validate(override(preset.gan_steps))), data.public
+    prior = attack.build_prior(info, label)
+    return lambda: attack.train_prior(prior, public, oracle, ctx, label)
+
+
+def paper_prior_units(label: str) -> int:
+    """What the paper protocol asks of a prior, in the unit its probe is counted in."""
+    if label == "lomma-students":
+        return ATTACKS.get("lomma-gmi").Params().lomma.distill.epochs * PAPER["public_images"]
+    full = ATTACKS.get(PRIOR_CASES[label][0]).Params()
+    if label == "plgmi-cgan":
+        return full.cgan.iterations
+    return full.gan.epochs * (PAPER["public_images"] // full.gan.batch_size)
+
+
+def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Steps/s of each attack's prior training at its defaults (GAN width, batch), capped to `gan_steps`; LOMMA's
+    three students as distilled images/s."""
     out: dict[str, Any] = {}
-    cases = {
-        # name: (attack, params override, prior name, unit, paper units per prior)
-        "gmi-wgan-gp": ("gmi", {"gan": {"max_steps": n}}, None, "critic steps", None),
-        "kedmi-gan": ("kedmi", {"gan": {"max_steps": n}}, None, "discriminator steps", None),
-        "plgmi-cgan": ("plgmi", {"cgan": {"iterations": n}}, None, "generator iterations (x5 D steps)", 30000),
-    }
-    for label, (attack_name, override, prior_name, unit, _) in cases.items():
-        cls = ATTACKS.get(attack_name)
-        attack = cls(cls.Params.model_validate(override))
-        prior = attack.build_prior(info, prior_name)
-        attack.train_prior(prior, data.public, oracle, ctx, prior_name)  # warm-up (same cost; includes one-offs)
-        _, seconds = timed(device, attack.train_prior, prior, data.public, oracle, ctx, prior_name)
-        full = cls.Params()
-        if label == "plgmi-cgan":
-            paper_units = full.cgan.iterations
-        else:
-            gan = full.gan
-            paper_units = gan.epochs * (PAPER["public_images"] // gan.batch_size)
-        out[label] = {"unit": unit, "per_s": n / seconds, "paper_units": paper_units}
-        hours = paper_units / (n / seconds) / 3600
-        print(f"  prior {label:12s} {n / seconds:8.2f} {unit}/s; paper {paper_units} -> {hours:.2f} h")
-    # LOMMA's students: distillation images/s per student (three EfficientNets, 20 epochs of public data each).
-    lomma = ATTACKS.get("lomma-gmi")
-    attack = lomma(lomma.Params.model_validate({"lomma": {"distill": {"epochs": 1}}}))
-    images = min(preset.public_images, preset.gan_steps * 64)
-    public = data.public.subset(torch.arange(images))
-    prior = attack.build_prior(info, "lomma-students")
-    _, seconds = timed(device, attack.train_prior, prior, public, oracle, ctx, "lomma-students")
-    full = lomma.Params().lomma
-    paper_images = full.distill.epochs * PAPER["public_images"]
-    out["lomma-students"] = {
-        "unit": "distilled images (all students)",
-        "per_s": images / seconds,
-        "paper_units": paper_images,
-    }
-    print(f"  prior lomma-students {images / seconds:8.1f} img/s for {len(full.students)} students")
+    for label in [*PRIOR_CASES, "lomma-students"]:
+        run = prior_run(preset, str(device), label)
+        if label != "lomma-students":
+            run()  # warm-up (same cost; includes one-offs)
+        _, seconds = timed(device, run)
+        units = preset.gan_steps if label != "lomma-students" else min(preset.public_images, preset.gan_steps * 64)
+        unit = PRIOR_CASES[label][2] if label in PRIOR_CASES else "distilled images (all students)"
+        paper_units = paper_prior_units(label)
+        out[label] = {"unit": unit, "per_s": units / seconds, "paper_units": paper_units}
+        hours = paper_units / (units / seconds) / 3600
+        print(f"  prior {label:14s} {units / seconds:8.2f} {unit}/s; paper {paper_units} -> {hours:.2f} h")
     return out
 
 
@@ -302,9 +314,20 @@ def _attack_priors(attack, info: DataInfo, data: DataBundle, oracle: TargetOracl
     return priors if len(priors) > 1 else next(iter(priors.values()))
 
 
+def search_run(preset: Preset, device: torch.device, name: str) -> Callable[..., Any]:
+    """`search_iterations` of an attack's latent search over the first n (default `attacked`) classes."""
+    data = make_data(preset, 64)
+    info = DataInfo(3, 64, preset.classes)
+    cls = ATTACKS.get(name)
+    attack = cls(cls.Params.model_validate({"iterations": preset.search_iterations}))
+    oracle = white_box(vgg16(preset.classes).to(device), preset.classes)
+    prior = _attack_priors(attack, info, data, oracle, device)
+    ctx = RunContext(device=device, seed=0)
+    return lambda n=preset.attacked: attack.invert(prior, oracle, torch.arange(n), ctx)
+
+
 def bench_search(preset: Preset, device: torch.device) -> dict[str, Any]:
     """Latent-search iterations/s per attack for `attacked` classes at the attack's defaults (restarts, samples)."""
-    data = make_data(preset, 64)
     info = DataInfo(3, 64, preset.classes)
     target = vgg16(preset.classes).to(device)
     classes = torch.arange(preset.attacked)
@@ -312,12 +335,9 @@ def bench_search(preset: Preset, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in SEARCH_ATTACKS:
         cls = ATTACKS.get(name)
-        attack = cls(cls.Params.model_validate({"iterations": k}))
-        oracle = white_box(target, preset.classes)
-        prior = _attack_priors(attack, info, data, oracle, device)
-        ctx = RunContext(device=device, seed=0)
-        attack.invert(prior, oracle, classes[:2], ctx)  # warm-up
-        _, seconds = timed(device, attack.invert, prior, oracle, classes, ctx)
+        run = search_run(preset, device, name)
+        run(2)  # warm-up
+        _, seconds = timed(device, run)
         paper_iterations = cls.Params().iterations
         rate = k / seconds
         out[name] = {"iterations_per_s": rate, "classes": preset.attacked, "paper_iterations": paper_iterations}
@@ -365,83 +385,32 @@ def bench_metrics(preset: Preset, device: torch.device) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Projection
-
-
-def project_table1(r: dict[str, Any]) -> dict[str, float]:
-    """Hours per stage of suites/table1.yaml on this machine, from the measured rates (one job at a time)."""
-    seeds, n_def = PAPER["seeds"], len(PAPER["defenses"])
-    targets = seeds * n_def
-    hours: dict[str, float] = {}
-    tt = r["target_training"]
-    hours["targets"] = (
-        sum(seeds * tt[d]["paper_epochs"] * PAPER["train_images"] / tt[d]["images_per_s"] for d in PAPER["defenses"])
-        / 3600
-    )
-    pr = r["priors"]
-
-    def prior_hours(label: str) -> float:
-        return pr[label]["paper_units"] / pr[label]["per_s"] / 3600
-
-    # GMI's GAN is target-free (one); KED-MI's GAN, PLG-MI's cGAN and LOMMA's students are per target.
-    hours["gmi_gan"] = prior_hours("gmi-wgan-gp")
-    hours["kedmi_gans"] = targets * prior_hours("kedmi-gan")
-    hours["plgmi_cgans"] = targets * prior_hours("plgmi-cgan")
-    hours["lomma_students"] = targets * prior_hours("lomma-students")
-    sr = r["search"]
-    scale = PAPER["attacked_classes"] / sr["gmi"]["classes"]
-    hours["inversion"] = (
-        sum(targets * scale * sr[a]["paper_iterations"] / sr[a]["iterations_per_s"] for a in PAPER["attacks"]) / 3600
-    )
-    if "metrics" in r:  # small next to the rest; a run may lack it
-        m = r["metrics"]
-        per_job = 5 * PAPER["attacked_classes"] / m["evaluator_images_per_s"] + m["knn_seconds"]
-        hours["measure"] = targets * len(PAPER["attacks"]) * per_job / 3600
-    hours["total"] = sum(hours.values())
-    return hours
-
-
-def summary_markdown(r: dict[str, Any]) -> str:
-    """The Markdown block BENCHMARKS.md quotes."""
-    lines = [f"Machine: {r['machine']}  ", f"Preset: {r['preset']}, mibench {r['mibench']}, torch {r['torch']}", ""]
-    lines += ["| stage | rate (median; slowest-fastest) | paper work | projected |", "|---|---:|---:|---:|"]
-    tt = r["target_training"]
-    for d, v in tt.items():
-        if d == "bare_loop":
-            continue
-        h = v["paper_epochs"] * PAPER["train_images"] / v["images_per_s"] / 3600
-        span = f" ({v['spread']['per_s_min']:.0f}-{v['spread']['per_s_max']:.0f})" if "spread" in v else ""
-        lines.append(f"| target {d} | {v['images_per_s']:.0f} img/s{span} | {v['paper_epochs']} epochs | {h:.2f} h |")
-    bare = tt.get("bare_loop", r["bare_loop"])
-    lines.append(f"| bare PyTorch loop (VGG16) | {bare['images_per_s']:.0f} img/s | | |")
-    for label, v in r["priors"].items():
-        h = v["paper_units"] / v["per_s"] / 3600
-        lines.append(f"| prior {label} | {v['per_s']:.2f} {v['unit']}/s | {v['paper_units']} | {h:.2f} h |")
-    for a, v in r["search"].items():
-        if isinstance(v, dict):
-            it = v.get("paper_iterations", 1500)
-            h = it / v["iterations_per_s"] * PAPER["attacked_classes"] / v["classes"] / 3600
-            lines.append(
-                f"| search {a} ({v['classes']} classes) | {v['iterations_per_s']:.2f} it/s | {it} it | {h:.2f} h |"
-            )
-    if "metrics" in r:
-        m = r["metrics"]
-        lines.append(f"| evaluator (IR-50 @112) | {m['evaluator_images_per_s']:.0f} img/s | | |")
-        lines.append(f"| KNN ({m['knn_fake']} x {m['knn_real']}) | {m['knn_seconds']:.3f} s | | |")
-    else:
-        lines.append("| metrics | not measured | | |")
-    d = r["derived"]
-    lines += [
-        "",
-        f"Harness overhead vs bare loop: {d['harness_overhead']:.1%}. "
-        f"Trap-MID training cost vs undefended (per epoch): {d['trap_mid_cost_ratio']:.2f}x (paper: about 5x). "
-        f"Batched vs per-class GMI search: {r['search']['batched_speedup']:.1f}x.",
-        "",
-        "Projected suites/table1.yaml, one job at a time (hours): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in r["projection_table1_hours"].items()),
-    ]
-    return "\n".join(lines) + "\n"
+def bench_packing(preset: Preset, device: torch.device) -> dict[str, Any]:
+    """Per job kind, the footprint of one warmed-up probe (`packing_probe.footprint`): each paper defense's target
+    epoch, each prior's training, each attack's search; and the co-run speed-up of 1..4 PLG-MI cGAN probes side by
+    side in separate processes (1..2 on a CPU), the stage packing is for."""
+    footprints: dict[str, Any] = {}
+    candidates, _ = target_candidates(preset, device)
+    for name in [d for d in PAPER["defenses"] if d in candidates]:
+        candidates[name]()()  # warm-up
+        footprints[f"target:{name}"] = footprint(device, candidates[name]())
+    for label in [*PRIOR_CASES, "lomma-students"]:
+        run = prior_run(preset, str(device), label)
+        run()
+        footprints[f"prior:{label}"] = footprint(device, run)
+    for name in SEARCH_ATTACKS:
+        run = search_run(preset, device, name)
+        run(2)
+        footprints[f"invert:{name}"] = footprint(device, run)
+    for kind, f in footprints.items():
+        memory = "n/a" if f["memory_gib"] is None else f"{f['memory_gib']:.2f} GiB"
+        print(f"  footprint {kind:24s} {memory:>10s}, busy {f['utilisation']:.0%}")
+    counts = (1, 2, 3, 4) if device.type == "cuda" else (1, 2)
+    corun = corun_speedup(functools.partial(prior_run, preset, str(device), "plgmi-cgan"), counts)
+    for n, v in corun.items():
+        print(f"  {n} cGAN probe(s) side by side: {v['seconds']:.1f} s, aggregate speed-up {v['speedup']:.2f}x")
+    memory = torch.cuda.get_device_properties(device).total_memory / GIB if device.type == "cuda" else None
+    return {"footprints": footprints, "corun_plgmi_cgan": corun, "device_memory_gib": memory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     parser.add_argument("--attacks", nargs="+", default=SEARCH_ATTACKS, help="attacks of the search section")
     parser.add_argument("--defenses", nargs="+", default=TRAINING_DEFENSES, help="defenses of target_training")
+    parser.add_argument(
+        "--packing-out", type=Path, help="write the packing section's footprints as a `mibench run --packing` profile"
+    )
     args = parser.parse_args(argv)
     SEARCH_ATTACKS[:] = args.attacks
     TRAINING_DEFENSES[:] = args.defenses
@@ -478,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "priors": bench_priors,
         "search": bench_search,
         "metrics": bench_metrics,
+        "packing": bench_packing,
     }
     failed = []
     out = args.out or Path(__file__).parent / "results" / f"{args.preset}-{device.type}.json"
@@ -492,7 +465,12 @@ def main(argv: list[str] | None = None) -> int:
             r[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
             failed.append(name)
         out.write_text(json.dumps(r, indent=2) + "\n")  # what is measured survives a later crash or timeout
-    if not failed and set(sections) <= set(r) and set(PAPER["defenses"]) <= set(r["target_training"]):
+    if "packing" in r and args.packing_out is not None:
+        memory = r["packing"]["device_memory_gib"] or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
+        write_profile(args.packing_out, machine, memory, r["packing"]["footprints"])
+        print(f"packing profile: {args.packing_out}")
+    core = set(sections) - {"packing"}
+    if not failed and core <= set(r) and set(PAPER["defenses"]) <= set(r["target_training"]):
         tt = r["target_training"]
         bare = tt.get("bare_loop", r["bare_loop"])  # the interleaved measurement when there is one
         r["derived"] = {
@@ -500,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "trap_mid_cost_ratio": tt["none"]["images_per_s"] / tt["trap-mid"]["images_per_s"],
         }
         r["projection_table1_hours"] = project_table1(r)
+        r["projection_table1_packed"] = packed_projection(r)
         md = summary_markdown(r)
         out.with_suffix(".md").write_text(md)
         print(md)
