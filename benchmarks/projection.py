@@ -4,8 +4,9 @@ packed (several jobs side by side on one device, as `mibench run --packing` runs
 The packed projection replays the runner on the table's job graph: ready jobs in the runner's order
 (`Plan.critical_paths`), admitted by the measured footprints (`mibench.packing.DeviceLedger`), each job's work its
 one-at-a-time duration; while n jobs share the device each advances at s(n)/n of its own speed, where s(n) is the
-aggregate speed-up measured for n PLG-MI cGAN probes side by side (`packing_probe.corun_speedup`). That s(n) is
-measured on cGANs and applied to every mix: a model, to be checked against a packed run's wall time.
+aggregate speed-up measured for n probes of one prior side by side (`packing_probe.corun_speedup`; PLG-MI's cGAN
+unless `--corun` names another). That s(n) is measured on one stage and applied to every mix: a model, to be checked
+against a packed run's wall time.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def summary_markdown(r: dict[str, Any]) -> str:
         gains = ", ".join(f"{n}: {v:.2f}x" for n, v in packed["speedup_by_jobs"].items())
         lines += [
             "",
-            f"Packed by the measured footprints (aggregate speed-up of n cGAN probes side by side: {gains}): "
+            f"Packed by the measured footprints (aggregate speed-up of n {r['packing']['corun_prior']} probes side by "
+            f"side: {gains}): "
             f"{packed['packed_h']:.1f} h (replayed one job at a time: {packed['one_at_a_time_h']:.1f} h).",
         ]
     else:
@@ -203,7 +205,7 @@ def packed_projection(r: dict[str, Any], max_jobs: int = 4) -> dict[str, Any] | 
         if v.get("memory_gib")
     }
     budget = PackingBudget(footprints, 0.9 * pk["device_memory_gib"], 1.0, max_jobs)
-    speedup = {int(n): v["speedup"] for n, v in pk["corun_plgmi_cgan"].items()}
+    speedup = {int(n): v["speedup"] for n, v in pk["corun"].items()}
     plan, hours = table1_graph(r)
     alone = simulate(plan, hours, PackingBudget({}, budget.device_memory_gib, 1.0, 1), {1: 1.0})
     return {"one_at_a_time_h": alone, "packed_h": simulate(plan, hours, budget, speedup), "speedup_by_jobs": speedup}

@@ -385,10 +385,14 @@ def bench_metrics(preset: Preset, device: torch.device) -> dict[str, Any]:
     return out
 
 
+CORUN_PRIOR = ["plgmi-cgan"]  # --corun: the prior whose probes are run side by side
+
+
 def bench_packing(preset: Preset, device: torch.device) -> dict[str, Any]:
     """Per job kind, the footprint of one warmed-up probe (`packing_probe.footprint`): each paper defense's target
-    epoch, each prior's training, each attack's search; and the co-run speed-up of 1..4 PLG-MI cGAN probes side by
-    side in separate processes (1..2 on a CPU), the stage packing is for."""
+    epoch, each prior's training, each attack's search; and the co-run speed-up of 1..4 probes of one prior (PLG-MI's
+    cGAN, the stage packing is for, unless --corun names another) side by side in separate processes (1..2 on a
+    CPU)."""
     footprints: dict[str, Any] = {}
     candidates, _ = target_candidates(preset, device)
     for name in [d for d in PAPER["defenses"] if d in candidates]:
@@ -406,11 +410,14 @@ def bench_packing(preset: Preset, device: torch.device) -> dict[str, Any]:
         memory = "n/a" if f["memory_gib"] is None else f"{f['memory_gib']:.2f} GiB"
         print(f"  footprint {kind:24s} {memory:>10s}, busy {f['utilisation']:.0%}")
     counts = (1, 2, 3, 4) if device.type == "cuda" else (1, 2)
-    corun = corun_speedup(functools.partial(prior_run, preset, str(device), "plgmi-cgan"), counts)
+    corun = corun_speedup(functools.partial(prior_run, preset, str(device), CORUN_PRIOR[0]), counts)
     for n, v in corun.items():
-        print(f"  {n} cGAN probe(s) side by side: {v['seconds']:.1f} s, aggregate speed-up {v['speedup']:.2f}x")
-    memory = torch.cuda.get_device_properties(device).total_memory / GIB if device.type == "cuda" else None
-    return {"footprints": footprints, "corun_plgmi_cgan": corun, "device_memory_gib": memory}
+        print(f"  {n} {CORUN_PRIOR[0]} probe(s) side by side: {v['seconds']:.1f} s, speed-up {v['speedup']:.2f}x")
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory / GIB
+    else:  # the machine's memory: CPU workers share it
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
+    return {"footprints": footprints, "corun": corun, "corun_prior": CORUN_PRIOR[0], "device_memory_gib": memory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,12 +428,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     parser.add_argument("--attacks", nargs="+", default=SEARCH_ATTACKS, help="attacks of the search section")
     parser.add_argument("--defenses", nargs="+", default=TRAINING_DEFENSES, help="defenses of target_training")
+    parser.add_argument("--corun", choices=["gmi-wgan-gp", "kedmi-gan", "plgmi-cgan"], default="plgmi-cgan",
+                        help="the prior whose probes the packing section runs side by side")
     parser.add_argument(
         "--packing-out", type=Path, help="write the packing section's footprints as a `mibench run --packing` profile"
     )
     args = parser.parse_args(argv)
     SEARCH_ATTACKS[:] = args.attacks
     TRAINING_DEFENSES[:] = args.defenses
+    CORUN_PRIOR[:] = [args.corun]
     load_plugins()
     device = torch.device(args.device)
     configure_device(device)
@@ -466,8 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         out.write_text(json.dumps(r, indent=2) + "\n")  # what is measured survives a later crash or timeout
     if "packing" in r and args.packing_out is not None:
-        memory = r["packing"]["device_memory_gib"] or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
-        write_profile(args.packing_out, machine, memory, r["packing"]["footprints"])
+        write_profile(args.packing_out, machine, r["packing"]["device_memory_gib"], r["packing"]["footprints"])
         print(f"packing profile: {args.packing_out}")
     core = set(sections) - {"packing"}
     if not failed and core <= set(r) and set(PAPER["defenses"]) <= set(r["target_training"]):
