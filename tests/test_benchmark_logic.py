@@ -72,7 +72,7 @@ def test_the_packed_replay_matches_closed_forms():
 
 
 def test_the_table1_graph_has_the_planned_jobs_and_one_at_a_time_sums_them():
-    from benchmarks.projection import PAPER, project_table1, simulate, table1_graph
+    from benchmarks.projection import PAPER, packed_projection, project_table1, simulate, table1_graph
 
     rate = {"images_per_s": 1000.0, "paper_epochs": 50}
     r = {
@@ -89,6 +89,16 @@ def test_the_table1_graph_has_the_planned_jobs_and_one_at_a_time_sums_them():
     alone = simulate(plan, hours, _budget(), {1: 1.0})
     projected = project_table1(r)
     assert alone == pytest.approx(projected["total"]) == pytest.approx(sum(hours.values()))
+    # packed: per-target priors at a quarter of the device each, four side by side at an aggregate 3x
+    r["packing"] = {
+        "device_memory_gib": 80.0,
+        "footprints": {f"prior:{p}": {"memory_gib": 4.0, "utilisation": 0.25} for p in ("kedmi-gan", "plgmi-cgan")},
+        "corun": {"1": {"speedup": 1.0}, "2": {"speedup": 1.8}, "3": {"speedup": 2.5}, "4": {"speedup": 3.0}},
+        "corun_prior": "plgmi-cgan",
+    }
+    packed = packed_projection(r)
+    assert packed["one_at_a_time_h"] == pytest.approx(alone)
+    assert alone - 25 * 2 * 1.0 * (1 - 1 / 3) <= packed["packed_h"] < alone  # at best the cGAN/GAN hours / 3
 
 
 def _sleep_half_a_second():
