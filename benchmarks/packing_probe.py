@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import queue
 import time
@@ -112,12 +113,11 @@ def corun_speedup(make_run: Callable[[], Callable[[], Any]], counts: tuple[int, 
     return {n: {"seconds": s, "speedup": n * one / s} for n, s in seconds.items()}
 
 
-def write_profile(path: Path, machine: str, memory_gib: float, footprints: dict[str, dict[str, Any]]) -> None:
-    """A packing profile `mibench run --packing` reads (see mibench.packing.read_budget)."""
-    import json
-
+def packing_profile(machine: str, memory_gib: float, footprints: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The packing profile of measured footprints (the format `mibench.packing.read_budget` reads): 90% of the
+    device's memory, kinds whose memory was measured, busy shares of at least 1%."""
     usable = {k: v for k, v in footprints.items() if v.get("memory_gib") and v.get("utilisation")}
-    profile = {
+    return {
         "machine": machine,
         "date": time.strftime("%Y-%m-%d"),
         "device_memory_gib": round(memory_gib * 0.9, 2),  # headroom for fragmentation
@@ -128,4 +128,8 @@ def write_profile(path: Path, machine: str, memory_gib: float, footprints: dict[
             for k, v in usable.items()
         },
     }
-    path.write_text(json.dumps(profile, indent=2) + "\n")
+
+
+def write_profile(path: Path, machine: str, memory_gib: float, footprints: dict[str, dict[str, Any]]) -> None:
+    """Write `packing_profile` for `mibench run --packing`."""
+    path.write_text(json.dumps(packing_profile(machine, memory_gib, footprints), indent=2) + "\n")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mibench.packing import DeviceLedger, Footprint, PackingBudget
+from benchmarks.packing_probe import packing_profile
+from mibench.packing import DeviceLedger, PackingBudget, budget_from_profile
 from mibench.plan import Job, Plan
 
 # The Trap-MID Table 1 protocol (suites/table1.yaml) and CelebA split sizes (spec §1).
@@ -31,31 +32,36 @@ PAPER = {
 # Projection
 
 
+def target_hours(r: dict[str, Any], defense: str) -> float:
+    """Hours of one target's paper training under `defense`, from the measured epoch rate."""
+    v = r["target_training"][defense]
+    return v["paper_epochs"] * PAPER["train_images"] / v["images_per_s"] / 3600
+
+
+def prior_hours(r: dict[str, Any], label: str) -> float:
+    """Hours of one prior's paper training."""
+    v = r["priors"][label]
+    return v["paper_units"] / v["per_s"] / 3600
+
+
+def search_hours(r: dict[str, Any], attack: str) -> float:
+    """Hours of one inversion: the paper's iterations over the paper's attacked classes."""
+    v = r["search"][attack]
+    return PAPER["attacked_classes"] / v["classes"] * v["paper_iterations"] / v["iterations_per_s"] / 3600
+
+
 def project_table1(r: dict[str, Any]) -> dict[str, float]:
     """Hours per stage of suites/table1.yaml on this machine, from the measured rates (one job at a time)."""
     seeds, n_def = PAPER["seeds"], len(PAPER["defenses"])
     targets = seeds * n_def
     hours: dict[str, float] = {}
-    tt = r["target_training"]
-    hours["targets"] = (
-        sum(seeds * tt[d]["paper_epochs"] * PAPER["train_images"] / tt[d]["images_per_s"] for d in PAPER["defenses"])
-        / 3600
-    )
-    pr = r["priors"]
-
-    def prior_hours(label: str) -> float:
-        return pr[label]["paper_units"] / pr[label]["per_s"] / 3600
-
+    hours["targets"] = seeds * sum(target_hours(r, d) for d in PAPER["defenses"])
     # GMI's GAN is target-free (one); KED-MI's GAN, PLG-MI's cGAN and LOMMA's students are per target.
-    hours["gmi_gan"] = prior_hours("gmi-wgan-gp")
-    hours["kedmi_gans"] = targets * prior_hours("kedmi-gan")
-    hours["plgmi_cgans"] = targets * prior_hours("plgmi-cgan")
-    hours["lomma_students"] = targets * prior_hours("lomma-students")
-    sr = r["search"]
-    scale = PAPER["attacked_classes"] / sr["gmi"]["classes"]
-    hours["inversion"] = (
-        sum(targets * scale * sr[a]["paper_iterations"] / sr[a]["iterations_per_s"] for a in PAPER["attacks"]) / 3600
-    )
+    hours["gmi_gan"] = prior_hours(r, "gmi-wgan-gp")
+    hours["kedmi_gans"] = targets * prior_hours(r, "kedmi-gan")
+    hours["plgmi_cgans"] = targets * prior_hours(r, "plgmi-cgan")
+    hours["lomma_students"] = targets * prior_hours(r, "lomma-students")
+    hours["inversion"] = targets * sum(search_hours(r, a) for a in PAPER["attacks"])
     if "metrics" in r:  # small next to the rest; a run may lack it
         m = r["metrics"]
         per_job = 5 * PAPER["attacked_classes"] / m["evaluator_images_per_s"] + m["knn_seconds"]
@@ -72,13 +78,13 @@ def summary_markdown(r: dict[str, Any]) -> str:
     for d, v in tt.items():
         if d == "bare_loop":
             continue
-        h = v["paper_epochs"] * PAPER["train_images"] / v["images_per_s"] / 3600
+        h = target_hours(r, d)
         span = f" ({v['spread']['per_s_min']:.0f}-{v['spread']['per_s_max']:.0f})" if "spread" in v else ""
         lines.append(f"| target {d} | {v['images_per_s']:.0f} img/s{span} | {v['paper_epochs']} epochs | {h:.2f} h |")
     bare = tt.get("bare_loop", r["bare_loop"])
     lines.append(f"| bare PyTorch loop (VGG16) | {bare['images_per_s']:.0f} img/s | | |")
     for label, v in r["priors"].items():
-        h = v["paper_units"] / v["per_s"] / 3600
+        h = prior_hours(r, label)
         lines.append(f"| prior {label} | {v['per_s']:.2f} {v['unit']}/s | {v['paper_units']} | {h:.2f} h |")
     for a, v in r["search"].items():
         if isinstance(v, dict):
@@ -137,33 +143,25 @@ def _job(stage: str, key: str, payload: dict[str, Any], deps: tuple[str, ...] = 
 def table1_graph(r: dict[str, Any]) -> tuple[Plan, dict[str, float]]:
     """The jobs `mibench run suites/table1.yaml` plans (evaluator aside), with each one's hours alone on the device."""
     plan, hours = Plan(suite=None), {}  # type: ignore[arg-type]
-    tt, pr, sr = r["target_training"], r["priors"], r["search"]
-    scale = PAPER["attacked_classes"] / sr["gmi"]["classes"]
 
     def add(job: Job, h: float) -> Job:
         plan.add(job)
         hours[job.id] = h
         return job
 
-    gmi_gan = add(_job("prior", "gmi-wgan-gp", {"prior": "gmi-wgan-gp"}), _prior_hours(pr, "gmi-wgan-gp"))
+    gmi_gan = add(_job("prior", "gmi-wgan-gp", {"prior": "gmi-wgan-gp"}), prior_hours(r, "gmi-wgan-gp"))
     for seed in range(PAPER["seeds"]):
         for d in PAPER["defenses"]:
             name = f"{d}-{seed}"
-            epoch_h = PAPER["train_images"] / tt[d]["images_per_s"] / 3600
-            target = add(_job("target", name, {"defense": [{"name": d}]}), tt[d]["paper_epochs"] * epoch_h)
+            target = add(_job("target", name, {"defense": [{"name": d}]}), target_hours(r, d))
             priors = {"gmi-wgan-gp": gmi_gan}
             for label in ("kedmi-gan", "lomma-students", "plgmi-cgan"):
                 job = _job("prior", f"{label}-{name}", {"prior": label}, (target.id,))
-                priors[label] = add(job, _prior_hours(pr, label))
+                priors[label] = add(job, prior_hours(r, label))
             for a in PAPER["attacks"]:
                 deps = (target.id, *(priors[p].id for p in ATTACK_PRIORS[a]))
-                search_h = scale * sr[a]["paper_iterations"] / sr[a]["iterations_per_s"] / 3600
-                add(_job("invert", f"{a}-{name}", {"attack": {"name": a}}, deps), search_h)
+                add(_job("invert", f"{a}-{name}", {"attack": {"name": a}}, deps), search_hours(r, a))
     return plan, hours
-
-
-def _prior_hours(pr: dict[str, Any], label: str) -> float:
-    return pr[label]["paper_units"] / pr[label]["per_s"] / 3600
 
 
 def simulate(plan: Plan, hours: dict[str, float], budget: PackingBudget, speedup: dict[int, float]) -> float:
@@ -193,18 +191,15 @@ def simulate(plan: Plan, hours: dict[str, float], budget: PackingBudget, speedup
     return now
 
 
-def packed_projection(r: dict[str, Any], max_jobs: int = 4) -> dict[str, Any] | None:
-    """Table 1's hours one job at a time and packed by the measured footprints and co-run speed-ups; None without a
+def packed_projection(r: dict[str, Any]) -> dict[str, Any] | None:
+    """Table 1's hours one job at a time and packed by the measured co-run speed-ups, admitted by the budget of the
+    very profile `--packing-out` writes (so the replay admits what `mibench run --packing` would); None without a
     packing measurement."""
     pk = r.get("packing")
     if not pk or not pk.get("device_memory_gib"):
         return None
-    footprints = {
-        k: Footprint(v["memory_gib"], max(v["utilisation"], 0.01))
-        for k, v in pk["footprints"].items()
-        if v.get("memory_gib")
-    }
-    budget = PackingBudget(footprints, 0.9 * pk["device_memory_gib"], 1.0, max_jobs)
+    profile = packing_profile(r.get("machine", ""), pk["device_memory_gib"], pk["footprints"])
+    budget = budget_from_profile(profile, "the packing section")
     speedup = {int(n): v["speedup"] for n, v in pk["corun"].items()}
     plan, hours = table1_graph(r)
     alone = simulate(plan, hours, PackingBudget({}, budget.device_memory_gib, 1.0, 1), {1: 1.0})

@@ -249,6 +249,11 @@ PRIOR_CASES = {
 }
 
 
+def probe_units(preset: Preset, label: str) -> int:
+    """What one prior probe does, in its unit: `gan_steps` steps, or LOMMA's public images distilled."""
+    return min(preset.public_images, preset.gan_steps * 64) if label == "lomma-students" else preset.gan_steps
+
+
 def prior_run(preset: Preset, device_name: str, label: str) -> Callable[[], Any]:
     """One `gan_steps` probe of a prior's training (`PRIOR_CASES`, or "lomma-students": one distillation epoch of
     `gan_steps` x 64 public images), built here; module-level so that co-run processes can build their own."""
@@ -262,7 +267,7 @@ def prior_run(preset: Preset, device_name: str, label: str) -> Callable[[], Any]
     if label == "lomma-students":
         lomma = ATTACKS.get("lomma-gmi")
         attack = lomma(lomma.Params.model_validate({"lomma": {"distill": {"epochs": 1}}}))
-        public = data.public.subset(torch.arange(min(preset.public_images, preset.gan_steps * 64)))
+        public = data.public.subset(torch.arange(probe_units(preset, label)))
     else:
         name, override, _ = PRIOR_CASES[label]
         cls = ATTACKS.get(name)
@@ -290,7 +295,7 @@ def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
         if label != "lomma-students":
             run()  # warm-up (same cost; includes one-offs)
         _, seconds = timed(device, run)
-        units = preset.gan_steps if label != "lomma-students" else min(preset.public_images, preset.gan_steps * 64)
+        units = probe_units(preset, label)
         unit = PRIOR_CASES[label][2] if label in PRIOR_CASES else "distilled images (all students)"
         paper_units = paper_prior_units(label)
         out[label] = {"unit": unit, "per_s": units / seconds, "paper_units": paper_units}

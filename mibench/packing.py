@@ -63,14 +63,12 @@ class PackingBudget:
         device_memory_gib: Memory of one device usable by jobs (GiB).
         max_utilisation: The most the utilisation shares of a device's jobs may sum to.
         max_jobs_per_device: Worker processes per device, hence jobs side by side at most.
-        source: Where the profile came from (named in errors and logs).
     """
 
     footprints: Mapping[str, Footprint]
     device_memory_gib: float
     max_utilisation: float = 1.0
     max_jobs_per_device: int = 4
-    source: str = "profile"
 
     def footprint(self, job: Job) -> Footprint:
         """The job's measured footprint; one that fills a device when its kind was not measured."""
@@ -78,7 +76,7 @@ class PackingBudget:
         return found if found is not None else Footprint(self.device_memory_gib, math.inf)
 
 
-def read_budget(path: Path, *, max_jobs_per_device: int | None = None) -> PackingBudget:
+def read_budget(path: Path) -> PackingBudget:
     """A packing profile as written by `benchmarks/stages.py --packing-out`; a bad one is an error naming file and key.
 
     Format: {"device_memory_gib": float, "max_utilisation": float (optional, default 1), "max_jobs_per_device": int
@@ -94,29 +92,34 @@ def read_budget(path: Path, *, max_jobs_per_device: int | None = None) -> Packin
         raw = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MibenchError(f"{path}: packing profile is not JSON ({exc})") from None
+    return budget_from_profile(raw, str(path))
+
+
+def budget_from_profile(raw: object, where: str) -> PackingBudget:
+    """The budget a parsed profile (`read_budget`'s format) describes; errors name `where` and the key."""
     if not isinstance(raw, dict):
-        raise MibenchError(f"{path}: packing profile must be a JSON object")
-    memory = _positive(raw.get("device_memory_gib"), path, "device_memory_gib")
-    utilisation = _positive(raw.get("max_utilisation", 1.0), path, "max_utilisation")
-    jobs = raw.get("max_jobs_per_device", 4) if max_jobs_per_device is None else max_jobs_per_device
+        raise MibenchError(f"{where}: packing profile must be a JSON object")
+    memory = _positive(raw.get("device_memory_gib"), where, "device_memory_gib")
+    utilisation = _positive(raw.get("max_utilisation", 1.0), where, "max_utilisation")
+    jobs = raw.get("max_jobs_per_device", 4)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64:
-        raise MibenchError(f"{path}: max_jobs_per_device must be an integer from 1 to 64, got {jobs!r}")
+        raise MibenchError(f"{where}: max_jobs_per_device must be an integer from 1 to 64, got {jobs!r}")
     entries = raw.get("footprints")
     if not isinstance(entries, dict):
-        raise MibenchError(f"{path}: footprints must be an object of job kind -> {{memory_gib, utilisation}}")
+        raise MibenchError(f"{where}: footprints must be an object of job kind -> {{memory_gib, utilisation}}")
     footprints = {}
     for kind, entry in entries.items():
-        where = f"footprints.{kind}"
+        key = f"footprints.{kind}"
         if not isinstance(entry, dict):
-            raise MibenchError(f"{path}: {where} must be an object with memory_gib and utilisation")
-        share = _positive(entry.get("utilisation"), path, f"{where}.utilisation")
-        footprints[kind] = Footprint(_positive(entry.get("memory_gib"), path, f"{where}.memory_gib"), min(share, 1.0))
-    return PackingBudget(footprints, memory, utilisation, jobs, str(path))
+            raise MibenchError(f"{where}: {key} must be an object with memory_gib and utilisation")
+        share = _positive(entry.get("utilisation"), where, f"{key}.utilisation")
+        footprints[kind] = Footprint(_positive(entry.get("memory_gib"), where, f"{key}.memory_gib"), min(share, 1.0))
+    return PackingBudget(footprints, memory, utilisation, jobs)
 
 
-def _positive(value: object, path: Path, key: str) -> float:
+def _positive(value: object, where: str, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise MibenchError(f"{path}: {key} must be a positive number, got {value!r}")
+        raise MibenchError(f"{where}: {key} must be a positive number, got {value!r}")
     return float(value)
 
 
@@ -126,8 +129,8 @@ class DeviceLedger:
 
     budget: PackingBudget
     devices: int
-    running: list[dict[str, Footprint]] = field(default_factory=list)
-    peak: int = 0  # the most jobs one device held at once
+    running: list[dict[str, Footprint]] = field(init=False)  # per device: job id -> its footprint
+    peak: int = field(default=0, init=False)  # the most jobs one device held at once
 
     def __post_init__(self) -> None:
         self.running = [{} for _ in range(self.devices)]

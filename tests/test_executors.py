@@ -1,6 +1,6 @@
 """Executors and failure handling: failures are kept and do not stop a run, concurrent runs over one cache build
 every artifact once, ready jobs start heaviest chain first (a pool giving the sequential bytes and records: see
-test_reliability.py)."""
+test_packing.py)."""
 
 from __future__ import annotations
 
