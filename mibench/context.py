@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mibench.hashing import derive_seed
+from mibench.hostmem import keep_freed_host_memory
 from mibench.progress import SILENT, Reporter
 
 
@@ -64,12 +65,14 @@ def available_cores() -> int:
 
 
 def apply_execution(settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Fix the thread count and deterministic-algorithm settings a job runs under; returns them for provenance.
+    """Fix the host allocator, threads and deterministic algorithms of a job; returns the latter two for provenance.
 
-    The same settings give the same bytes for a job key on every executor of one machine (CPU reductions split
-    work by thread, so the thread count is part of what makes a result). GPU kernels are not bitwise reproducible
-    across runs even so (atomics in some backward passes), which the returned record says.
+    The allocator (`mibench.hostmem`) changes where bytes live, never their values. The same settings give the same
+    bytes for a job key on every executor of one machine (CPU reductions split work by thread, so the thread count is
+    part of what makes a result). GPU kernels are not bitwise reproducible across runs even so (atomics in some
+    backward passes), which the returned record says.
     """
+    keep_freed_host_memory()  # no page faults on every CPU step's large buffers; values unchanged (see hostmem)
     threads = settings.get("threads") or available_cores()
     deterministic = bool(settings.get("deterministic", True))
     torch.set_num_threads(threads)
