@@ -12,7 +12,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.stages import PRESETS, make_data, vgg16, white_box
+from benchmarks.workloads import PRESETS, make_data, vgg16, white_box
 from mibench.attack import DataInfo
 from mibench.context import RunContext, configure_device
 from mibench.registry import ATTACKS, load_plugins

@@ -23,12 +23,9 @@ import functools
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,176 +35,37 @@ import torch.nn.functional as F
 import mibench
 from mibench.attack import DataInfo
 from mibench.context import RunContext, configure_device
-from mibench.data.base import DataBundle, ImageSet, to_float
-from mibench.defense import DefenseStack
+from mibench.data.base import to_float
+from mibench.hostmem import keep_freed_host_memory
 from mibench.metrics.functional import knn_distance
 from mibench.models.base import build_classifier, freeze
-from mibench.oracle import Access, TargetOracle
-from mibench.registry import ATTACKS, DEFENSES, load_plugins
-from mibench.suite import TrainSpec
-from mibench.training import epoch_batches
+from mibench.registry import ATTACKS, load_plugins
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the `benchmarks` package importable
 from benchmarks.packing_probe import GIB, corun_speedup, footprint, write_profile
 from benchmarks.projection import PAPER, packed_projection, project_table1, summary_markdown
+from benchmarks.workloads import (
+    PRESETS,
+    PRIOR_CASES,
+    Preset,
+    bare_loop_epoch,
+    interleaved_seconds,
+    make_data,
+    paper_prior_units,
+    prior_run,
+    probe_units,
+    random_images,
+    rate_summary,
+    search_run,
+    target_candidates,
+    timed,
+    vgg16,
+    white_box,
+)
 
-CPU = torch.device("cpu")
 SECTIONS = ["target_training", "bare_loop", "priors", "search", "metrics", "packing"]
 SEARCH_ATTACKS = list(PAPER["attacks"])
 TRAINING_DEFENSES = ["none", *[d for d in PAPER["defenses"] if d != "none"], "ted", "ted-plus"]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """How big a benchmark run is."""
-
-    classes: int  # private identities of the target
-    attacked: int  # classes attacked in the latent-search benchmarks
-    train_steps: int  # target-training steps timed per defense
-    gan_steps: int
-    search_iterations: int
-    public_images: int
-    per_class_probe: int  # classes timed one by one for the batched-vs-per-class comparison
-    repeats: int = 3  # interleaved timed runs per target-training candidate (the median is reported)
-
-
-PRESETS = {
-    "paper": Preset(1000, 300, 60, 60, 20, 30000, 3),
-    "cpu": Preset(50, 10, 4, 4, 2, 1600, 2),
-}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """(fn(*args), seconds) with CUDA synchronised on both sides."""
-    sync(device)
-    start = time.perf_counter()
-    out = fn(*args)
-    sync(device)
-    return out, time.perf_counter() - start
-
-
-def random_images(n: int, size: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
-
-
-def make_data(preset: Preset, train_images: int) -> DataBundle:
-    labels = torch.arange(train_images) % preset.classes
-    test = 2 * preset.classes
-    return DataBundle(
-        ImageSet(random_images(train_images, 64, 0), labels),
-        ImageSet(random_images(test, 64, 1), torch.arange(test) % preset.classes),
-        ImageSet(random_images(preset.public_images, 64, 2), torch.full((preset.public_images,), -1)),
-        preset.classes,
-        "random-64",
-    )
-
-
-def vgg16(classes: int) -> torch.nn.Module:
-    return build_classifier("vgg16", {}, num_classes=classes, in_channels=3, image_size=64)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Stages
-
-
-def interleaved_seconds(
-    candidates: dict[str, Callable[[], Callable[[], Any]]], repeats: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds of `repeats` timed runs of each candidate, after one warm-up run of each.
-
-    A candidate is a factory: it prepares a run untimed (builds a fresh network, as a job does once) and returns the
-    callable that is timed. Rounds interleave the candidates (a, b, c, a, b, c, ...), so that a slow phase of the
-    machine (another process, clock or thermal changes) spreads over all of them instead of biasing whichever ran then.
-    """
-    for prepare in candidates.values():
-        timed(device, prepare())  # warm-up: CUDA context, kernels, allocator, caches, each on its own
-    seconds: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, prepare in candidates.items():
-            seconds[name].append(timed(device, prepare())[1])
-    return seconds
-
-
-def rate_summary(units: float, seconds: list[float]) -> dict[str, float]:
-    """Units per second at the median run, and at the slowest and fastest."""
-    ordered = sorted(seconds)
-    return {
-        "per_s": units / statistics.median(ordered),
-        "per_s_min": units / ordered[-1],
-        "per_s_max": units / ordered[0],
-        "runs": len(ordered),
-    }
-
-
-def bare_loop_epoch(preset: Preset, device: torch.device, test: ImageSet) -> Callable[[], None]:
-    """One epoch of a plain PyTorch loop on a fresh VGG16, same data and settings (AMP, channels_last on CUDA), and
-    the per-epoch test-set evaluation the recipe (and the official code) does: the harness's work, without it."""
-    model = vgg16(preset.classes).to(device)
-    cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    model.to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    images = random_images(preset.train_steps * 64, 64, 0).to(device)
-    labels = (torch.arange(len(images)) % preset.classes).to(device)
-    test_images, test_labels = test.images.to(device), test.labels.to(device)
-
-    def epoch() -> None:
-        model.train()
-        perm = torch.randperm(len(images), device=device)
-        for i in range(preset.train_steps):
-            idx = perm[i * 64 : (i + 1) * 64]
-            x = (images[idx].float() / 255).contiguous(memory_format=fmt)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = F.cross_entropy(model(x).logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            for i in range(0, len(test_images), 256):
-                x = (test_images[i : i + 256].float() / 255).contiguous(memory_format=fmt)
-                (model(x).logits.argmax(1) == test_labels[i : i + 256]).sum().item()
-
-    return epoch
-
-
-def target_candidates(
-    preset: Preset, device: torch.device
-) -> tuple[dict[str, Callable[[], Callable[[], Any]]], dict[str, dict[str, Any]]]:
-    """Per defense (and the bare loop): a factory of one untimed-prepared epoch, and the epoch's facts."""
-    data = make_data(preset, preset.train_steps * 64)
-    ctx = RunContext(device=device, seed=0)
-    candidates: dict[str, Callable[[], Any]] = {}
-    facts: dict[str, dict[str, Any]] = {}
-    for name in TRAINING_DEFENSES:
-        defense = DEFENSES.get(name)
-        stack = DefenseStack([defense(defense.Params())])
-        setup = stack.setup(TrainSpec())
-        batch = setup.spec.batch_size
-        steps = preset.train_steps * 64 // batch
-        one_epoch = type(setup)(**{**setup.__dict__, "spec": setup.spec.model_copy(update={"epochs": 1})})
-        sub = DataBundle(
-            data.private_train.subset(torch.arange(steps * batch)), data.private_test, data.public, preset.classes, ""
-        )
-
-        def prepare(stack=stack, sub=sub, one_epoch=one_epoch) -> Callable[[], Any]:
-            model = stack.wrap(vgg16(preset.classes))  # a fresh network per run, built untimed
-            return lambda: stack.fitter.fit(model, sub, one_epoch, ctx)
-
-        candidates[name] = prepare
-        # the images an epoch really trains on: the identity-balanced sampler (MID, BiDO) drops some
-        batches = epoch_batches(sub.private_train.labels, setup.spec, torch.Generator(), torch.Generator(), CPU)
-        images = sum(len(idx) for idx, _ in batches)
-        facts[name] = {"images": images, "batch_size": batch, "paper_epochs": setup.spec.epochs}
-    candidates["bare_loop"] = lambda: bare_loop_epoch(preset, device, data.private_test)
-    facts["bare_loop"] = {"images": preset.train_steps * 64}
-    return candidates, facts
 
 
 def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any]:
@@ -216,7 +74,7 @@ def bench_target_training(preset: Preset, device: torch.device) -> dict[str, Any
     Every defense and the bare loop are timed in the same interleaved rounds (`interleaved_seconds`); the bare loop's
     rate is under the key `bare_loop`, so the harness overhead compares runs made under the same conditions.
     """
-    candidates, facts = target_candidates(preset, device)
+    candidates, facts = target_candidates(preset, device, TRAINING_DEFENSES)
     seconds = interleaved_seconds(candidates, preset.repeats, device)
     results: dict[str, Any] = {}
     for name, fact in facts.items():
@@ -237,54 +95,6 @@ def bench_bare_loop(preset: Preset, device: torch.device) -> dict[str, Any]:
     return {"images_per_s": rate["per_s"], "spread": rate}
 
 
-def white_box(model: torch.nn.Module, classes: int) -> TargetOracle:
-    return TargetOracle(freeze(model), Access.WHITE_BOX, num_classes=classes, image_shape=(3, 64, 64))
-
-
-PRIOR_CASES = {
-    # prior: (attack, params override given the step count, unit)
-    "gmi-wgan-gp": ("gmi", lambda n: {"gan": {"max_steps": n}}, "critic steps"),
-    "kedmi-gan": ("kedmi", lambda n: {"gan": {"max_steps": n}}, "discriminator steps"),
-    "plgmi-cgan": ("plgmi", lambda n: {"cgan": {"iterations": n}}, "generator iterations (x5 D steps)"),
-}
-
-
-def probe_units(preset: Preset, label: str) -> int:
-    """What one prior probe does, in its unit: `gan_steps` steps, or LOMMA's public images distilled."""
-    return min(preset.public_images, preset.gan_steps * 64) if label == "lomma-students" else preset.gan_steps
-
-
-def prior_run(preset: Preset, device_name: str, label: str) -> Callable[[], Any]:
-    """One `gan_steps` probe of a prior's training (`PRIOR_CASES`, or "lomma-students": one distillation epoch of
-    `gan_steps` x 64 public images), built here; module-level so that co-run processes can build their own."""
-    device = torch.device(device_name)
-    load_plugins()
-    configure_device(device)
-    data = make_data(preset, 64)
-    info = DataInfo(3, 64, preset.classes)
-    oracle = white_box(vgg16(preset.classes).to(device), preset.classes)
-    ctx = RunContext(device=device, seed=0)
-    if label == "lomma-students":
-        lomma = ATTACKS.get("lomma-gmi")
-        attack = lomma(lomma.Params.model_validate({"lomma": {"distill": {"epochs": 1}}}))
-        public = data.public.subset(torch.arange(probe_units(preset, label)))
-    else:
-        name, override, _ = PRIOR_CASES[label]
-        cls = ATTACKS.get(name)
-        attack, public = cls(cls.Params.model_validate(override(preset.gan_steps))), data.public
-    prior = attack.build_prior(info, label)
-    return lambda: attack.train_prior(prior, public, oracle, ctx, label)
-
-
-def paper_prior_units(label: str) -> int:
-    """What the paper protocol asks of a prior, in the unit its probe is counted in."""
-    if label == "lomma-students":
-        return ATTACKS.get("lomma-gmi").Params().lomma.distill.epochs * PAPER["public_images"]
-    full = ATTACKS.get(PRIOR_CASES[label][0]).Params()
-    if label == "plgmi-cgan":
-        return full.cgan.iterations
-    return full.gan.epochs * (PAPER["public_images"] // full.gan.batch_size)
-
 
 def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
     """Steps/s of each attack's prior training at its defaults (GAN width, batch), capped to `gan_steps`; LOMMA's
@@ -303,32 +113,6 @@ def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
         print(f"  prior {label:14s} {units / seconds:8.2f} {unit}/s; paper {paper_units} -> {hours:.2f} h")
     return out
 
-
-def _attack_priors(attack, info: DataInfo, data: DataBundle, oracle: TargetOracle, device: torch.device) -> Any:
-    """Untrained priors (throughput does not depend on weights), except LOMMA's feature mean, which must exist."""
-    priors = {}
-    for spec in attack.priors():
-        prior = attack.build_prior(info, spec.name)
-        if spec.name == "lomma-students":
-            tiny = attack.params.model_dump()
-            tiny["lomma"]["distill"]["epochs"] = 1
-            type(attack)(type(attack.params).model_validate(tiny)).train_prior(
-                prior, data.public.subset(torch.arange(64)), oracle, RunContext(device=device), spec.name
-            )
-        priors[spec.name] = prior
-    return priors if len(priors) > 1 else next(iter(priors.values()))
-
-
-def search_run(preset: Preset, device: torch.device, name: str) -> Callable[..., Any]:
-    """`search_iterations` of an attack's latent search over the first n (default `attacked`) classes."""
-    data = make_data(preset, 64)
-    info = DataInfo(3, 64, preset.classes)
-    cls = ATTACKS.get(name)
-    attack = cls(cls.Params.model_validate({"iterations": preset.search_iterations}))
-    oracle = white_box(vgg16(preset.classes).to(device), preset.classes)
-    prior = _attack_priors(attack, info, data, oracle, device)
-    ctx = RunContext(device=device, seed=0)
-    return lambda n=preset.attacked: attack.invert(prior, oracle, torch.arange(n), ctx)
 
 
 def bench_search(preset: Preset, device: torch.device) -> dict[str, Any]:
@@ -390,6 +174,8 @@ def bench_metrics(preset: Preset, device: torch.device) -> dict[str, Any]:
     return out
 
 
+
+
 CORUN_PRIOR = ["plgmi-cgan"]  # --corun: the prior whose probes are run side by side
 
 
@@ -399,8 +185,8 @@ def bench_packing(preset: Preset, device: torch.device) -> dict[str, Any]:
     cGAN, the stage packing is for, unless --corun names another) side by side in separate processes (1..2 on a
     CPU)."""
     footprints: dict[str, Any] = {}
-    candidates, _ = target_candidates(preset, device)
-    for name in [d for d in PAPER["defenses"] if d in candidates]:
+    candidates, _ = target_candidates(preset, device, list(PAPER["defenses"]))
+    for name in PAPER["defenses"]:
         candidates[name]()()  # warm-up
         footprints[f"target:{name}"] = footprint(device, candidates[name]())
     for label in [*PRIOR_CASES, "lomma-students"]:
@@ -442,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     SEARCH_ATTACKS[:] = args.attacks
     TRAINING_DEFENSES[:] = args.defenses
     CORUN_PRIOR[:] = [args.corun]
+    host_malloc = "keep freed" if keep_freed_host_memory() else "default"  # as every mibench job (MIBENCH_HOST_MALLOC)
     load_plugins()
     device = torch.device(args.device)
     configure_device(device)
@@ -456,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "mibench": mibench.__version__,
         "python": sys.version.split()[0],
+        "host_malloc": host_malloc,
         "date": time.strftime("%Y-%m-%d"),
     }
     print(f"benchmark on {machine} ({args.preset})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.stages import interleaved_seconds, rate_summary
+from benchmarks.workloads import interleaved_seconds, rate_summary
 
 
 def test_candidates_are_warmed_up_then_timed_in_interleaved_rounds():
