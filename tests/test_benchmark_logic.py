@@ -117,3 +117,31 @@ def test_corun_speedup_times_simultaneous_processes_and_footprint_reads_this_pro
     idle = footprint(torch.device("cpu"), lambda: __import__("time").sleep(0.2))
     assert 0 < busy["utilisation"] <= 1 and idle["utilisation"] < 0.1
     assert idle["memory_gib"] is None or idle["memory_gib"] > 0.05  # this process's peak resident memory
+
+
+class _RouteStub(torch.nn.Module):
+    """p = (0.9, 0.1) when the top-left pixel is lit (class 0's trigger), (0.2, 0.8) when the bottom-right one is
+    (class 1's), (0.7, 0.3) on a clean image."""
+
+    def forward(self, x):
+        from mibench.models.base import ClassifierOutput
+
+        probs = torch.tensor([0.7, 0.3]).repeat(len(x), 1)
+        probs[x[:, 0, 0, 0] == 1] = torch.tensor([0.9, 0.1])
+        probs[x[:, 0, -1, -1] == 1] = torch.tensor([0.2, 0.8])
+        return ClassifierOutput(x.flatten(1), probs.log())
+
+
+def test_trapdoor_capture_reads_the_two_routes_to_a_confident_target():
+    from benchmarks.trapdoor_capture import target_routes
+    from mibench.data.base import DataBundle, ImageSet
+
+    blank = torch.zeros(4, 1, 4, 4, dtype=torch.uint8)
+    data = DataBundle(ImageSet(blank, torch.tensor([0, 0, 1, 1])), ImageSet(blank, torch.tensor([0, 1, 0, 1])),
+                      ImageSet(blank, torch.full((4,), -1)), 2, "stub")
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, 0, 0] = mask[1, :, -1, -1] = 1
+    routes = target_routes(_RouteStub(), data, {"trap.triggers": torch.ones(2, 1, 4, 4), "trap.trigger_mask": mask})
+    assert routes["p_true_class_private"] == pytest.approx((0.7 + 0.7 + 0.3 + 0.3) / 4)
+    assert routes["p_trapdoor_class_public_triggered"] == pytest.approx((0.9 + 0.8) / 2)  # classes 0, 1, 0, 1
+    assert set(target_routes(_RouteStub(), data, {})) == {"p_true_class_private"}  # no trapdoors, no second route

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mibench.cli import main
 
@@ -79,3 +80,20 @@ def test_smoke_suite_covers_every_registered_defense_and_attack():
     defenses = {d.name for d in suite.defenses if d.name} | {m.name for d in suite.defenses for m in d.stack or []}
     assert attacks == set(ATTACKS.names())
     assert defenses == set(DEFENSES.names())
+
+
+MNIST_SUITES = [p for p in SUITES if yaml.safe_load(p.read_text())["data"]["dataset"] == "mnist"]
+
+
+@pytest.mark.parametrize("path", MNIST_SUITES, ids=lambda p: p.stem)
+def test_mnist_evaluators_learn_all_ten_digits_as_the_official_one(path, weights):
+    """Trap-MID config/mnist/eval.json trains the evaluation model on all ten digits (n_classes 10), so a
+    reconstruction showing a public digit is a miss; an evaluator of the private digits alone reads every image as
+    one of them (issue #22: GMI's AA-1 80% against 14%)."""
+    from mibench.plan import build_plan
+    from mibench.suite import load_suite
+
+    evaluator = load_suite(path).suite.evaluator
+    assert evaluator.dataset_params == {"private_classes": list(range(10))}
+    evaluator_job = next(j for j in build_plan(load_suite(path)).jobs.values() if j.stage == "evaluator")
+    assert evaluator_job.payload["data"]["dataset"]["params"]["private_classes"] == list(range(10))
