@@ -1,13 +1,12 @@
 """Host-memory allocation on CPU jobs: keep freed blocks for reuse instead of handing them back to the kernel.
 
 glibc's malloc serves every block over its mmap threshold (128 KiB, rising to at most 32 MiB) with its own `mmap`
-and returns it with `munmap` when freed. A CPU
-training step allocates and frees such blocks (buffers of 50 MiB in the GAN below) every step, so each
-one comes back as fresh pages that the kernel must fault in and zero: measured on the mini KED-MI GAN on 2 cores,
-40% of the job's CPU time was kernel time, about 260,000 page faults a second. With `mmap` off for large blocks
-and the heap never trimmed, freed blocks are reused in place: no page faults, the same arithmetic on the same values
-(only where the bytes live changes), at the price of a peak resident size that is not given back until the process
-ends (about 10% higher in the measurement in BENCHMARKS.md).
+and returns it with `munmap` when freed. A CPU training step allocates and frees such blocks (buffers of 50 MiB in
+the GAN below) every step, so each one comes back as fresh pages that the kernel must fault in and zero: measured on
+the mini KED-MI GAN on 2 cores, 40% of the job's CPU time was kernel time, about 260,000 page faults a second. With
+`mmap` off for large blocks and the heap never trimmed, freed blocks are reused in place: no page faults, the same
+arithmetic on the same values (only where the bytes live changes), at the price of a peak resident size that is not
+given back until the process ends (about 10% higher in the measurement in BENCHMARKS.md).
 
 Only glibc (Linux) has these knobs; elsewhere this does nothing. `MIBENCH_HOST_MALLOC=default` leaves glibc's
 behaviour alone.

