@@ -6,7 +6,7 @@ the GAN below) every step, so each one comes back as fresh pages that the kernel
 the mini KED-MI GAN on 2 cores, 40% of the job's CPU time was kernel time, about 260,000 page faults a second. With
 `mmap` off for large blocks and the heap never trimmed, freed blocks are reused in place: no page faults, the same
 arithmetic on the same values (only where the bytes live changes), at the price of a peak resident size that is not
-given back until the process ends (about 10% higher in the measurement in BENCHMARKS.md).
+given back until the process ends (11% to 46% higher in the probes of BENCHMARKS.md).
 
 Only glibc (Linux) has these knobs; elsewhere this does nothing. `MIBENCH_HOST_MALLOC=default` leaves glibc's
 behaviour alone.
