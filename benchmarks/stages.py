@@ -5,9 +5,9 @@ search, the metrics) on random uint8 images of the paper's shapes for a short, f
 units per second, with CUDA synchronised around each timed region. Target training and the bare loop are compared
 under the same conditions: each candidate is warmed up on its own, then timed `repeats` times in interleaved rounds
 (one run of each per round), and the median is the rate, with the slowest and fastest runs as its spread. The
-projection multiplies each rate
-by the work the paper protocol asks for (epochs, GAN steps, iterations, classes, seeds) and sums over the jobs that
-`mibench run suites/table1.yaml` plans.
+projection multiplies each rate by the work the paper protocol asks for (epochs, GAN steps, iterations, classes,
+seeds) and sums over the jobs that `mibench run suites/table1.yaml` plans. The workloads themselves are built in
+`benchmarks/workloads.py`.
 
     python benchmarks/stages.py --preset paper --device cuda   # 1,000 classes, 300 attacked, VGG16 at 64x64
     python benchmarks/stages.py --preset cpu                   # same networks, fewer classes and steps
@@ -95,7 +95,6 @@ def bench_bare_loop(preset: Preset, device: torch.device) -> dict[str, Any]:
     return {"images_per_s": rate["per_s"], "spread": rate}
 
 
-
 def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
     """Steps/s of each attack's prior training at its defaults (GAN width, batch), capped to `gan_steps`; LOMMA's
     three students as distilled images/s."""
@@ -112,7 +111,6 @@ def bench_priors(preset: Preset, device: torch.device) -> dict[str, Any]:
         hours = paper_units / (units / seconds) / 3600
         print(f"  prior {label:14s} {units / seconds:8.2f} {unit}/s; paper {paper_units} -> {hours:.2f} h")
     return out
-
 
 
 def bench_search(preset: Preset, device: torch.device) -> dict[str, Any]:
@@ -172,8 +170,6 @@ def bench_metrics(preset: Preset, device: torch.device) -> dict[str, Any]:
     out = {"evaluator_images_per_s": n / seconds, "knn_seconds": knn_s, "knn_fake": n, "knn_real": private_n}
     print(f"  metrics evaluator {n / seconds:.1f} img/s; KNN {n} vs {private_n}: {knn_s:.3f} s")
     return out
-
-
 
 
 CORUN_PRIOR = ["plgmi-cgan"]  # --corun: the prior whose probes are run side by side

@@ -30,10 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: mibench from this checkout
 from mibench.attack import Reconstructions
 from mibench.data.base import DataBundle, to_float
+from mibench.metrics.frechet import batched_features
 from mibench.plan import Job, build_plan
 from mibench.progress import SILENT
 from mibench.registry import ATTACKS, load_plugins
-from mibench.stages import Workspace, _load_priors, instantiate, load_evaluator, load_target
+from mibench.stages import Workspace, instantiate, load_evaluator, load_priors, load_target
 from mibench.store import ArtifactStore
 from mibench.suite import load_suite
 from mibench.trapdoor import find_triggers, inject
@@ -41,17 +42,14 @@ from mibench.trapdoor import find_triggers, inject
 SAMPLES = 1000
 
 
-@torch.no_grad()
+def logits_of(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's logits on `images`, in batches of 500."""
+    return batched_features(images, lambda x: model(x).logits, 500, width=0)
+
+
 def class_probability(model: torch.nn.Module, images: torch.Tensor, classes: torch.Tensor) -> float:
     """Mean softmax probability the model gives each image's class."""
-    probs = torch.cat([model(images[i : i + 500]).logits.softmax(1) for i in range(0, len(images), 500)])
-    return probs.gather(1, classes[:, None]).mean().item()
-
-
-@torch.no_grad()
-def read_as(evaluator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The evaluation model's class for each image."""
-    return torch.cat([evaluator(images[i : i + 500]).logits.argmax(1) for i in range(0, len(images), 500)])
+    return logits_of(model, images).softmax(1).gather(1, classes[:, None]).mean().item()
 
 
 def target_routes(model: torch.nn.Module, data: DataBundle, extras: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -75,7 +73,7 @@ def attack_reading(
 ) -> dict[str, Any] | None:
     """What the attack's GAN draws and its reconstructions show, read by the evaluation model; None without a GAN."""
     attack = instantiate(ATTACKS, invert.payload["attack"])
-    prior = _load_priors(ws, attack, invert.payload["priors"], data)
+    prior = load_priors(ws, attack, invert.payload["priors"], data)
     if not hasattr(prior, "generator") or not hasattr(prior.generator, "z_dim"):
         return None
     generator = prior.generator.eval()
@@ -83,9 +81,9 @@ def attack_reading(
     conditioned = torch.arange(SAMPLES) % private_classes
     conditional = "y" in inspect.signature(generator.forward).parameters  # PLG-MI's cGAN: one sample per class
     # clamped into [0, 1] as the attacks clamp reconstructions (PLG-MI's tanh generator is trained to emit [0, 1])
-    drawn = read_as(evaluator, (generator(z, conditioned) if conditional else generator(z)).clamp(0, 1))
+    drawn = logits_of(evaluator, (generator(z, conditioned) if conditional else generator(z)).clamp(0, 1)).argmax(1)
     recon = Reconstructions.from_state(ws.store.load_tensors("invert", invert.key, "reconstructions.pt"))
-    shown = read_as(evaluator, recon.images)
+    shown = logits_of(evaluator, recon.images).argmax(1)
     return {
         "gan_samples_read_as_private": (drawn < private_classes).float().mean().item(),
         "gan_samples_per_class": torch.bincount(drawn, minlength=int(drawn.max()) + 1).tolist(),
@@ -102,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON of every figure")
     args = parser.parse_args(argv)
     load_plugins()
-    torch.set_grad_enabled(False)
     plan = build_plan(load_suite(args.suite))
     store = ArtifactStore(args.cache)
     ws = Workspace(store, torch.device("cpu"), SILENT)

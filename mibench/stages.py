@@ -287,7 +287,7 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     _publish(ws, job, files, values, trained.wall_time_s)
 
 
-def _load_priors(ws: Workspace, attack: Attack, keys: dict[str, str], data: DataBundle) -> Any:
+def load_priors(ws: Workspace, attack: Attack, keys: dict[str, str], data: DataBundle) -> Any:
     """The trained priors of an invert job: None, the one module, or {name: module} when there are several."""
     priors = {}
     for name, key in keys.items():
@@ -328,7 +328,7 @@ def run_invert(job: Job, ws: Workspace, ctx: RunContext) -> None:
     p = job.payload
     attack: Attack = instantiate(ATTACKS, p["attack"])
     target, data = load_target(ws, p["target"], job.runtime)
-    prior = _load_priors(ws, attack, p["priors"], data)
+    prior = load_priors(ws, attack, p["priors"], data)
     knowledge = defender_knowledge(ws, p["target"], job.runtime) if attack.knows_defense else None
     oracle = make_oracle(target, attack, data, knowledge)
     start = time.perf_counter()
@@ -406,7 +406,7 @@ def _evaluation_renders(
     attack: Attack = instantiate(ATTACKS, payload["attack"])
     if type(attack).evaluation_images is Attack.evaluation_images:
         return None
-    prior = _load_priors(ws, attack, payload["priors"], data)
+    prior = load_priors(ws, attack, payload["priors"], data)
     return attack.evaluation_images(prior, recon, eval_data.image_size, ctx)
 
 
