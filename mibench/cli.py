@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mibench.errors import MibenchError
-from mibench.report_command import cmd_report
+from mibench.report_command import cmd_report, write_run_page
 
 FORMATS = ("markdown", "latex", "csv", "html")
 
@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from mibench.context import default_device
     from mibench.executors import SequentialExecutor
+    from mibench.headline import headline
     from mibench.plan import build_plan
     from mibench.progress import Reporter
     from mibench.report import build_table, render_latex, render_markdown
@@ -255,6 +256,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(summary.records)} records in {run_dir / 'records.jsonl'}"
     )
     print(render_markdown(table))
+    shows = headline(summary.records, next((d.label for d in rs.defenses if d.name == "none"), None))
+    if shows:
+        print(f"What it shows: {shows}\n")
+    if summary.records:
+        print(f"HTML report: {write_run_page(run_dir)}")
     if summary.failed:
         lines = [f"  {job}: {error}" for job, error in summary.failed.items()]
         print(

@@ -10,23 +10,26 @@ A plug-in is a class with the class attributes `name` (its registry key), `paper
         ...
 
 Built-in plug-ins are imported on first lookup; third-party packages can add theirs through the entry-point group
-``mibench.plugins`` (each entry point names a module to import).
+``mibench.plugins`` (each entry point names a module to import), and modules that are not installed as packages
+through ``MIBENCH_PLUGINS`` (comma-separated module names on ``sys.path``; worker processes inherit it).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from mibench.errors import UnknownNameError
+from mibench.errors import MibenchError, UnknownNameError
 
 T = TypeVar("T", bound=type)
 
 _BUILTIN_PACKAGES = ("mibench.data", "mibench.models", "mibench.defenses", "mibench.attacks", "mibench.metrics")
 _loaded = False
+PLUGINS_VARIABLE = "MIBENCH_PLUGINS"
 
 
 def import_submodules(package: str) -> None:
@@ -47,6 +50,12 @@ def load_plugins() -> None:
         import_submodules(package)
     for ep in entry_points(group="mibench.plugins"):
         importlib.import_module(ep.value)
+    for module in (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",")):
+        if module:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise MibenchError(f"{PLUGINS_VARIABLE}: cannot import plug-in module {module!r}: {exc}") from exc
 
 
 class Registry(Generic[T]):

@@ -99,12 +99,28 @@ def _html_report(args: argparse.Namespace) -> int:
         out = args.out or Path("leaderboard.html")
     else:
         run_dir, records, info = runs[0]
-        text = html_report.run_page(run_dir, records, info, stats=args.stats, **_html_figures(run_dir, records, info),
-                                    **_html_paper(args, info))  # fmt: skip
         out = args.out or (run_dir / "report.html" if run_dir.is_dir() else Path("report.html"))
+        text = run_page_text(run_dir, records, info, stats=args.stats, **_html_paper(args, info))
     out.write_text(text)
     print(out)
     return 0
+
+
+def run_page_text(run_dir: Path, records: list, info: dict | None, **options) -> str:
+    """One run's self-contained HTML page (tables, figures, provenance)."""
+    from mibench import html_report
+
+    return html_report.run_page(run_dir, records, info, **_html_figures(run_dir, records, info), **options)
+
+
+def write_run_page(run_dir: Path) -> Path:
+    """Write `run_dir/report.html` (what `mibench report RUN_DIR --html` writes); returns its path."""
+    from mibench import html_report
+    from mibench.report import load_run_records
+
+    out = run_dir / "report.html"
+    out.write_text(run_page_text(run_dir, load_run_records(run_dir), html_report.load_info(run_dir)))
+    return out
 
 
 def paper_table(args: argparse.Namespace, suite: dict) -> tuple[int, str | None, list[str]]:

@@ -14,18 +14,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mibench.cli import main
 from mibench.hostmem import OPT_OUT_VARIABLE
 from mibench.plan import build_plan
 from mibench.progress import SILENT
 from mibench.records import read_records
+from mibench.registry import PLUGINS_VARIABLE
 from mibench.runner import run_plan
 from mibench.store import DONE, ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import MID_SHUFFLED, TINY_SUITE, artifact_bytes, write_suite
 
 CPU = torch.device("cpu")
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def suite_with_mid(tmp: Path) -> Path:
@@ -163,44 +166,59 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _start_run(path: Path, cache: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _start_run(path: Path, cache: Path, out: Path, *extra: str, hold: bool = False) -> subprocess.Popen:
+    """`mibench run` in a child process; `hold` registers tests/holding.py's metric there (and in its workers)."""
+    env = {**os.environ, PLUGINS_VARIABLE: "tests.holding"} if hold else None
     return subprocess.Popen(
         [sys.executable, "-m", "mibench.cli", "run", str(path), "--cache", str(cache), "--out", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY, env=env,
     )
 
 
-def _wait_for_first_artifact(cache: Path, proc: subprocess.Popen, limit_s: float = 120) -> None:
-    deadline = time.monotonic() + limit_s
-    while not any(cache.glob(f"*/*/{DONE}")):
+def _start_held_run(reference, tmp: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
+    """The reference suite with tests/holding.py's metric, run in a child process until that metric's job holds it.
+
+    Then the evaluator and a target are finished and a measurement is running, however fast this machine is; the
+    test signals the run at that known point. Returns (process, suite path, hold folder).
+    """
+    hold = tmp / "hold"
+    hold.mkdir()
+    suite = yaml.safe_load(reference[0].read_text())
+    suite["metrics"] = [*suite["metrics"], {"name": "test-hold", "params": {"folder": str(hold)}}]
+    path = write_suite(tmp / "held.yaml", suite)
+    proc = _start_run(path, tmp / "cache", tmp / "run", *extra, hold=True)
+    deadline = time.monotonic() + 300
+    while not (hold / "held").exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+        assert time.monotonic() < deadline, "the run never reached the held job"
+        time.sleep(0.1)
+    return proc, path, hold
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_stops_a_run_with_one_line_and_the_next_run_resumes(reference, tmp_path, sig):
-    path = reference[0]
     cache, out = tmp_path / "cache", tmp_path / "run"
-    proc = _start_run(path, cache, out)
-    _wait_for_first_artifact(cache, proc)
+    proc, path, hold = _start_held_run(reference, tmp_path)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted:" in err and "run the same command again to resume" in err
-    assert not any(p.name.endswith(".tmp") for p in cache.rglob(".*"))  # no half-written folder left behind
-    resumed = _start_run(path, cache, out, "--quiet")
-    assert resumed.wait(timeout=300) == 0
-    assert values(read_records(out / "records.jsonl")) == reference[3]
+    assert any(cache.glob(f"*/*/{DONE}"))  # what finished before the signal is kept ...
+    assert not any(p.name.endswith(".tmp") for p in cache.rglob(".*"))  # ... and no half-written folder is left
+    (hold / "release").touch()
+    resumed = _start_run(path, cache, out, "--quiet", hold=True)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    records = read_records(out / "records.jsonl")
+    assert [r.value for r in records if r.metric == "held"] == [1.0, 1.0]  # one per target: none and MID
+    assert values([r for r in records if r.metric != "held"]) == reference[3]
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_pool_workers_exit_when_their_parent_is_killed(reference, tmp_path):
-    cache = tmp_path / "cache"
-    proc = _start_run(reference[0], cache, tmp_path / "run", "--jobs", "2")
-    _wait_for_first_artifact(cache, proc)
+    proc, _, _ = _start_held_run(reference, tmp_path, "--jobs", "2")  # a worker is inside the held job now
     workers = _children(proc.pid)
     assert workers
     os.kill(proc.pid, signal.SIGKILL)
