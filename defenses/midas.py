@@ -268,6 +268,7 @@ class MIDAS(Defense):
     paper: ClassVar[str] = "Xu, Arafin, Qu, An Approximate Memory based Defense against MI Attacks, IEEE TETC 2022"
     version: ClassVar[int] = 2  # 2: fixed-point storage, errors drawn once per trial, FC layers only
     Params = MIDASParams
+    deploy_only: ClassVar[bool] = True  # served from the undefended target's weights, as the notebooks do
 
     def deploy(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         """Serve the model from approximate memory (one corrupted copy, or per-query float32 flips)."""

@@ -106,6 +106,8 @@ class ConditionalPurifierParams(Params):
 class _Purifier(Defense):
     """Shared plumbing: the purifier module lives in the extras; `deploy` wraps the target with it."""
 
+    deploy_only: ClassVar[bool] = True  # trained on the released (undefended) target, never changes its weights
+
     def __init__(self, params: Params):
         super().__init__(params)
         self._purifier: nn.Module | None = None

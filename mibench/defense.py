@@ -20,7 +20,7 @@ order, at most one defense may define `fit`, at most one may replace the criteri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
@@ -129,6 +129,10 @@ class Defense:
     requires: ClassVar[dict[str, str]] = {}
     # True when the defended network has no BatchNorm left (DP-SGD replaces it); see `Attack.needs_batchnorm`.
     removes_batchnorm: ClassVar[bool] = False
+    # True when the defense leaves the weights' training alone (only `finish`, `restore` and `deploy`: MIDAS, the
+    # output purifiers): its target reuses the weights trained without it (the undefended target of the same seed,
+    # or the stack's members before it) instead of training a copy.
+    deploy_only: ClassVar[bool] = False
 
     def __init__(self, params: Params):
         self.params = params
@@ -181,6 +185,20 @@ class Defense:
         return model
 
 
+def trained_prefix(members: Sequence[Defense | type[Defense]]) -> int | None:
+    """How many leading members of a stack train the weights, when all the others are deploy-only.
+
+    The target of such a stack reuses the weights of its first members (0: the undefended target's) and only runs the
+    deploy-only members' `finish`. None when no member is deploy-only, or a deploy-only member stands before a
+    training one (such a stack trains as a whole).
+    """
+    flags = [m.deploy_only for m in members]
+    if not any(flags):
+        return None
+    first = flags.index(True)
+    return first if all(flags[first:]) else None
+
+
 class DefenseStack:
     """Several defenses applied together; a single defense is a stack of one.
 
@@ -222,15 +240,27 @@ class DefenseStack:
         trained.stats = [*(m for d in self.defenses for m in d.preparation_stats()), *trained.stats]
         owner = self.defenses.index(self.fitter)
         trained.extras = {f"{owner}.{k}": v for k, v in trained.extras.items()}
-        for i, d in enumerate(self.defenses):
-            extras, stats = d.finish(trained.model, data, ctx.child("finish", i))
-            trained.extras.update({f"{i}.{k}": v for k, v in extras.items()})
-            trained.stats += stats
+        extras, stats = self.finish(trained.model, data, ctx)
+        trained.extras.update(extras)
+        trained.stats += stats
         return trained
 
-    def restore(self, model: nn.Module, extras: dict[str, torch.Tensor]) -> None:
-        """Hand each defense its own extras."""
-        for i, d in enumerate(self.defenses):
+    def finish(
+        self, model: nn.Module, data: DataBundle, ctx: RunContext, start: int = 0
+    ) -> tuple[dict[str, torch.Tensor], list[Measurement]]:
+        """Every member's `finish` from position `start` on: (extras namespaced by position, stats)."""
+        extras: dict[str, torch.Tensor] = {}
+        stats: list[Measurement] = []
+        for i, d in enumerate(self.defenses[start:], start):
+            own, measured = d.finish(model, data, ctx.child("finish", i))
+            extras.update({f"{i}.{k}": v for k, v in own.items()})
+            stats += measured
+        return extras, stats
+
+
+    def restore(self, model: nn.Module, extras: dict[str, torch.Tensor], members: int | None = None) -> None:
+        """Hand each defense (the first `members` only, when given) its own extras."""
+        for i, d in enumerate(self.defenses[:members]):
             prefix = f"{i}."
             d.restore(model, {k.removeprefix(prefix): v for k, v in extras.items() if k.startswith(prefix)})
 

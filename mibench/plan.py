@@ -21,8 +21,10 @@ from typing import Any
 
 from mibench import CACHE_VERSION
 from mibench.checkpoints import file_sha256
+from mibench.defense import trained_prefix
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
+from mibench.registry import DEFENSES
 from mibench.suite import ResolvedDefense, ResolvedMethod, ResolvedSuite
 
 STAGES = ("evaluator", "target", "prior", "invert", "measure")
@@ -180,22 +182,7 @@ def build_plan(rs: ResolvedSuite) -> Plan:
 
     for seed in suite.seeds:
         for defense in rs.defenses:
-            target = plan.add(
-                _job(
-                    "target",
-                    {
-                        "defense": [_method(m) for m in defense.members],
-                        "architecture": _method(rs.target_arch),
-                        "train": None if suite.target.checkpoint else suite.target.train.model_dump(mode="json"),
-                        "data": data,
-                        "seed": derive_seed(seed, "target"),
-                        "checkpoint": checkpoint_ref(suite.target.checkpoint, "target.checkpoint"),
-                    },
-                    (),
-                    f"target {defense.label} seed={seed}",
-                    {**runtime, "checkpoint_path": suite.target.checkpoint},
-                )
-            )
+            target = _plan_target(plan, rs, defense, seed, data, runtime)
             plan.sources.append(RecordSource(target.id, seed, defense.label, None))
             common = {"target": target.key, "evaluator": evaluator.key, "data": data, "eval_data": eval_data}
             if target_metrics:
@@ -214,6 +201,37 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                     continue
                 _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense)
     return plan
+
+
+def _plan_target(plan: Plan, rs: ResolvedSuite, defense: ResolvedDefense, seed: int, data: dict, runtime: dict) -> Job:
+    """The target job of a defense and seed.
+
+    A stack whose last members are deploy-only (MIDAS, output purifiers) does not train its weights again: its job
+    depends on the target of its training members (the undefended target when there are none), the very job a suite
+    row of those members plans, and only runs the deploy-only members' `finish` on those weights.
+    """
+    suite = rs.suite
+    common = {"architecture": _method(rs.target_arch), "data": data, "seed": derive_seed(seed, "target")}
+    trained = trained_prefix([m.cls for m in defense.members])
+    if trained is None:
+        members = [_method(m) for m in defense.members]
+        payload = {
+            "defense": members,
+            "train": None if suite.target.checkpoint else suite.target.train.model_dump(mode="json"),
+            **common,
+            "checkpoint": checkpoint_ref(suite.target.checkpoint, "target.checkpoint"),
+        }
+        label = f"target {defense.label} seed={seed}"
+        return plan.add(_job("target", payload, (), label, {**runtime, "checkpoint_path": suite.target.checkpoint}))
+    if trained:
+        base_members = defense.members[:trained]
+    else:
+        none = DEFENSES.get("none")
+        base_members = [ResolvedMethod("none", "-", none, none.Params())]
+    base_label = "+".join(m.name for m in base_members)
+    base = _plan_target(plan, rs, ResolvedDefense(base_label, base_members), seed, data, runtime)
+    payload = {"defense": [_method(m) for m in defense.members], "base": base.key, **common}
+    return plan.add(_job("target", payload, (base.id,), f"target {defense.label} seed={seed}", runtime))
 
 
 def _plan_attack(

@@ -23,7 +23,7 @@ from mibench.attack import Attack, DataInfo, Reconstructions
 from mibench.checkpoints import load_strict, read_state_dict
 from mibench.context import RunContext, apply_execution, configure_device, isolated_global_rng, seed_everything
 from mibench.data.base import DataBundle, ImageSet, to_float
-from mibench.defense import DefenseStack, TrainedTarget
+from mibench.defense import DefenseStack, TrainedTarget, trained_prefix
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
 from mibench.metric import MeasureInputs, Measurement
@@ -169,7 +169,8 @@ def load_target(ws: Workspace, key: str, runtime: dict[str, Any]) -> tuple[nn.Mo
         data = ws.data(payload["data"], runtime)
         defense = defense_stack(payload["defense"])
         model = defense.wrap(build_network(payload["architecture"], data))
-        model.load_state_dict(ws.store.load_tensors("target", key, "model.pt"))
+        # a deploy-only defense's target keeps no weights of its own: they are its base target's (see run_target)
+        model.load_state_dict(ws.store.load_tensors("target", payload.get("base", key), "model.pt"))
         defense.restore(model, ws.store.load_tensors("target", key, "extras.pt"))
         # The released model's own randomness (MIDAS's one draw of bit errors per trial) is seeded by the target key,
         # so the accuracy test, every attack and every measurement see the same deployed copy.
@@ -269,6 +270,8 @@ def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
 def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     """Train a target with a defense; publish weights, defense extras and training time."""
     p = job.payload
+    if "base" in p:
+        return _finish_on_base(job, ws, ctx)
     data = ws.data(p["data"], job.runtime)
     defense = defense_stack(p["defense"])
     if p.get("checkpoint"):  # a released target: load it (strictly) instead of training
@@ -285,6 +288,31 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}
     _publish(ws, job, files, values, trained.wall_time_s)
+
+
+def _finish_on_base(job: Job, ws: Workspace, ctx: RunContext) -> None:
+    """A stack ending in deploy-only defenses: its base target's weights, and the deploy-only members' `finish`.
+
+    Publishes the base's extras with the new members' (no second copy of the weights: `load_target` reads them from
+    the base) and the base's measurements, its training time plus the time `finish` took.
+    """
+    p = job.payload
+    data = ws.data(p["data"], job.runtime)
+    defense = defense_stack(p["defense"])
+    trained = trained_prefix(defense.defenses)
+    model = defense.wrap(build_network(p["architecture"], data)).to(ws.device)
+    model.load_state_dict(ws.store.load_tensors("target", p["base"], "model.pt"))
+    extras = dict(ws.store.load_tensors("target", p["base"], "extras.pt"))
+    defense.restore(model, extras, members=trained)
+    start = time.perf_counter()
+    own, stats = defense.finish(model, data, ctx, start=trained)
+    wall = time.perf_counter() - start
+    values = []
+    for v in read_values(ws.store, "target", p["base"]):
+        if v["metric"] == "train_time_s":
+            v = {**v, "value": v["value"] + wall, "details": {**v["details"], "base_train_time_s": v["value"]}}
+        values.append(Measurement(v["metric"], v["value"], v["higher_is_better"], v["unit"], v["details"]))
+    _publish(ws, job, {"extras.pt": {**extras, **own}}, values + stats, wall)
 
 
 def load_priors(ws: Workspace, attack: Attack, keys: dict[str, str], data: DataBundle) -> Any:
