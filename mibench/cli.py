@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from mibench.context import default_device
     from mibench.executors import SequentialExecutor
+    from mibench.fileio import write_atomic
     from mibench.headline import headline
     from mibench.plan import build_plan
     from mibench.progress import Reporter
@@ -229,6 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = args.out or rs.suite.output_dir
     require_writable_folder(run_dir, "run folder (output.dir / --out)")
     require_writable_folder(store.root, "cache (output.cache / --cache)")
+    store.claim()  # a folder that is not a mibench cache is refused before any work
     reporter = Reporter(quiet=args.quiet)
     reporter.log(f"suite {rs.suite.name}: {len(plan.jobs)} jobs on {device}; cache {store.root}; run folder {run_dir}")
     executor = make_executor(args, rs.suite.cluster, store, device)
@@ -249,8 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         rebuild=not args.no_rebuild,
     )
     table = build_table(summary.records, rs.suite.report.layout, rs.suite.report.caption)
-    (run_dir / "table.md").write_text(render_markdown(table))
-    (run_dir / "table.tex").write_text(render_latex(table))
+    write_atomic(run_dir / "table.md", render_markdown(table))
+    write_atomic(run_dir / "table.tex", render_latex(table))
     reporter.log(
         f"ran {len(summary.ran)} jobs, reused {len(summary.cached)} cached, in {summary.wall_time_s:.1f}s; "
         f"{len(summary.records)} records in {run_dir / 'records.jsonl'}"
@@ -343,6 +345,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     store = ArtifactStore(args.cache)
     if not store.root.is_dir():
         raise MibenchError(f"{store.root}: no cache folder there (give --cache)")
+    store.claim()  # refuses a folder that is not a mibench cache: --repair deletes only what mibench wrote
     report = store.audit(repair=args.repair, adopt_legacy=args.adopt_legacy)
     for line in report.lines():
         print(line)

@@ -9,6 +9,7 @@ defense).
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure  # the object API: files only, no pyplot st
 
 from mibench.attack import Reconstructions
 from mibench.errors import MibenchError
+from mibench.fileio import write_atomic
 from mibench.plan import build_plan
 from mibench.records import Record
 from mibench.report import NO_ATTACK, summarize
@@ -36,8 +38,15 @@ def tradeoff_plot(records: list[Record], out_stem: Path, attack_metric: str = "a
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     for path in paths:
-        fig.savefig(path, dpi=200)
+        save_figure(fig, path)
     return paths
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Render to memory, then write through `write_atomic` (a planted link is replaced, never followed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=200)
+    write_atomic(path, buffer.getvalue())
 
 
 def tradeoff_figure(records: list[Record], attack_metric: str = "aa1") -> Figure:
@@ -82,7 +91,7 @@ def reconstruction_grid(
     """The grid of `grid_figure`, saved as PNG."""
     fig = grid_figure(plan_info, store, attack, classes, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=200)
+    save_figure(fig, out)
     return out
 
 

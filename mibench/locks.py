@@ -22,6 +22,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mibench.errors import MibenchError
+from mibench.fileio import write_atomic
 
 LockReporter = Callable[[str], None]
 POLL_S = 0.5
@@ -83,6 +84,9 @@ class ArtifactLock:
     """
 
     def __init__(self, path: Path, *, what: str, report: LockReporter | None = None, timeout: float | None = None):
+        for own in (path, path.with_name(path.name + ".json")):
+            if own.is_symlink():  # the lock library opens with O_TRUNC: a planted link would empty its target
+                raise MibenchError(f"{own} is a symbolic link where mibench keeps a lock; remove it")
         self.path = path
         self.info_path = path.with_name(path.name + ".json")
         self.what = what
@@ -115,7 +119,7 @@ class ArtifactLock:
                     self.report(f"waiting for {self.what}: {holder_text(holder)} is building it")
                     reported = waited
         with suppress(OSError):  # the lock still works; only the waiters' message loses its holder
-            self.info_path.write_text(json.dumps(holder_record(self.what)))
+            write_atomic(self.info_path, json.dumps(holder_record(self.what)))
         return self
 
     def __exit__(
@@ -130,6 +134,9 @@ def try_lock(path: Path) -> Iterator[bool]:
     """Hold `path`'s lock if it is free right now (yields True), else yield False without waiting."""
     if not path.parent.is_dir():
         yield True
+        return
+    if path.is_symlink():  # never opened (the lock library truncates): treated as held, so nothing is deleted
+        yield False
         return
     lock = FileLock(str(path))
     try:

@@ -25,9 +25,10 @@ from mibench.defense import trained_prefix
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
 from mibench.registry import DEFENSES
+from mibench.store import STAGE_FOLDERS
 from mibench.suite import ResolvedDefense, ResolvedMethod, ResolvedSuite
 
-STAGES = ("evaluator", "target", "prior", "invert", "measure")
+STAGES = STAGE_FOLDERS  # a stage's artifacts live in the cache folder of its name
 # Relative cost of a typical job per stage, for ordering only (BENCHMARKS.md's table1 projection on one H100: a
 # target about 0.26 h, a per-target prior 0.25-2 h, an inversion about 0.2 h, a measurement seconds).
 STAGE_WEIGHTS = {"evaluator": 1.0, "target": 1.0, "prior": 4.0, "invert": 1.0, "measure": 0.1}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from mibench.fileio import write_atomic
 
 RECORDS_FILE = "records.jsonl"
 
@@ -47,12 +47,9 @@ def clean_value(value: float) -> float | None:
 
 
 def write_records(path: Path, records: list[Record]) -> None:
-    """Write JSON lines atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("w") as f:
-        for r in records:
-            f.write(json.dumps(r.model_dump(mode="json"), sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write JSON lines atomically (temp file, then rename; a planted link is replaced, never followed)."""
+    write_atomic(path, "".join(json.dumps(r.model_dump(mode="json"), sort_keys=True, allow_nan=False) + "\n"
+                               for r in records))  # fmt: skip
 
 
 def read_records(path: Path) -> list[Record]:

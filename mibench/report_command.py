@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from mibench.errors import MibenchError
+from mibench.fileio import write_atomic
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.stats:
             text += "\n" + comparisons_text(comparisons)
     if args.out:
-        args.out.write_text(text)
+        write_atomic(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -101,7 +102,7 @@ def _html_report(args: argparse.Namespace) -> int:
         run_dir, records, info = runs[0]
         out = args.out or (run_dir / "report.html" if run_dir.is_dir() else Path("report.html"))
         text = run_page_text(run_dir, records, info, stats=args.stats, **_html_paper(args, info))
-    out.write_text(text)
+    write_atomic(out, text)
     print(out)
     return 0
 
@@ -119,7 +120,7 @@ def write_run_page(run_dir: Path) -> Path:
     from mibench.report import load_run_records
 
     out = run_dir / "report.html"
-    out.write_text(run_page_text(run_dir, load_run_records(run_dir), html_report.load_info(run_dir)))
+    write_atomic(out, run_page_text(run_dir, load_run_records(run_dir), html_report.load_info(run_dir)))
     return out
 
 

@@ -90,6 +90,7 @@ def run_plan(
     start = time.perf_counter()
     summary = RunSummary(run_dir)
     redo = forced_jobs(plan, force)
+    store.claim()  # a folder that is not a mibench cache is refused here, before any work; nothing in it is touched
     for spare in store.clean_spares():
         reporter.log(f"removed {spare} (left by an interrupted build)")
     check_cached(plan, store, redo, rebuild=rebuild, reporter=reporter)

@@ -17,7 +17,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +30,18 @@ from typing import Any
 import torch
 
 from mibench.errors import MibenchError
+from mibench.fileio import write_atomic
+from mibench.hashing import KEY_LENGTH
 from mibench.locks import ArtifactLock, LockReporter, try_lock
 
 DONE = "done.json"
 FILES = "files"  # the marker's manifest: {relative name: {"size": bytes, "sha256": hex}}
-_SPARE_SUFFIXES = (".tmp", ".old", ".corrupt")  # folders a run may leave behind beside finished artifacts
+CACHE_MARKER = ".mibench-cache"  # says that a folder is a mibench cache: mibench deletes nothing elsewhere
+STAGE_FOLDERS = ("evaluator", "target", "prior", "invert", "measure")  # the job stages, in dependency order
+OWN_ENTRIES = frozenset((*STAGE_FOLDERS, "data", "failed", CACHE_MARKER))  # what a cache's top folder may hold
+# Folders a build leaves beside finished artifacts: `.{key}.{uuid4 hex}.{tmp|old|corrupt}`, exactly as `build` and
+# `quarantine` name them; nothing else in a stage folder is ever deleted.
+_SPARE = re.compile(rf"^\.([0-9a-f]{{{KEY_LENGTH}}})\.[0-9a-f]{{32}}\.(tmp|old|corrupt)$")
 LEGACY = "written before integrity records; `mibench cache verify --adopt-legacy` records its files instead"
 
 
@@ -45,13 +54,15 @@ class CorruptArtifact(MibenchError):
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON to `path` (see `write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def refuse_link(path: Path, what: str) -> None:
+    """A symbolic link where mibench keeps its own file or folder is an error naming it (never followed)."""
+    if path.is_symlink():
+        raise MibenchError(f"{path} is a symbolic link where mibench keeps its {what}; remove it (mibench never "
+                           "follows links out of its own folders)")  # fmt: skip
 
 
 def read_json_file(path: Path, what: str) -> Any:
@@ -86,6 +97,18 @@ def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return manifest
 
 
+def _linked(folder: Path, name: str) -> bool:
+    """Whether the artifact folder, its stage folder, or any part of `name` inside it is a symbolic link."""
+    path = folder
+    if folder.parent.is_symlink() or folder.is_symlink():
+        return True
+    for part in Path(name).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 @dataclass
 class CacheAudit:
     """What `ArtifactStore.audit` found: artifacts checked, invalid ones (and why), litter removed."""
@@ -117,6 +140,31 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         """Folder of an artifact (it exists only when finished)."""
         return self.root / stage / key
+
+    def claim(self) -> None:
+        """Make `root` a mibench cache (`CACHE_MARKER`), or refuse it before any work.
+
+        A new or empty folder, or one that holds only what mibench puts in a cache (a cache written before the
+        marker), gets the marker; a folder holding anything else is refused, naming it, so that a mistyped `--cache`
+        (a project folder, a home folder) is never written into or cleaned.
+        """
+        if (self.root / CACHE_MARKER).is_file():
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise MibenchError(f"the cache {self.root} is a file, not a folder")
+        foreign = sorted(p.name for p in self.root.iterdir() if p.name not in OWN_ENTRIES) if self.root.is_dir() else []
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise MibenchError(
+                f"{self.root} is not a mibench cache (no {CACHE_MARKER} in it) and holds what mibench did not write "
+                f"({shown}): give a new or empty folder as the cache (output.cache / --cache)"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / CACHE_MARKER, {"mibench": "artifact cache", "since": time.strftime("%Y-%m-%d")})
+
+    def is_claimed(self) -> bool:
+        """Whether `root` carries the cache marker."""
+        return (self.root / CACHE_MARKER).is_file()
 
     def is_done(self, stage: str, key: str) -> bool:
         """Whether the artifact has a finished marker (see `verify` for whether it is intact)."""
@@ -159,6 +207,8 @@ class ArtifactStore:
         folder = self.path(stage, key)
         for name, expected in files.items():
             path = folder / name
+            if _linked(folder, name):
+                return f"{name} is reached through a symbolic link (mibench never follows links out of its cache)"
             if not path.is_file():
                 return f"{name} is missing"
             size = path.stat().st_size
@@ -173,6 +223,8 @@ class ArtifactStore:
         expected = self.meta(stage, key)[FILES].get(name)
         if expected is None:
             raise CorruptArtifact(stage, key, f"its marker does not list {name}")
+        if _linked(self.path(stage, key), name):
+            raise CorruptArtifact(stage, key, f"{name} is reached through a symbolic link")
         try:
             data = (self.path(stage, key) / name).read_bytes()
         except FileNotFoundError:
@@ -202,13 +254,19 @@ class ArtifactStore:
         A builder holds its key's lock while its temporary folder exists, so a folder whose lock is free is litter
         (of a killed run), and one whose lock is held belongs to a build in progress (of this or another run).
         """
-        removed = []
-        for stage_dir in (p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else ():
-            for spare in stage_dir.glob(".*"):
-                if not spare.is_dir() or not spare.name.endswith(_SPARE_SUFFIXES):
+        removed: list[Path] = []
+        if not self.is_claimed():  # only a folder mibench made its cache is ever cleaned
+            return removed
+        for stage in STAGE_FOLDERS:
+            stage_dir = self.root / stage
+            if stage_dir.is_symlink() or not stage_dir.is_dir():
+                continue
+            for spare in stage_dir.iterdir():
+                match = _SPARE.match(spare.name)
+                if match is None or spare.is_symlink() or not spare.is_dir():
                     continue
-                key = spare.name[1:].split(".", 1)[0]
-                with try_lock(self.lock_path(stage_dir.name, key)) as free:
+                key = match.group(1)
+                with try_lock(self.lock_path(stage, key)) as free:
                     if free:
                         shutil.rmtree(spare, ignore_errors=True)
                         removed.append(spare)
@@ -220,10 +278,8 @@ class ArtifactStore:
         With `repair`, invalid artifacts are set aside (the next run rebuilds them) and interrupted builds' litter
         is deleted.
         """
-        from mibench.plan import STAGES
-
         audit = CacheAudit(repaired=repair)
-        for stage in STAGES:
+        for stage in STAGE_FOLDERS:
             folder = self.root / stage
             for artifact in sorted(folder.iterdir()) if folder.is_dir() else ():
                 if artifact.name.startswith(".") or not artifact.is_dir():
@@ -284,6 +340,8 @@ class ArtifactStore:
         the old artifact out only after the new one is complete, and puts it back if the swap fails.
         """
         final = self.path(stage, key)
+        refuse_link(final.parent, f"{stage} artifacts")
+        refuse_link(final, f"artifact {stage}/{key}")
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{key}.{uuid.uuid4().hex}.tmp"
         tmp.mkdir()

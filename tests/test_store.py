@@ -96,9 +96,11 @@ def test_verified_reads_refuse_changed_bytes_and_name_the_artifact(tmp_path):
 
 def test_quarantined_artifact_is_no_longer_done_and_its_folder_is_cleaned(tmp_path):
     store = ArtifactStore(tmp_path)
-    _artifact(store)
-    store.quarantine("target", "k")
-    assert not store.is_done("target", "k")
+    store.claim()
+    key = "a" * 20
+    _artifact(store, key=key)
+    store.quarantine("target", key)
+    assert not store.is_done("target", key)
     removed = store.clean_spares()
     assert [p.name.endswith(".corrupt") for p in removed] == [True]
     assert [p for p in (tmp_path / "target").iterdir() if ".lock" not in p.name] == []
@@ -106,18 +108,27 @@ def test_quarantined_artifact_is_no_longer_done_and_its_folder_is_cleaned(tmp_pa
 
 def test_clean_spares_keeps_a_temporary_folder_whose_build_holds_the_lock(tmp_path):
     store = ArtifactStore(tmp_path)
+    store.claim()
     (tmp_path / "prior").mkdir()
-    litter = tmp_path / "prior" / ".dead.abc.tmp"
-    live = tmp_path / "prior" / ".busy.abc.tmp"
+    dead, busy, uid = "d" * 20, "b" * 20, "0" * 32
+    litter = tmp_path / "prior" / f".{dead}.{uid}.tmp"
+    live = tmp_path / "prior" / f".{busy}.{uid}.tmp"
     litter.mkdir()
     live.mkdir()
-    with store.lock("prior", "busy"):
+    with store.lock("prior", busy):
         removed = store.clean_spares()
     assert removed == [litter] and live.is_dir()
 
 
+def test_an_unclaimed_folder_is_never_cleaned(tmp_path):
+    store = ArtifactStore(tmp_path)
+    (tmp_path / "prior" / f".{'d' * 20}.{'0' * 32}.tmp").mkdir(parents=True)
+    assert store.clean_spares() == [] and len(list((tmp_path / "prior").iterdir())) == 1
+
+
 def test_audit_reports_and_repairs(tmp_path):
     store = ArtifactStore(tmp_path)
+    store.claim()
     _artifact(store, key="good")
     bad = _artifact(store, key="bad")
     (bad / "values.json").write_bytes(b"{}")

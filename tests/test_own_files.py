@@ -1,0 +1,124 @@
+"""mibench touches nothing that is not its own (issue #31): a folder that is not a mibench cache is refused before
+any work and never cleaned, only the spares mibench names are deleted, and no file is written through a planted
+symbolic link (reports, records, run markers, locks) or read through one out of the cache."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mibench.cli import main
+from mibench.errors import MibenchError
+from mibench.plan import build_plan
+from mibench.store import CACHE_MARKER, ArtifactStore
+from mibench.suite import load_suite
+from tests.conftest import TINY_SUITE, run_suite_file, write_suite
+
+SPARE = ".{key}.0123456789abcdef0123456789abcdef.old"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny suite, one seed, run once: (suite path, cache, run folder)."""
+    tmp = tmp_path_factory.mktemp("own")
+    path = write_suite(tmp / "s.yaml", {**TINY_SUITE, "seeds": [0]})
+    summary = run_suite_file(path, tmp / "cache", tmp / "run")
+    assert not summary.failed
+    return path, tmp / "cache", tmp / "run"
+
+
+def _users_folder(tmp_path):
+    """A user's project folder: files, a hidden `.x.old` folder at the top and one a level below (as in `.git`)."""
+    project = tmp_path / "project"
+    for folder in (project / ".x.old", project / ".git" / ".y.old", project / "target" / ".z.old"):
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("the user's")
+    (project / "notes.txt").write_text("the user's")
+    return project
+
+
+def test_a_folder_that_is_not_a_cache_is_refused_before_work_and_nothing_in_it_is_deleted(tiny_run, tmp_path, capsys):
+    path, _, _ = tiny_run
+    project = _users_folder(tmp_path)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    assert main(["run", str(path), "--cache", str(project), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mibench: error: {project} is not a mibench cache") and len(err.strip().splitlines()) == 1
+    assert "(.git, .x.old, notes.txt)" in err
+    assert main(["cache", "verify", "--repair", "--cache", str(project)]) == 2
+    assert f"{project} is not a mibench cache" in capsys.readouterr().err
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # not one entry added or removed
+    assert not (tmp_path / "r" / "records.jsonl").exists()
+
+
+def test_new_empty_and_pre_marker_caches_are_claimed(tiny_run, tmp_path):
+    _, cache, _ = tiny_run
+    for folder in (tmp_path / "new" / "cache", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        ArtifactStore(folder).claim()
+        assert (folder / CACHE_MARKER).is_file()
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    (old / CACHE_MARKER).unlink()  # a cache written before the marker: only mibench's own entries
+    ArtifactStore(old).claim()
+    assert (old / CACHE_MARKER).is_file()
+
+
+def test_only_the_spares_mibench_names_are_cleaned(tiny_run, tmp_path):
+    _, cache, _ = tiny_run
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    key = "0" * 20
+    ours = copy / "target" / SPARE.format(key=key)
+    users = [copy / "target" / ".notes.old", copy / "target" / f".{key}.backup.old",
+             copy / "data" / SPARE.format(key=key)]  # fmt: skip
+    for folder in (ours, *users):
+        folder.mkdir(parents=True)
+    removed = ArtifactStore(copy).clean_spares()
+    assert removed == [ours] and not ours.exists()
+    assert all(folder.is_dir() for folder in users)
+
+
+def test_no_report_record_or_marker_is_written_through_a_planted_link(tiny_run, tmp_path):
+    path, cache, _ = tiny_run
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    names = ("table.md", "table.tex", "records.jsonl", "plan.json", "report.html", ".running.json")
+    for name in names:
+        (out / name).symlink_to(outside)
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    assert main(["run", str(path), "--cache", str(copy), "--out", str(out), "--quiet"]) == 0
+    assert outside.read_text() == "precious"
+    for name in ("table.md", "table.tex", "records.jsonl", "plan.json", "report.html"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+    (tmp_path / "fig").mkdir()
+    (tmp_path / "fig" / "tradeoff.png").symlink_to(outside)
+    assert main(["figures", str(out), "--out", str(tmp_path / "fig"), "--classes", "2"]) == 0
+    assert main(["report", str(out), "--csv", "--out", str(out / "table.md")]) == 0
+    assert outside.read_text() == "precious" and not (tmp_path / "fig" / "tradeoff.png").is_symlink()
+
+
+def test_a_link_where_a_lock_or_an_artifact_file_belongs_is_refused(tiny_run, tmp_path):
+    path, cache, _ = tiny_run
+    copy = ArtifactStore(tmp_path / "cache")
+    shutil.copytree(cache, copy.root)
+    plan = build_plan(load_suite(path))
+    target = next(j for j in plan.jobs.values() if j.stage == "target")
+    outside = tmp_path / "outside.pt"
+    shutil.copy(copy.path("target", target.key) / "model.pt", outside)  # the same bytes: only the link is wrong
+    (copy.path("target", target.key) / "model.pt").unlink()
+    (copy.path("target", target.key) / "model.pt").symlink_to(outside)
+    assert "symbolic link" in copy.verify("target", target.key)
+    with pytest.raises(MibenchError, match="symbolic link"):
+        copy.read_bytes("target", target.key, "model.pt")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    copy.lock_path("target", target.key).unlink(missing_ok=True)  # the lock file the run left
+    copy.lock_path("target", target.key).symlink_to(victim)
+    with pytest.raises(MibenchError, match="symbolic link where mibench keeps a lock"):
+        copy.lock("target", target.key)
+    assert copy.clean_spares() == [] and victim.read_text() == "precious"
