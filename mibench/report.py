@@ -373,14 +373,31 @@ def render_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_escape(text: str) -> str:
+    """A label as Markdown table text: a `|` would end its cell."""
+    return text.replace("|", r"\|")
+
+
+def spreadsheet_safe(text: object) -> object:
+    """A label that a spreadsheet would run as a formula (`=`, `+`, `@`, a leading `-` before more), quoted inert.
+
+    The undefended label `-` alone stays as it is; numbers are not labels and pass unchanged.
+    """
+    if not isinstance(text, str) or not text:
+        return text
+    if text[0] in "=+@\t\r" or (text[0] == "-" and len(text) > 1):
+        return "'" + text
+    return text
+
+
 def render_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table with the caption below it."""
-    head = ["Attack", "Defense"] + [f"{h.label} {h.arrow}".strip() for h in table.header]
+    head = ["Attack", "Defense"] + [markdown_escape(f"{h.label} {h.arrow}".strip()) for h in table.header]
     body = []
     for attack, rows in table.blocks:
         for i, (defense, cells) in enumerate(rows):
             texts = [f"**{c.text()}**" if c.bold else c.text() for c in cells]
-            body.append([attack or "–" if i == 0 else "", defense, *texts])
+            body.append([markdown_escape(attack or "–") if i == 0 else "", markdown_escape(defense), *texts])
     return tabulate(body, headers=head, tablefmt="github", disable_numparse=True) + f"\n\n{table.caption}\n"
 
 
@@ -403,6 +420,8 @@ def render_csv(records: list[Record], planned_seeds: int | None = None) -> str:
     planned = planned_seeds or (int(summary["n"].max()) if len(summary) else 0)
     summary["planned_seeds"] = planned
     summary["partial"] = summary["n"] < planned
+    for column in ("attack", "defense"):
+        summary[column] = summary[column].map(spreadsheet_safe)
     buf = io.StringIO()
     summary.to_csv(buf, index=False)
     return buf.getvalue()

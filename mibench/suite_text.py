@@ -35,6 +35,9 @@ def bounded_yaml(text: str, source: str) -> Any:
         aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
         if aliases > MAX_YAML_ALIASES:
             raise ConfigError(source, [f"{aliases} YAML aliases; at most {MAX_YAML_ALIASES} are allowed"])
+        duplicates = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        if duplicates:
+            raise ConfigError(source, duplicates)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
@@ -49,6 +52,35 @@ def bounded_yaml(text: str, source: str) -> Any:
         elif isinstance(node, list):
             pending.extend(node)
     return raw
+
+
+def duplicate_keys(root: yaml.Node | None) -> list[str]:
+    """'line N: key K appears twice in one mapping (first on line M)' for every repeated key.
+
+    YAML keeps the last of two equal keys silently, so a suite that sets a value twice would run the second without
+    a word. Merge keys (`<<: *anchor`) are overrides by design and exempt.
+    """
+    problems, pending, seen = [], [root], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                pending.append(value)
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    problems.append(f"line {line}: key {key.value!r} appears twice in one mapping (first on line "
+                                    f"{first[key.value]})")  # fmt: skip
+                else:
+                    first[key.value] = line
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    return sorted(problems, key=lambda p: int(p.split()[1].rstrip(":")))
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -122,3 +122,26 @@ def test_a_link_where_a_lock_or_an_artifact_file_belongs_is_refused(tiny_run, tm
     with pytest.raises(MibenchError, match="symbolic link where mibench keeps a lock"):
         copy.lock("target", target.key)
     assert copy.clean_spares() == [] and victim.read_text() == "precious"
+
+
+def test_labels_are_inert_in_csv_and_markdown():
+    from mibench.report import build_table, render_csv, render_markdown
+    from tests.test_report import rec
+
+    hostile = "=HYPERLINK(\"x\")|*b*"
+    records = [rec("-", None, "acc", 0, 0.9, True), rec(hostile, None, "acc", 0, 0.8, True),
+               rec("-", "+cmd|GMI", "aa1", 0, 0.5, False), rec(hostile, "+cmd|GMI", "aa1", 0, 0.4, False)]  # fmt: skip
+    csv = render_csv(records)
+    assert "'=HYPERLINK" in csv and "'+cmd|GMI" in csv and "\n,-," in csv.replace('"', "")  # `-` alone stays
+    text = render_markdown(build_table(records, "table1", None))
+    assert r'=HYPERLINK("x")\|*b*' in text
+    assert r"+cmd\|GMI" in text
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({line.count("|") - line.count(r"\|") for line in rows}) == 1  # every row has the header's cells
+
+
+def test_a_key_given_twice_in_a_suite_is_an_error_naming_its_line(tmp_path, capsys):
+    suite = tmp_path / "dup.yaml"
+    suite.write_text("name: a\nseeds: [0]\nseeds: [1, 2]\n")
+    assert main(["validate", str(suite)]) == 2
+    assert "line 3: key 'seeds' appears twice in one mapping (first on line 2)" in capsys.readouterr().err
