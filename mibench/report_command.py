@@ -44,6 +44,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if note:
         print(f"mibench: warning: {note}", file=sys.stderr)
     records = load_run_records(args.run_dir)
+    if not records:
+        empty = f"{args.run_dir}: no records (no job of the run finished; `mibench report --list` shows failures)"
+        if args.strict:
+            raise MibenchError(f"{empty} (--strict)")
+        print(f"mibench: warning: {empty}", file=sys.stderr)
     fmt = args.format or "markdown"
     layout, caption, architecture, suite = args.layout, None, None, None
     if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():

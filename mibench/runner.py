@@ -5,6 +5,8 @@ The runner alone knows about caching, seeds, devices and execution; methods only
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -102,12 +104,12 @@ def run_plan(
         if job.id not in redo and store.is_done(job.stage, job.key):
             summary.cached.append(job.id)
             finished.add(job.id)
-        elif not retry_failed and (old := store.failure(job.stage, job.key)) is not None:
+        elif job.id not in redo and not retry_failed and (old := store.failure(job.stage, job.key)) is not None:
             summary.failed[job.id] = f"failed earlier (use --retry-failed): {old['error']}"
         else:
             pending.append(job)
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker = mark_running(run_dir)
+    marker = mark_running(run_dir, plan.suite.suite.name)
     try:
         _execute(plan, pending, finished, summary, executor, redo, reporter)
     except KeyboardInterrupt:
@@ -144,10 +146,21 @@ def write_run(run_dir: Path, plan: Plan, store: ArtifactStore, summary: RunSumma
 RUNNING = ".running.json"
 
 
-def mark_running(run_dir: Path) -> Path:
-    """Say in the run folder that a run is writing it (pid, host, start), so that a report can tell."""
+def mark_running(run_dir: Path, suite: str) -> Path:
+    """Say in the run folder that a run is writing it (pid, host, start), so that a report can tell.
+
+    A folder another live run is writing is refused, naming that run: two runs (of two suites, or of one suite with
+    other settings) must not interleave their records and plans in one folder.
+    """
     path = run_dir / RUNNING
-    write_json_atomic(path, holder_record(f"run of {run_dir}"))
+    holder = read_holder(path)
+    mine = holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+    if holder is not None and not mine and not holder_gone(holder):
+        raise MibenchError(
+            f"{run_dir} is being written by another run ({holder.get('what', 'a run')}, {holder_text(holder)}): "
+            f"wait for it, give this run another --out, or delete {path} if that run is gone"
+        )
+    write_json_atomic(path, holder_record(f"suite {suite}"))
     return path
 
 

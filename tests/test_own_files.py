@@ -145,3 +145,46 @@ def test_a_key_given_twice_in_a_suite_is_an_error_naming_its_line(tmp_path, caps
     suite.write_text("name: a\nseeds: [0]\nseeds: [1, 2]\n")
     assert main(["validate", str(suite)]) == 2
     assert "line 3: key 'seeds' appears twice in one mapping (first on line 2)" in capsys.readouterr().err
+
+
+def test_a_run_folder_another_live_run_writes_is_refused_naming_it(tiny_run, tmp_path, capsys):
+    import json
+    import socket
+    import subprocess
+
+    path, cache, _ = tiny_run
+    out = tmp_path / "run"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        holder = {"pid": other.pid, "host": socket.gethostname(), "since": 0, "what": "suite other"}
+        (out / ".running.json").write_text(json.dumps(holder))
+        copy = tmp_path / "cache"
+        shutil.copytree(cache, copy)
+        assert main(["run", str(path), "--cache", str(copy), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is being written by another run (suite other, pid {other.pid}" in err
+        assert not (out / "records.jsonl").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["run", str(path), "--cache", str(copy), "--out", str(out), "--quiet"]) == 0  # its holder is gone
+
+
+def test_strict_report_of_a_run_without_records_fails(tmp_path, capsys):
+    (tmp_path / "records.jsonl").write_text("")
+    assert main(["report", str(tmp_path)]) == 0
+    assert "no records" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--strict"]) == 2
+
+
+def test_force_rebuilds_a_job_whose_earlier_failure_is_recorded(tiny_run, tmp_path):
+    path, cache, _ = tiny_run
+    copy = ArtifactStore(tmp_path / "cache")
+    shutil.copytree(cache, copy.root)
+    plan = build_plan(load_suite(path))
+    invert = next(j for j in plan.jobs.values() if j.stage == "invert")
+    copy.record_failure("invert", invert.key, {"error": "an earlier failure"})
+    assert main(["run", str(path), "--cache", str(copy.root), "--out", str(tmp_path / "r"), "--quiet",
+                 "--force", "invert"]) == 0  # fmt: skip
+    assert copy.failure("invert", invert.key) is None and copy.is_done("invert", invert.key)
