@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -71,10 +72,32 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} file not found: {path}")
+    check_declared_size(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+
+
+def check_declared_size(path: Path, what: str) -> None:
+    """Refuse a zip checkpoint whose entries declare more bytes than the file could hold, before anything is read.
+
+    `torch.save` stores its tensors uncompressed, so a real checkpoint declares about its own size; a crafted zip of
+    deflated zeros declares gigabytes in a few megabytes and would be allocated whole by the loader.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+    if declared > 2 * size + (1 << 20):
+        raise CheckpointError(
+            f"{what} {path} declares {declared:,} bytes of tensors in a {size:,}-byte file (compressed entries; "
+            "torch.save writes none): refused before loading"
+        )
 
 
 def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -101,6 +124,9 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    shared = sorted(set(own) & set(state))
+    types = [k for k in shared if own[k].dtype.is_floating_point != state[k].dtype.is_floating_point]
+    nonfinite = [k for k in shared if state[k].dtype.is_floating_point and not torch.isfinite(state[k]).all()]
     problems = []
     if missing:
         problems.append(f"missing keys {_few(missing)}")
@@ -110,6 +136,10 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
         problems.append(
             "shape mismatch " + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:5])
         )
+    if types:
+        problems.append("wrongly typed " + ", ".join(f"{k}: {state[k].dtype} vs {own[k].dtype}" for k in types[:5]))
+    if nonfinite:
+        problems.append(f"non-finite values in {_few(nonfinite)}")
     if problems:
         raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state)

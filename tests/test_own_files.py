@@ -188,3 +188,28 @@ def test_force_rebuilds_a_job_whose_earlier_failure_is_recorded(tiny_run, tmp_pa
     assert main(["run", str(path), "--cache", str(copy.root), "--out", str(tmp_path / "r"), "--quiet",
                  "--force", "invert"]) == 0  # fmt: skip
     assert copy.failure("invert", invert.key) is None and copy.is_done("invert", invert.key)
+
+
+def test_checkpoints_that_are_bombs_nan_or_wrongly_typed_are_refused(tmp_path):
+    import zipfile
+
+    import torch
+
+    from mibench.checkpoints import load_strict, read_state_dict
+    from mibench.errors import CheckpointError
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", bytes(64 << 20))  # 64 MiB of zeros in a few kilobytes
+    with pytest.raises(CheckpointError, match="declares 67,108,864 bytes of tensors"):
+        read_state_dict(bomb)
+    model = torch.nn.Linear(3, 2)
+    nan = {k: torch.full_like(v, float("nan")) for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="non-finite values in"):
+        load_strict(model, nan, "nan.pt")
+    cast = {k: v.to(torch.int8) for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"wrongly typed (bias|weight): torch\.int8 vs torch\.float32"):
+        load_strict(model, cast, "int8.pt")
+    good = tmp_path / "good.pt"
+    torch.save(model.state_dict(), good)
+    load_strict(torch.nn.Linear(3, 2), read_state_dict(good), str(good))  # a real checkpoint still loads
