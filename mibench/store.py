@@ -251,6 +251,9 @@ class ArtifactStore:
     def clean_spares(self) -> list[Path]:
         """Delete temporary, swapped-out and quarantined folders that no live build holds; returns what went.
 
+        A swapped-out artifact whose replacement never arrived (a kill between `build`'s two renames) is put back
+        instead.
+
         A builder holds its key's lock while its temporary folder exists, so a folder whose lock is free is litter
         (of a killed run), and one whose lock is held belongs to a build in progress (of this or another run).
         """
@@ -261,15 +264,21 @@ class ArtifactStore:
             stage_dir = self.root / stage
             if stage_dir.is_symlink() or not stage_dir.is_dir():
                 continue
-            for spare in stage_dir.iterdir():
+            for spare in sorted(stage_dir.iterdir()):
                 match = _SPARE.match(spare.name)
                 if match is None or spare.is_symlink() or not spare.is_dir():
                     continue
                 key = match.group(1)
                 with try_lock(self.lock_path(stage, key)) as free:
-                    if free:
-                        shutil.rmtree(spare, ignore_errors=True)
-                        removed.append(spare)
+                    if not free:
+                        continue
+                    final = self.path(stage, key)
+                    if match.group(2) == "old" and not final.exists() and (spare / DONE).is_file():
+                        # killed between a forced rebuild's two renames: the old artifact is the only finished copy
+                        os.replace(spare, final)
+                        continue
+                    shutil.rmtree(spare, ignore_errors=True)
+                    removed.append(spare)
         return removed
 
     def audit(self, *, repair: bool = False, adopt_legacy: bool = False) -> CacheAudit:

@@ -213,3 +213,18 @@ def test_checkpoints_that_are_bombs_nan_or_wrongly_typed_are_refused(tmp_path):
     good = tmp_path / "good.pt"
     torch.save(model.state_dict(), good)
     load_strict(torch.nn.Linear(3, 2), read_state_dict(good), str(good))  # a real checkpoint still loads
+
+
+def test_a_kill_between_the_renames_of_a_forced_rebuild_keeps_the_old_artifact(tmp_path):
+    store = ArtifactStore(tmp_path / "cache")
+    store.claim()
+    key = "c" * 20
+    with store.build("target", key) as (out, _):
+        (out / "model.pt").write_bytes(b"old weights")
+    # the state a kill leaves after `final -> .old` and before `.tmp -> final`
+    final = store.path("target", key)
+    old = final.parent / f".{key}.{'1' * 32}.old"
+    final.rename(old)
+    (final.parent / f".{key}.{'2' * 32}.tmp").mkdir()
+    assert [p.name for p in store.clean_spares()] == [f".{key}.{'2' * 32}.tmp"]
+    assert store.read_bytes("target", key, "model.pt") == b"old weights"
