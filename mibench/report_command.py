@@ -52,7 +52,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = args.format or "markdown"
     layout, caption, architecture, suite = args.layout, None, None, None
     if args.run_dir.is_dir() and (args.run_dir / "plan.json").is_file():
-        suite = load_plan_info(args.run_dir)["suite"]
+        info = load_plan_info(args.run_dir)
+        suite = info["suite"]
+        missing = failed_jobs_note(info)
+        if missing and args.strict:
+            raise MibenchError(f"{missing} (--strict)")
+        if missing:
+            print(f"mibench: warning: {missing}", file=sys.stderr)
         report_spec = suite.get("report", {})
         layout = layout or report_spec.get("layout")
         caption = report_spec.get("caption")
@@ -89,6 +95,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def failed_jobs_note(info: dict) -> str | None:
+    """One line naming the jobs of a run that failed or were skipped (their cells are missing from its tables)."""
+    failed, skipped = info.get("failed") or {}, info.get("skipped") or {}
+    if not failed and not skipped:
+        return None
+    labels = {job["id"]: job["label"] for job in info.get("jobs", [])}
+    named = "; ".join(f"{labels.get(job, job)}: {str(error).splitlines()[0][:200]}" for job, error in failed.items())
+    return (f"{len(failed)} job(s) failed and {len(skipped)} were skipped downstream of them, so their cells are "
+            f"missing from the table: {named}")  # fmt: skip
 
 
 def _html_report(args: argparse.Namespace) -> int:

@@ -228,3 +228,21 @@ def test_a_kill_between_the_renames_of_a_forced_rebuild_keeps_the_old_artifact(t
     (final.parent / f".{key}.{'2' * 32}.tmp").mkdir()
     assert [p.name for p in store.clean_spares()] == [f".{key}.{'2' * 32}.tmp"]
     assert store.read_bytes("target", key, "model.pt") == b"old weights"
+
+
+def test_a_failed_jobs_missing_cells_are_named_by_the_report(tiny_run, tmp_path, capsys):
+    import json
+
+    _, _, run = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    plan = json.loads((copy / "plan.json").read_text())
+    invert = next(job for job in plan["jobs"] if job["id"].startswith("invert/"))
+    plan["failed"] = {invert["id"]: "RuntimeError: boom\nTraceback ..."}
+    plan["skipped"] = [job["id"] for job in plan["jobs"] if invert["id"] in job["deps"]]
+    (copy / "plan.json").write_text(json.dumps(plan))
+    assert main(["report", str(copy)]) == 0
+    err = capsys.readouterr().err
+    assert "1 job(s) failed and 1 were skipped downstream of them" in err
+    assert f"{invert['label']}: RuntimeError: boom" in err
+    assert main(["report", str(copy), "--strict"]) == 2
