@@ -64,6 +64,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def resolved_execution(settings: dict[str, Any]) -> tuple[int, bool]:
+    """(threads, deterministic) a job with the suite's `execution` settings runs under in this process."""
+    return settings.get("threads") or available_cores(), bool(settings.get("deterministic", True))
+
+
 def apply_execution(settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Fix the host allocator, threads and deterministic algorithms of a job; returns the latter two for provenance.
 
@@ -73,8 +78,7 @@ def apply_execution(settings: dict[str, Any], device: torch.device) -> dict[str,
     backward passes), which the returned record says.
     """
     keep_freed_host_memory()  # no page faults on every CPU step's large buffers; values unchanged (see hostmem)
-    threads = settings.get("threads") or available_cores()
-    deterministic = bool(settings.get("deterministic", True))
+    threads, deterministic = resolved_execution(settings)
     torch.set_num_threads(threads)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement, before its first use

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mibench.context import resolved_execution
 from mibench.errors import MibenchError, RunInterrupted
 from mibench.executors import Executor, JobOutcome, SequentialExecutor
 from mibench.locks import holder_gone, holder_record, holder_text, read_holder
@@ -108,6 +109,7 @@ def run_plan(
             summary.failed[job.id] = f"failed earlier (use --retry-failed): {old['error']}"
         else:
             pending.append(job)
+    report_other_settings(plan, store, summary.cached, device, reporter)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = mark_running(run_dir, plan.suite.suite.name)
     try:
@@ -124,6 +126,37 @@ def run_plan(
     write_run(run_dir, plan, store, summary)
     summary.wall_time_s = time.perf_counter() - start
     return summary
+
+
+def report_other_settings(
+    plan: Plan, store: ArtifactStore, cached: list[str], device: torch.device, reporter: Reporter
+) -> list[str]:
+    """Name the reused artifacts that were built under other execution settings than this run's; returns their ids.
+
+    A job's bytes are promised for its key *and* its execution settings (threads, deterministic algorithms, device
+    type): CPU reductions split work by thread. The settings are not part of the key, so that a cache shared by
+    machines of different sizes is still shared; reusing what another setting built is said here, and each record
+    carries the settings its artifact was built under.
+    """
+    other = []
+    for job_id in cached:
+        job = plan.jobs[job_id]
+        built = store.meta(job.stage, job.key).get("execution") or {}
+        threads, deterministic = resolved_execution(job.runtime.get("execution", {}))
+        device_type = str(store.meta(job.stage, job.key).get("device", device.type)).split(":")[0]
+        if built and (built.get("threads"), built.get("deterministic"), device_type) != (
+            threads, deterministic, device.type
+        ):
+            other.append(job_id)
+    if other:
+        first = plan.jobs[other[0]]
+        built = store.meta(first.stage, first.key).get("execution") or {}
+        reporter.log(
+            f"reusing {len(other)} artifact(s) built under other execution settings than this run's (e.g. "
+            f"{first.label}: {built.get('threads')} threads, deterministic {built.get('deterministic')}); the same "
+            "key with other settings may hold other bytes; their records carry the settings they were built under"
+        )
+    return other
 
 
 def write_run(run_dir: Path, plan: Plan, store: ArtifactStore, summary: RunSummary) -> None:

@@ -246,3 +246,22 @@ def test_a_failed_jobs_missing_cells_are_named_by_the_report(tiny_run, tmp_path,
     assert "1 job(s) failed and 1 were skipped downstream of them" in err
     assert f"{invert['label']}: RuntimeError: boom" in err
     assert main(["report", str(copy), "--strict"]) == 2
+
+
+def test_reusing_artifacts_built_under_other_execution_settings_is_said(tiny_run, tmp_path, capsys):
+    import yaml
+
+    path, cache, _ = tiny_run
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    suite = yaml.safe_load(path.read_text())
+    built_with = ArtifactStore(copy).meta("evaluator", build_plan(load_suite(path)).by_stage()["evaluator"][0].key)
+    other = 1 if built_with["execution"]["threads"] != 1 else 2
+    path2 = write_suite(tmp_path / "threads.yaml", {**suite, "execution": {"threads": other}})
+    assert {j.key for j in build_plan(load_suite(path2)).jobs.values()} == {
+        j.key for j in build_plan(load_suite(path)).jobs.values()}  # the settings are not in the keys ...
+    assert main(["run", str(path2), "--cache", str(copy), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err  # ... so reusing what other settings built is said
+    assert "reusing 6 artifact(s) built under other execution settings" in err
+    assert main(["run", str(path), "--cache", str(copy), "--out", str(tmp_path / "r2")]) == 0
+    assert "other execution settings" not in capsys.readouterr().err
