@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ def write_records(path: Path, records: list[Record]) -> None:
                                for r in records))  # fmt: skip
 
 
+MAX_RECORDS_BYTES = 1 << 30  # a table1 run's records are a few MB
+MAX_RECORD_LINE = 1 << 20
+
+
+def _bounded_lines(path: Path) -> Iterator[str]:
+    """The lines of a records file, read one by one: a line or a file past its bound is an error naming it."""
+    size = path.stat().st_size
+    if size > MAX_RECORDS_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes; records files are limited to {MAX_RECORDS_BYTES:,}")
+    with path.open("rb") as f:
+        for i, raw in enumerate(iter(lambda: f.readline(MAX_RECORD_LINE + 1), b""), 1):
+            if len(raw) > MAX_RECORD_LINE:
+                raise ValueError(f"{path}:{i}: a line over {MAX_RECORD_LINE:,} bytes: not a records file")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not UTF-8 text (byte {exc.start}): not a records file") from None
+
+
 def read_records(path: Path) -> list[Record]:
     """Read a records file; every problem names the file and line.
 
@@ -59,13 +79,9 @@ def read_records(path: Path) -> list[Record]:
     measurement (job key, seed, defense, attack, metric) with different values are errors; an identical duplicate
     (two runs' files joined with `cat`) counts once, so it is never averaged as if it were another seed.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}): not a records file") from None
     records: list[Record] = []
     first_line: dict[tuple, tuple[int, Record]] = {}
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(_bounded_lines(path), 1):
         if not line.strip():
             continue
         try:

@@ -442,8 +442,11 @@ def test_records_count_once_and_name_bad_lines(records, tmp_path):
     with pytest.raises(ValueError, match=r"nan\.jsonl:1: value nan is not a finite number"):
         read_records(nan)
     (tmp_path / "latin.jsonl").write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(ValueError, match=r"latin\.jsonl: not UTF-8"):
+    with pytest.raises(ValueError, match=r"latin\.jsonl:1: not UTF-8"):
         read_records(tmp_path / "latin.jsonl")
+    (tmp_path / "long.jsonl").write_bytes(b"x" * (2 << 20))  # read line by line, a line past 1 MiB is refused
+    with pytest.raises(ValueError, match=r"long\.jsonl:1: a line over 1,048,576 bytes"):
+        read_records(tmp_path / "long.jsonl")
 
 
 def test_privacy_layout_puts_the_spent_epsilon_beside_accuracy_and_aa():
