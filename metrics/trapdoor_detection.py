@@ -45,6 +45,12 @@ def signatures_and_threshold(
     return signatures, torch.quantile(clean.double(), 1 - false_positive_rate).item()
 
 
+def no_trapdoors(*metrics: str) -> list[Measurement]:
+    """Undefined values, with the reason, for a target whose defense plants no trapdoors (never silently nothing)."""
+    reason = "the target has no trapdoor triggers (its defense plants none): nothing to detect with"
+    return [Measurement(m, None, True, "fraction", {"reason": reason}) for m in metrics]
+
+
 class TrapdoorDetectionParams(Params):
     """The clean false-positive rate that fixes the threshold."""
 
@@ -59,12 +65,13 @@ class TrapdoorDetection(Metric):
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     Params = TrapdoorDetectionParams
     scope: ClassVar[str] = "attack"
+    version: ClassVar[int] = 2  # 2: undefined values with a reason on targets without trapdoors (was no record)
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
-        """Nothing for a target without triggers."""
+        """Recall and AUC; for a target without triggers, undefined with the reason (a "–" the caption names)."""
         reference = signatures_and_threshold(inputs, ctx, self.params.false_positive_rate)
         if reference is None:
-            return []
+            return no_trapdoors("trapdoor_recall", "trapdoor_auc")
         signatures, tau = reference
         device = inputs.device
         recon = signature_scores(inputs.target, inputs.reconstructions.images.to(device), signatures)
@@ -99,13 +106,14 @@ class AdversarialDetection(Metric):
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     Params = AdversarialDetectionParams
     scope: ClassVar[str] = "target"
+    version: ClassVar[int] = 2  # 2: undefined values with a reason on targets without trapdoors (was no record)
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
-        """Nothing for a target without triggers."""
+        """Per budget, success rate and AUC; for a target without triggers, undefined with the reason."""
         p: AdversarialDetectionParams = self.params
         reference = signatures_and_threshold(inputs, ctx, p.false_positive_rate)
         if reference is None:
-            return []
+            return no_trapdoors(*(f"adv_{m}_{norm}" for norm in ("linf", "l2") for m in ("dsr", "auc")))
         signatures, tau = reference
         device = inputs.device
         test = inputs.data.private_test

@@ -87,4 +87,6 @@ def test_adversarial_detection_metric_on_a_tiny_trap_mid_target(defense_data):
     # 8/255 PGD breaks an undefended tiny CNN; the trapdoored one is mostly broken too (its shortcut is the trapdoor)
     assert values["adv_dsr_linf"].details["robust_accuracy"] < 0.5
     inputs.target_extras = {}
-    assert metric.compute(inputs, RunContext(seed=0)) == []  # no triggers, no values
+    missing = metric.compute(inputs, RunContext(seed=0))  # no triggers: undefined values that say why
+    assert {m.metric for m in missing} == set(values) and all(m.value is None for m in missing)
+    assert all("no trapdoor triggers" in m.details["reason"] for m in missing)

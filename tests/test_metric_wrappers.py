@@ -117,8 +117,10 @@ def test_prdc_wrapper(inputs):
     assert per_class[0].details["classes"] == 0 and all(m.value != m.value for m in per_class)  # NaN
 
 
-def test_trapdoor_detection_is_silent_without_triggers(inputs):
+def test_trapdoor_detection_says_why_it_has_no_value_without_triggers(inputs):
     from mibench.metrics.trapdoor_detection import TrapdoorDetection, TrapdoorDetectionParams
 
     assert inputs.target_extras == {}
-    assert TrapdoorDetection(TrapdoorDetectionParams()).compute(inputs, RunContext()) == []
+    values = TrapdoorDetection(TrapdoorDetectionParams()).compute(inputs, RunContext())
+    assert [(m.metric, m.value) for m in values] == [("trapdoor_recall", None), ("trapdoor_auc", None)]
+    assert all("no trapdoor triggers" in m.details["reason"] for m in values)
