@@ -159,8 +159,12 @@ class ArtifactStore:
                 f"{self.root} is not a mibench cache (no {CACHE_MARKER} in it) and holds what mibench did not write "
                 f"({shown}): give a new or empty folder as the cache (output.cache / --cache)"
             )
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.root / CACHE_MARKER, {"mibench": "artifact cache", "since": time.strftime("%Y-%m-%d")})
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            marker = {"mibench": "artifact cache", "since": time.strftime("%Y-%m-%d")}
+            write_json_atomic(self.root / CACHE_MARKER, marker)
+        except OSError as exc:  # e.g. under /proc: found here, before any job, not job by job
+            raise MibenchError(f"the cache {self.root} cannot be used: {exc.strerror or exc}") from None
 
     def is_claimed(self) -> bool:
         """Whether `root` carries the cache marker."""

@@ -265,3 +265,14 @@ def test_reusing_artifacts_built_under_other_execution_settings_is_said(tiny_run
     assert "reusing 6 artifact(s) built under other execution settings" in err
     assert main(["run", str(path), "--cache", str(copy), "--out", str(tmp_path / "r2")]) == 0
     assert "other execution settings" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_unusable_cache_is_one_error_before_any_job_and_keeps_the_old_records(tiny_run, tmp_path, capsys):
+    path, _, _ = tiny_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "records.jsonl").write_text("earlier records\n")
+    assert main(["run", str(path), "--cache", "/proc/mibench-cache", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("mibench: error: the cache /proc/mibench-cache cannot be used")
+    assert (out / "records.jsonl").read_text() == "earlier records\n"
