@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         "--stats", action="store_true", help="mark significant differences (Welch, Holm) and list every comparison"
     )
     report.add_argument("--strict", action="store_true", help="fail when a cell covers fewer seeds than planned")
+    report.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every record against the cached artifact it came from (value, integrity); name what none backs",
+    )
+    report.add_argument("--cache", type=Path, help="with --verify: the cache (default: the one the run used)")
     fmt = report.add_mutually_exclusive_group()
     for name in FORMATS:
         fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name)

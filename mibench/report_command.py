@@ -35,6 +35,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise MibenchError(f"no run folders under {args.root}/: give RUN_DIR, or run `mibench run SUITE` first")
         args.run_dir = [folders[0]]
         print(f"mibench: reporting the newest run, {folders[0]}", file=sys.stderr)
+    if args.verify:
+        return _verify_report(args)
     if args.format == "html":
         return _html_report(args)
     if len(args.run_dir) > 1:
@@ -95,6 +97,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _verify_report(args: argparse.Namespace) -> int:
+    """`mibench report RUN --verify`: every record against its artifact; exit 1 when any is unbacked."""
+    from mibench.records import RECORDS_FILE
+    from mibench.runner import load_plan_info, verify_records
+    from mibench.store import ArtifactStore
+
+    status = 0
+    for run_dir in args.run_dir:
+        cache = args.cache or Path(load_plan_info(run_dir)["cache"])
+        problems, checked = verify_records(run_dir / RECORDS_FILE, ArtifactStore(cache))
+        for line in problems:
+            print(line)
+        print(f"{run_dir}: {checked} records checked against the artifacts in {cache}: "
+              + (f"{len(problems)} not backed" if problems else "every one backed"))  # fmt: skip
+        status = status or int(bool(problems))
+    return status
 
 
 def failed_jobs_note(info: dict) -> str | None:

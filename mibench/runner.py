@@ -21,7 +21,7 @@ from mibench.executors import Executor, JobOutcome, SequentialExecutor
 from mibench.locks import holder_gone, holder_record, holder_text, read_holder
 from mibench.plan import STAGES, Job, Plan
 from mibench.progress import Reporter
-from mibench.records import RECORDS_FILE, Record, write_records
+from mibench.records import RECORDS_FILE, Record, read_records, write_records
 from mibench.stages import read_values
 from mibench.store import ArtifactStore, read_json_file, write_json_atomic
 
@@ -311,6 +311,31 @@ def assemble_records(plan: Plan, store: ArtifactStore) -> list[Record]:
                 )
             )
     return records
+
+
+def verify_records(path: Path, store: ArtifactStore) -> tuple[list[str], int]:
+    """(problems, records checked): each record of `path` against the artifact its job key names.
+
+    A record is backed when its artifact is in the store, intact (sizes and SHA-256 of every file), and its
+    `values.json` holds the same value for the metric; each other record is one line naming its file line.
+    """
+    problems: list[str] = []
+    records = read_records(path)
+    values: dict[tuple[str, str], dict[str, object] | str] = {}
+    for i, r in enumerate(records, 1):
+        artifact = (r.stage, r.job_key)
+        if artifact not in values:
+            problem = store.verify(*artifact) if store.path(*artifact).is_dir() else "no such artifact in the cache"
+            values[artifact] = problem or {v["metric"]: v["value"] for v in read_values(store, *artifact)}
+        what = f"record {i} ({r.metric} of {r.defense} / {r.attack or '-'} seed {r.seed}, {r.stage}/{r.job_key})"
+        found = values[artifact]
+        if isinstance(found, str):
+            problems.append(f"{what}: {found}")
+        elif r.metric not in found:
+            problems.append(f"{what}: its artifact has no {r.metric}")
+        elif found[r.metric] != r.value:
+            problems.append(f"{what}: recorded {r.value}, its artifact says {found[r.metric]}")
+    return problems, len(records)
 
 
 def describe_plan(plan: Plan, store: ArtifactStore) -> str:

@@ -276,3 +276,26 @@ def test_an_unusable_cache_is_one_error_before_any_job_and_keeps_the_old_records
     assert main(["run", str(path), "--cache", "/proc/mibench-cache", "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("mibench: error: the cache /proc/mibench-cache cannot be used")
     assert (out / "records.jsonl").read_text() == "earlier records\n"
+
+
+def test_report_verify_names_every_record_no_intact_artifact_backs(tiny_run, tmp_path, capsys):
+    import json
+
+    _, cache, run = tiny_run
+    copy_cache, copy_run = tmp_path / "cache", tmp_path / "run"
+    shutil.copytree(cache, copy_cache)
+    shutil.copytree(run, copy_run)
+    assert main(["report", str(copy_run), "--verify", "--cache", str(copy_cache)]) == 0
+    assert "every one backed" in capsys.readouterr().out
+    lines = (copy_run / "records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    acc = next(i for i, r in enumerate(records) if r["metric"] == "acc")
+    records[acc]["value"] = 0.999  # an edited number
+    evaluator = next(r for r in records if r["stage"] == "evaluator")
+    shutil.rmtree(copy_cache / "evaluator" / evaluator["job_key"])  # a number whose artifact is gone
+    (copy_run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["report", str(copy_run), "--verify", "--cache", str(copy_cache)]) == 1
+    out = capsys.readouterr().out
+    assert f"record {acc + 1} (acc of -" in out and "recorded 0.999, its artifact says" in out
+    assert f"evaluator/{evaluator['job_key']}): no such artifact in the cache" in out
+    assert "2 not backed" in out
