@@ -259,7 +259,10 @@ def _execute(
                     continue
                 finished.add(job.id)
                 (summary.ran if outcome.status == "ran" else summary.cached).append(job.id)
-                reporter.log(f"        done {job.label} in {outcome.wall_time_s:.1f}s")
+                if outcome.status == "ran":
+                    reporter.log(f"        done {job.label} in {outcome.wall_time_s:.1f}s")
+                else:  # another process built it while this run waited for its lock
+                    reporter.log(f"        {job.label}: built by another run meanwhile; reused")
     except KeyboardInterrupt:
         abort = getattr(executor, "abort", None)
         if abort is not None:

@@ -167,6 +167,7 @@ def test_two_concurrent_runs_build_each_artifact_once(tmp_path, tiny_suite):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         ran.append(int(re.search(r"ran (\d+) jobs", err).group(1)))
+        assert err.count("        done ") == ran[-1]  # a run's log calls only its own builds done
     assert sum(ran) == n_jobs  # every artifact built by exactly one of the two runs
 
 

@@ -174,7 +174,14 @@ def _start_run(path: Path, cache: Path, out: Path, *extra: str, hold: bool = Fal
     return subprocess.Popen(
         [sys.executable, "-m", "mibench.cli", "run", str(path), "--cache", str(cache), "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY, env=env,
+        preexec_fn=_default_interrupt,
     )
+
+
+def _default_interrupt() -> None:
+    """The child's Ctrl-C as at a terminal: a test suite started in the background (`cmd &` in a script) inherits
+    SIGINT ignored, and Python then never turns it into KeyboardInterrupt (the Ctrl-C test hung 60 s that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _start_held_run(reference, tmp: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
