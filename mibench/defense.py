@@ -257,7 +257,6 @@ class DefenseStack:
             stats += measured
         return extras, stats
 
-
     def restore(self, model: nn.Module, extras: dict[str, torch.Tensor], members: int | None = None) -> None:
         """Hand each defense (the first `members` only, when given) its own extras."""
         for i, d in enumerate(self.defenses[:members]):

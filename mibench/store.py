@@ -38,7 +38,9 @@ DONE = "done.json"
 FILES = "files"  # the marker's manifest: {relative name: {"size": bytes, "sha256": hex}}
 CACHE_MARKER = ".mibench-cache"  # says that a folder is a mibench cache: mibench deletes nothing elsewhere
 STAGE_FOLDERS = ("evaluator", "target", "prior", "invert", "measure")  # the job stages, in dependency order
-OWN_ENTRIES = frozenset((*STAGE_FOLDERS, "data", "failed", CACHE_MARKER))  # what a cache's top folder may hold
+# What a cache's top folder may hold: stage folders, preprocessed data, failure records, the SLURM executor's default
+# log folder (`cluster.slurm.logs`), the marker.
+OWN_ENTRIES = frozenset((*STAGE_FOLDERS, "data", "failed", "slurm-logs", CACHE_MARKER))
 # Folders a build leaves beside finished artifacts: `.{key}.{uuid4 hex}.{tmp|old|corrupt}`, exactly as `build` and
 # `quarantine` name them; nothing else in a stage folder is ever deleted.
 _SPARE = re.compile(rf"^\.([0-9a-f]{{{KEY_LENGTH}}})\.[0-9a-f]{{32}}\.(tmp|old|corrupt)$")
@@ -148,7 +150,7 @@ class ArtifactStore:
         marker), gets the marker; a folder holding anything else is refused, naming it, so that a mistyped `--cache`
         (a project folder, a home folder) is never written into or cleaned.
         """
-        if (self.root / CACHE_MARKER).is_file():
+        if self.is_claimed():
             return
         if self.root.exists() and not self.root.is_dir():
             raise MibenchError(f"the cache {self.root} is a file, not a folder")
