@@ -9,6 +9,7 @@ mis-shaped key is an error that names it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
 from collections.abc import Mapping
@@ -64,17 +65,29 @@ def weights_file(explicit: str | None, default_name: str, what: str, provenance:
     return path
 
 
-def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> object:
+def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str | None = None) -> object:
     """The contents of a checkpoint file, read with `torch.load(weights_only=True)` onto the CPU.
 
-    A missing, corrupt or unsafe file is a CheckpointError naming it.
+    A missing, corrupt or unsafe file is a CheckpointError naming it. With `sha256` (what the plan hashed into the
+    job's key), the bytes are read once, hashed and loaded from memory: a file replaced after planning is an error,
+    never published under the old file's hash.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} file not found: {path}")
     check_declared_size(path, what)
+    source: Path | io.BytesIO = path
+    if sha256 is not None:
+        data = path.read_bytes()
+        found = hashlib.sha256(data).hexdigest()
+        if found != sha256:
+            raise CheckpointError(
+                f"{what} {path} changed since the run was planned (SHA-256 {found[:12]}..., planned {sha256[:12]}...): "
+                "run again to plan with the new file"
+            )
+        source = io.BytesIO(data)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
 
@@ -100,9 +113,14 @@ def check_declared_size(path: Path, what: str) -> None:
         )
 
 
-def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed."""
-    obj = read_checkpoint(path, what=what)
+def read_state_dict(
+    path: str | Path, *, what: str = "checkpoint", sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: unwrapped from {'state_dict': ...} and with `module.` prefixes removed.
+
+    `sha256`: the content the plan keyed the job on (see `read_checkpoint`).
+    """
+    obj = read_checkpoint(path, what=what, sha256=sha256)
     seen: set[int] = set()
     while isinstance(obj, Mapping) and len(obj) >= 1 and any(k in obj for k in _WRAPPERS):
         # A crafted file can nest wrappers deeply or make a dict contain itself: bound the unwrapping.

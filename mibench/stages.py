@@ -252,7 +252,7 @@ def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
     details = {"architecture": p["architecture"]["name"], "n_test": len(data.private_test)}
     if p.get("checkpoint"):
         path = job.runtime["checkpoint_path"]
-        load_strict(model, read_state_dict(path, what="evaluator checkpoint"), path)
+        load_strict(model, read_state_dict(path, what="evaluator checkpoint", sha256=p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
         values = [Measurement("evaluator_acc", acc, None, "fraction", {**details, "checkpoint": p["checkpoint"]})]
         _publish(ws, job, {"model.pt": model.state_dict()}, values, 0.0)
@@ -277,7 +277,7 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     if p.get("checkpoint"):  # a released target: load it (strictly) instead of training
         model = defense.wrap(build_network(p["architecture"], data))
         path = job.runtime["checkpoint_path"]
-        load_strict(model, read_state_dict(path, what="target checkpoint"), path)
+        load_strict(model, read_state_dict(path, what="target checkpoint", sha256=p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
         trained = TrainedTarget(model, acc, 0.0)
     else:

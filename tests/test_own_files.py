@@ -299,3 +299,19 @@ def test_report_verify_names_every_record_no_intact_artifact_backs(tiny_run, tmp
     assert f"record {acc + 1} (acc of -" in out and "recorded 0.999, its artifact says" in out
     assert f"evaluator/{evaluator['job_key']}): no such artifact in the cache" in out
     assert "2 not backed" in out
+
+
+def test_a_checkpoint_replaced_after_planning_is_an_error_not_published_under_the_old_hash(tmp_path):
+    import torch
+
+    from mibench.checkpoints import file_sha256, read_state_dict
+    from mibench.errors import CheckpointError
+
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), first)
+    planned = file_sha256(first)
+    assert set(read_state_dict(first, sha256=planned)) == {"weight", "bias"}
+    torch.save(torch.nn.Linear(3, 2).state_dict(), second)
+    second.replace(first)  # the file the plan hashed is replaced before the job reads it
+    with pytest.raises(CheckpointError, match="changed since the run was planned"):
+        read_state_dict(first, sha256=planned)
