@@ -70,6 +70,7 @@ class BREPMI(UsesGMIGAN):
 
     name: ClassVar[str] = "brepmi"
     paper: ClassVar[str] = "Kahla et al., Label-Only Model Inversion Attacks via Boundary Repulsion, CVPR 2022"
+    official: ClassVar[str | None] = "m-kahla/Label-Only-Model-Inversion-Attacks-via-Boundary-Repulsion @ 8a2e200"
     access: ClassVar[Access] = Access.LABELS
     version: ClassVar[int] = 2  # 2: the +1/-1 expansion rule, failures without expansion, official defaults
     Params = BREPMIParams

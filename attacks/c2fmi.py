@@ -119,6 +119,7 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
 
     name: ClassVar[str] = "c2fmi"
     paper: ClassVar[str] = "Ye et al., C2FMI: Corse-to-Fine Black-box Model Inversion Attack, IEEE TDSC 2023"
+    official: ClassVar[str | None] = "MiLabHITSZ/2022YeC2FMI @ ca5142a"
     access: ClassVar[Access] = Access.PROBABILITIES
     Params = C2FMIParams
 

@@ -140,6 +140,7 @@ class DeepInversion(Attack):
 
     name: ClassVar[str] = "deepinversion"
     paper: ClassVar[str] = "Yin et al., Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion, CVPR 2020"
+    official: ClassVar[str | None] = "NVlabs/DeepInversion @ 2413af1"
     access: ClassVar[Access] = Access.WHITE_BOX
     Params = DeepInversionParams
     needs_batchnorm: ClassVar[bool] = True

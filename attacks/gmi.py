@@ -81,6 +81,7 @@ class GMI(UsesGMIGAN, GenerativeAttack):
 
     name: ClassVar[str] = "gmi"
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer: Generative Model-Inversion Attacks, CVPR 2020"
+    official: ClassVar[str | None] = "LetheSec/PLG-MI-Attack @ 3cf8735"
     access: ClassVar[Access] = Access.WHITE_BOX
     published_pipeline: ClassVar[str | None] = "plgmi-baselines"
     Params = GMIParams

@@ -92,6 +92,7 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
         "Qiu et al., A Closer Look at GAN Priors: Exploiting Intermediate Features for Enhanced Model Inversion "
         "Attacks, ECCV 2024"
     )
+    official: ClassVar[str | None] = "final-solution/IF-GMI @ e792ef1"
     access: ClassVar[Access] = Access.WHITE_BOX
     published_pipeline: ClassVar[str | None] = "ppa"  # IF-GMI's evaluation is PPA's
     Params = IFGMIParams

@@ -75,6 +75,7 @@ class InversionNetwork(Attack):
     paper: ClassVar[str] = (
         "Yang et al., Neural Network Inversion in Adversarial Setting via Background Knowledge Alignment, CCS 2019"
     )
+    official: ClassVar[str | None] = "yziqi/adversarial-model-inversion @ c421bbc"
     version: ClassVar[int] = 2  # 2: the log-confidence encoding and the per-image protocol
     access: ClassVar[Access] = Access.PROBABILITIES
     Params = InversionNetParams

@@ -54,6 +54,7 @@ class KEDMI(GenerativeAttack):
 
     name: ClassVar[str] = "kedmi"
     paper: ClassVar[str] = "Chen et al., Knowledge-Enriched Distributional Model Inversion Attacks, ICCV 2021"
+    official: ClassVar[str | None] = "SCccc21/Knowledge-Enriched-DMI @ 1ec92f4"
     access: ClassVar[Access] = Access.WHITE_BOX
     published_pipeline: ClassVar[str | None] = "plgmi-baselines"
     Params = KEDMIParams

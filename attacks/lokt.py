@@ -221,6 +221,7 @@ class LOKT(GenerativeAttack):
 
     name: ClassVar[str] = "lokt"
     paper: ClassVar[str] = "Nguyen et al., Label-Only Model Inversion Attacks via Knowledge Transfer, NeurIPS 2023"
+    official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     access: ClassVar[Access] = Access.LABELS
     Params = LOKTParams
     prior_name: ClassVar[str] = "lokt"

@@ -107,6 +107,7 @@ class LOMMA(GenerativeAttack):
     """The add-on, mixed in before a generative attack: `class LOMMAGMI(LOMMA, GMI)`."""
 
     paper: ClassVar[str] = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023"
+    official: ClassVar[str | None] = "sutd-visual-computing-group/Re-thinking_MI @ ed4b6b8"
 
     def _students_params(self) -> StudentsPriorParams:
         lp: LOMMAParams = self.params.lomma

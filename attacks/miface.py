@@ -65,6 +65,7 @@ class MIFace(Attack):
 
     name: ClassVar[str] = "miface"
     paper: ClassVar[str] = "Fredrikson et al., Model Inversion Attacks that Exploit Confidence Information, CCS 2015"
+    official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
     access: ClassVar[Access] = Access.WHITE_BOX
     Params = MIFaceParams
 

@@ -110,6 +110,7 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
     paper: ClassVar[str] = (
         "An et al., MIRROR: Model Inversion for Deep Learning Based Face Recognition Models, NDSS 2022"
     )
+    official: ClassVar[str | None] = "njuaplusplus/mirror @ 2730a14"
     access: ClassVar[Access] = Access.PROBABILITIES
     version: ClassVar[int] = 2  # 2: untruncated pool and search, truncation at every render (official)
     Params = MirrorParams

@@ -77,6 +77,7 @@ class MirrorWhiteBox(StyleGANPrior, GenerativeAttack):
     paper: ClassVar[str] = (
         "An et al., MIRROR: Model Inversion for Deep Learning Based Face Recognition Models, NDSS 2022"
     )
+    official: ClassVar[str | None] = "njuaplusplus/mirror @ 2730a14"
     access: ClassVar[Access] = Access.WHITE_BOX
     Params = MirrorWhiteParams
 

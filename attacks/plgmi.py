@@ -152,6 +152,7 @@ class PLGMI(GenerativeAttack):
 
     name: ClassVar[str] = "plgmi"
     paper: ClassVar[str] = "Yuan et al., Pseudo Label-Guided Model Inversion Attack via Conditional GAN, AAAI 2023"
+    official: ClassVar[str | None] = "LetheSec/PLG-MI-Attack @ 3cf8735"
     access: ClassVar[Access] = Access.WHITE_BOX
     published_pipeline: ClassVar[str | None] = "plgmi"
     version: ClassVar[int] = 2  # 2: keeps the unclamped output for the published evaluation protocol

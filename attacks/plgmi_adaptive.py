@@ -91,6 +91,7 @@ class PLGMIPlus(PLGMI):
 
     name: ClassVar[str] = "plgmi-plus"
     paper: ClassVar[str] = "Liu & Chen, Trap-MID, NeurIPS 2024 (Sec. 4.2, App. E.7): adaptive PLG-MI+ (reconstruction)"
+    official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
     Params = PLGMIPlusParams
     version: ClassVar[int] = 2  # 2: stage-1 signature terms outside the alpha-scaled term
     prior_name: ClassVar[str] = "plgmi-adaptive-cgan"
@@ -125,6 +126,7 @@ class PLGMIPlusPlus(PLGMIPlus):
 
     name: ClassVar[str] = "plgmi-plusplus"
     paper: ClassVar[str] = "Liu & Chen, Trap-MID, NeurIPS 2024 (Sec. 4.2, Eq. 7): adaptive PLG-MI++ (reconstruction)"
+    official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
     Params = PLGMIPlusPlusParams
     knows_defense: ClassVar[bool] = True
 

@@ -77,6 +77,7 @@ class PPA(StyleGANPrior, GenerativeAttack):
     paper: ClassVar[str] = (
         "Struppek et al., Plug & Play Attacks: Towards Robust and Flexible Model Inversion, ICML 2022"
     )
+    official: ClassVar[str | None] = "LukasStruppek/Plug-and-Play-Attacks @ 3087a4f"
     access: ClassVar[Access] = Access.WHITE_BOX
     version: ClassVar[int] = 2  # 2: unclamped search and selection renders, evaluator re-render
     published_pipeline: ClassVar[str | None] = "ppa"

@@ -76,6 +76,7 @@ class RLBMI(UsesGMIGAN, GenerativeAttack):
 
     name: ClassVar[str] = "rlb-mi"
     paper: ClassVar[str] = "Han et al., Reinforcement Learning-Based Black-Box Model Inversion Attacks, CVPR 2023"
+    official: ClassVar[str | None] = "HanGyojin/RLB-MI @ 3a113bd"
     access: ClassVar[Access] = Access.PROBABILITIES
     Params = RLBMIParams
 

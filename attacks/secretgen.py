@@ -180,6 +180,7 @@ class SecretGen(GenerativeAttack):
     paper: ClassVar[str] = (
         "Yuan et al., SecretGen: Privacy Recovery on Pre-trained Models via Distribution Discrimination, ECCV 2022"
     )
+    official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     access: ClassVar[Access] = Access.WHITE_BOX
     observes_victims: ClassVar[bool] = True
     prior_name: ClassVar[str] = "secretgen-inpainting"

@@ -69,6 +69,7 @@ class VMI(UsesGMIGAN, GenerativeAttack):
 
     name: ClassVar[str] = "vmi"
     paper: ClassVar[str] = "Wang et al., Variational Model Inversion Attacks, NeurIPS 2021"
+    official: ClassVar[str | None] = "wangkua1/vmi @ f308752"
     access: ClassVar[Access] = Access.WHITE_BOX
     Params = VMIParams
 

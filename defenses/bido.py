@@ -116,6 +116,7 @@ class BiDO(Defense):
 
     name: ClassVar[str] = "bido"
     paper: ClassVar[str] = "Peng et al., Bilateral Dependency Optimization: Defending Against MI Attacks, KDD 2022"
+    official: ClassVar[str | None] = "AlanPeng0897/Defend_MI @ 2a3f25f"
     version: ClassVar[int] = 2  # 2: IR nets regularise their four blocks only
     Params = BiDOParams
 

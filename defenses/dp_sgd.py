@@ -89,6 +89,7 @@ class DPSGD(Defense):
 
     name: ClassVar[str] = "dp-sgd"
     paper: ClassVar[str] = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (through Opacus)"
+    official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
     Params = DPSGDParams
     defines_fit: ClassVar[bool] = True
     requires: ClassVar[dict[str, str]] = {"opacus": "dp"}

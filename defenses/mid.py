@@ -95,6 +95,7 @@ class MID(Defense):
     paper: ClassVar[str] = (
         "Wang et al., Improving Robustness to Model Inversion Attacks via Mutual Information Regularization, AAAI 2021"
     )
+    official: ClassVar[str | None] = "Jiachen-T-Wang/mi-defense @ 23dc853"
     version: ClassVar[int] = 2  # 2: VGG16_vib's raw-feature bottleneck and exposed feature, identity sampler, IR k 512
     Params = MIDParams
 

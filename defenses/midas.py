@@ -266,6 +266,7 @@ class MIDAS(Defense):
 
     name: ClassVar[str] = "midas"
     paper: ClassVar[str] = "Xu, Arafin, Qu, An Approximate Memory based Defense against MI Attacks, IEEE TETC 2022"
+    official: ClassVar[str | None] = "katekemu/model_inversion_defense @ 1f32327"
     version: ClassVar[int] = 2  # 2: fixed-point storage, errors drawn once per trial, FC layers only
     Params = MIDASParams
     deploy_only: ClassVar[bool] = True  # served from the undefended target's weights, as the notebooks do

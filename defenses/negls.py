@@ -76,6 +76,7 @@ class NegLS(Defense):
 
     name: ClassVar[str] = "negls"
     paper: ClassVar[str] = "Struppek et al., Be Careful What You Smooth For (NegLS), ICLR 2024"
+    official: ClassVar[str | None] = "LukasStruppek/Plug-and-Play-Attacks @ 3087a4f"
     Params = NegLSParams
 
     def configure(self, setup: TrainingSetup) -> TrainingSetup:

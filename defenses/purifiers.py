@@ -151,6 +151,7 @@ class ConditionalPurifier(_Purifier):
 
     name: ClassVar[str] = "conditional-purifier"
     paper: ClassVar[str] = "Yang et al., Purifier, AAAI 2023 (the MI toolbox's conditional purifier, 2024)"
+    official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     Params = ConditionalPurifierParams
 
     def build(self, num_classes: int, data_shape: tuple[int, int, int]) -> nn.Module:
@@ -236,6 +237,7 @@ class AdversarialPurifier(_Purifier):
 
     name: ClassVar[str] = "adversarial-purifier"
     paper: ClassVar[str] = "Wen et al., Defending against MI by Adversarial Examples, CSR 2021 (the MI toolbox's)"
+    official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     Params = AdversarialPurifierParams
 
     def build(self, num_classes: int, data_shape: tuple[int, int, int]) -> nn.Module:

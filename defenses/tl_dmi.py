@@ -76,6 +76,7 @@ class TLDMI(Defense):
 
     name: ClassVar[str] = "tl-dmi"
     paper: ClassVar[str] = "Ho et al., Model Inversion Robustness: Can Transfer Learning Help? (TL-DMI), CVPR 2024"
+    official: ClassVar[str | None] = "hosytuyen/TL-DMI @ e3495df"
     Params = TLDMIParams
 
     def __init__(self, params: TLDMIParams):

@@ -88,6 +88,7 @@ class TrapMID(Defense):
     name: ClassVar[str] = "trap-mid"
     has_trapdoors: ClassVar[bool] = True
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
+    official: ClassVar[str | None] = "ntuaislab/Trap-MID @ 3d59377"
     Params = TrapMIDParams
     version: ClassVar[int] = 2  # 2: the recipe's LR schedule is applied (TeD and TeD+ inherit it)
     defines_fit: ClassVar[bool] = True
@@ -238,6 +239,7 @@ class TeD(TrapMID):
 
     name: ClassVar[str] = "ted"
     paper: ClassVar[str] = "Shan et al., Gotta Catch 'Em All (TeD), CCS 2020; MI version per Trap-MID App. D.1"
+    official: ClassVar[str | None] = "ntuaislab/Trap-MID @ 3d59377"
     Params = TeDParams
 
 
@@ -253,4 +255,5 @@ class TeDPlus(TrapMID):
 
     name: ClassVar[str] = "ted-plus"
     paper: ClassVar[str] = "Liu & Chen, Trap-MID (TeD+ variant, App. D.1), NeurIPS 2024"
+    official: ClassVar[str | None] = "ntuaislab/Trap-MID @ 3d59377"
     Params = TeDPlusParams

@@ -136,6 +136,9 @@ class Attack(ABC):
 
     name: ClassVar[str]
     paper: ClassVar[str]
+    # The official implementation mibench follows, "owner/repository @ commit" (FIDELITY.md's section names the
+    # same; a test holds them together); None where none was released.
+    official: ClassVar[str | None] = None
     version: ClassVar[int] = 1
     access: ClassVar[Access]
     Params: ClassVar[type[Params]]

@@ -316,11 +316,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         table = Table(title=kind, title_justify="left")
         table.add_column("name")
         table.add_column("paper")
+        methods = kind in ("defenses", "attacks")
+        if methods:
+            table.add_column("official code (FIDELITY.md)")
+            table.add_column("version")
         extra = "access" if kind == "attacks" else ("scope" if kind == "metrics" else None)
         if extra:
             table.add_column(extra)
         for name, cls in registry:
             row = [name, cls.paper]
+            if methods:
+                row += [cls.official or "none released", str(cls.version)]
             if extra:
                 row.append(str(getattr(cls, extra).value if kind == "attacks" else cls.scope))
             table.add_row(*row)

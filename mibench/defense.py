@@ -119,6 +119,9 @@ class Defense:
 
     name: ClassVar[str]
     paper: ClassVar[str]
+    # The official implementation mibench follows, "owner/repository @ commit" (FIDELITY.md's section names the
+    # same; a test holds them together); None where none was released.
+    official: ClassVar[str | None] = None
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]]
     defines_fit: ClassVar[bool] = False  # True when `fit` replaces the shared loop
