@@ -201,4 +201,8 @@ class LOMMAKEDMI(LOMMA, KEDMI):
     """LOMMA over KED-MI: KED-MI's target-specific GAN and distributional search, LOMMA's identity loss."""
 
     name: ClassVar[str] = "lomma-kedmi"
+    # LOMMA's evaluation (Trap-MID `lomma/evaluation.py`) measures both of its methods, gmi and kedmi, with its own
+    # `metrics/fid.py` and `KNN_dist.py`; version 1 inherited KED-MI's PLG-MI-baselines pipeline instead.
+    published_pipeline: ClassVar[str | None] = "lomma"
+    version: ClassVar[int] = 2
     Params = LOMMAKEDMIParams

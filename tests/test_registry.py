@@ -97,3 +97,18 @@ def test_fidelity_md_sections_agree_with_the_registry():
             covered.add(name)
     registered = {name for name, _ in DEFENSES} | {name for name, _ in ATTACKS}
     assert registered - covered == {"none"}
+
+
+def test_every_attack_declares_the_published_pipeline_of_its_official_evaluation():
+    """Which official evaluation code measures each attack under `protocol: published` (None: mibench's standard
+    pipeline, said in the records). LOMMA (KED-MI) once inherited KED-MI's pipeline by the class hierarchy."""
+    from mibench.registry import ATTACKS
+
+    expected = {
+        "gmi": "plgmi-baselines", "kedmi": "plgmi-baselines",  # PLG-MI's baselines/recovery.py
+        "lomma-gmi": "lomma", "lomma-kedmi": "lomma",  # Trap-MID lomma/evaluation.py, both methods
+        "plgmi": "plgmi", "plgmi-plus": "plgmi", "plgmi-plusplus": "plgmi",
+        "ppa": "ppa", "if-gmi": "ppa",  # IF-GMI evaluates with PPA's code
+    }  # fmt: skip
+    declared = {name: cls.published_pipeline for name, cls in ATTACKS}
+    assert declared == {name: expected.get(name) for name in declared}
