@@ -20,8 +20,8 @@ The recipe's LR schedule (`milestones`, `gamma`) steps both the target's and the
 epoch, as the official engine does (Table 17's NegLS recipe: [75, 90], gamma 0.1).
 
 The main and trapdoor criteria come from the training setup, so a stacked NegLS applies to both (Trap-MID with
-NegLS, Table 17; `trapdoor_criterion: ce` is the `trapls=0` variant). Extra loss terms of stacked defenses are
-computed on the concatenated clean and triggered batch (official BiDO-with-trapdoors uses the clean half only).
+NegLS, Table 17; `trapdoor_criterion: ce` is the `trapls=0` variant). Extra loss terms of stacked defenses (BiDO)
+are computed on the clean half of the joint batch, as the official BiDO-with-trapdoors engine does.
 
 TeD (`ted`) and TeD+ (`ted-plus`) are the same module with TeD's five-square patch triggers (App. D.1, spec §4.5):
 TeD keeps the patches fixed (no discriminator, no trigger steps) with mask ratio 0.1 and, as App. D.1 says, the

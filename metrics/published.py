@@ -12,9 +12,10 @@ reproduces, per attack, the pipeline behind the Trap-MID paper's rows (issue #20
   100 that drop the remainder (`drop_remainder`), and returns -1000 when nothing succeeded (recorded as missing).
 * `plgmi` (PLG-MI, PLG-MI+/++): as above, except that the evaluator sees the generator's unclamped output resized
   by kornia (`align_corners=True`).
-* `lomma` (LOMMA; Trap-MID's `lomma/` = Re-thinking_MI @ ed4b6b8): evaluator and KNN inputs through `low2high` in
-  memory; FID on `((x * 0.5 + 0.5) * 255).to(uint8)` of [0, 1] images, i.e. [127, 255] (`lomma_uint8`), with the
-  TF-FID Inception (StyleGAN2-ADA's detector in the official code; torch-fidelity's port of the same weights here).
+* `lomma` (LOMMA over GMI and over KED-MI; Trap-MID's `lomma/` = Re-thinking_MI @ ed4b6b8): evaluator and KNN
+  inputs through `low2high` in memory; FID on `((x * 0.5 + 0.5) * 255).to(uint8)` of [0, 1] images, i.e. [127, 255]
+  (`lomma_uint8`), with the TF-FID Inception (StyleGAN2-ADA's detector in the official code; torch-fidelity's port
+  of the same weights here).
 * `ppa` (LukasStruppek/Plug-and-Play-Attacks @ 3087a4f): the per-class PRDC density averages over the real images
   (`metrics/prcd.py` sums the fake counts per real ball and takes the mean over reals); the evaluator already sees
   PPA's fresh renders in both protocols.
