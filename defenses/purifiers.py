@@ -18,7 +18,8 @@ wrapper (the features are the target's own; only the outputs are purified).
   IEEE CSR 2021, in the toolbox's form): a defender-side inversion decoder (Yang et al.'s, trained on the public
   images against this target, as the attacker would) guides signed-gradient steps on the logits that increase its
   reconstruction error: z <- z + eta sign(d MSE(G(enc(softmax z)), x) / dz), then the predicted class is lifted back
-  to the maximum and the perturbation is scaled into an L1 ball of radius eps, so labels never change. The toolbox
+  to the maximum and the perturbation is scaled into an L1 ball of radius eps, so labels change only on an exact tie
+  at the maximum (argmax takes the lower index; the toolbox's rule, kept; about 1% at 5 classes). The toolbox
   version does not run (it reads `loss.grad` of a scalar, takes the argmax over the whole batch, calls softmax without
   a dimension); mibench does what it describes, per image. The perturbation is computed without tracking gradients
   and added as a constant, so white-box gradients are those of the target's logits. Iterations 10, eta 0.05 and

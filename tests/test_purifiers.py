@@ -76,3 +76,32 @@ def test_white_box_gradients_pass_through_the_purifier(defense_data):
     x = to_float(defense_data.private_test.images[:4], CPU).requires_grad_(True)
     deployed(x).logits[:, 0].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_the_adversarial_purifier_keeps_labels_except_on_exact_ties_as_the_toolbox_rule():
+    """The predicted class is lifted back to the maximum, i.e. to a tie with the class that overtook it, and argmax
+    breaks ties to the lower index (the toolbox's rule, kept; FIDELITY.md no longer claims agreement by construction).
+    Closed form, one step: a decoder whose loss gradient has signs (+, -) moves logits (0.96, 1.0) to (1.01, 0.95);
+    the lift makes them (1.01, 1.01) and the label flips from 1 to 0."""
+    import torch
+
+    from mibench.defenses.purifiers import AdversarialLogits, AdversarialPurifierParams
+
+    class Signed(torch.nn.Module):
+        def __init__(self, weights):
+            super().__init__()
+            self.weights = weights
+
+        def forward(self, encoded):
+            return (encoded @ self.weights + 10.0).view(-1, 1, 1, 1)
+
+    params = AdversarialPurifierParams(iterations=1, eta=0.05, eps=1.0)
+    purifier = AdversarialLogits(Signed(torch.tensor([1.0, -1.0])), params)
+    original = torch.tensor([[0.96, 1.0]])
+    purified = original + purifier.perturbation(original, torch.zeros(1, 1, 1, 1))
+    torch.testing.assert_close(purified, torch.tensor([[1.01, 1.01]]))
+    assert original.argmax(1).item() == 1 and purified.argmax(1).item() == 0
+    draws = torch.Generator().manual_seed(0)
+    many = torch.randn(200, 1000, generator=draws)  # at 1,000 classes the L1 scaling always breaks the tie
+    wide = AdversarialLogits(Signed(torch.randn(1000, generator=draws)), params)
+    assert torch.equal((many + wide.perturbation(many, torch.zeros(200, 1, 1, 1))).argmax(1), many.argmax(1))
