@@ -13,6 +13,7 @@ from building the same artifact at once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -109,6 +110,18 @@ def _linked(folder: Path, name: str) -> bool:
         if path.is_symlink():
             return True
     return False
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a write failed for want of space: ENOSPC, or torch's zip writer's 'unexpected pos' on a full disk."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    text = str(exc)
+    torch_writer = "unexpected pos" in text or "PytorchStreamWriter failed" in text
+    return torch_writer and shutil.disk_usage(folder).free < _FULL_BELOW
+
+
+_FULL_BELOW = 64 << 20  # bytes free under which a failed torch write is taken for a full disk
 
 
 @dataclass
@@ -375,6 +388,14 @@ class ArtifactStore:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
+        except (OSError, RuntimeError) as exc:
+            if _out_of_space(exc, final.parent):
+                free = shutil.disk_usage(final.parent).free
+                raise MibenchError(
+                    f"no space left on the device of {self.root} while writing artifact {stage}/{key} "
+                    f"({free / 2**20:.0f} MiB free): free some, or give another --cache; nothing finished was lost"
+                ) from exc
+            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -315,3 +315,23 @@ def test_a_checkpoint_replaced_after_planning_is_an_error_not_published_under_th
     second.replace(first)  # the file the plan hashed is replaced before the job reads it
     with pytest.raises(CheckpointError, match="changed since the run was planned"):
         read_state_dict(first, sha256=planned)
+
+
+def test_a_full_disk_is_named_as_such_not_as_torchs_unexpected_pos(tmp_path, monkeypatch):
+    import errno
+    import shutil as shell
+    from collections import namedtuple
+
+    store = ArtifactStore(tmp_path / "cache")
+    store.claim()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shell, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1 << 20))
+    key = "e" * 20
+    full = r"no space left on the device of .* while writing artifact target/e+ \(1 MiB"
+    with pytest.raises(MibenchError, match=full), store.build("target", key):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 1600 vs 1494")
+    with pytest.raises(MibenchError, match="no space left"), store.build("target", key):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(RuntimeError, match="something else"), store.build("target", key):
+        raise RuntimeError("something else")
+    assert not store.is_done("target", key) and not list((tmp_path / "cache" / "target").glob(".*.tmp"))
