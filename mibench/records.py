@@ -81,6 +81,7 @@ def read_records(path: Path) -> list[Record]:
     """
     records: list[Record] = []
     first_line: dict[tuple, tuple[int, Record]] = {}
+    first_job: dict[tuple, tuple[int, str]] = {}  # (seed, defense, attack, metric) -> the line and job it came from
     for i, line in enumerate(_bounded_lines(path), 1):
         if not line.strip():
             continue
@@ -100,5 +101,14 @@ def read_records(path: Path) -> list[Record]:
                 )
             continue
         first_line[key] = (i, record)
+        slot = (record.seed, record.defense, record.attack, record.metric)
+        if slot in first_job and first_job[slot][1] != record.job_key:
+            j, other = first_job[slot]
+            raise ValueError(
+                f"{path}:{i}: {record.metric} of {record.defense} / {record.attack or '-'} seed {record.seed} comes "
+                f"from job {record.job_key} here and from job {other} on line {j}: records of runs with other "
+                "settings are not averaged as seeds (report each run folder on its own)"
+            )
+        first_job.setdefault(slot, (i, record.job_key))
         records.append(record)
     return records

@@ -335,3 +335,14 @@ def test_a_full_disk_is_named_as_such_not_as_torchs_unexpected_pos(tmp_path, mon
     with pytest.raises(RuntimeError, match="something else"), store.build("target", key):
         raise RuntimeError("something else")
     assert not store.is_done("target", key) and not list((tmp_path / "cache" / "target").glob(".*.tmp"))
+
+
+def test_records_of_runs_with_other_settings_are_not_averaged_as_seeds(tmp_path):
+    from mibench.records import read_records, write_records
+    from tests.test_report import rec
+
+    one = rec("-", "GMI", "aa1", 0, 0.5, False)
+    other = one.model_copy(update={"job_key": "another-job", "value": 0.7})  # same cell, another setting's job
+    write_records(tmp_path / "joined.jsonl", [one, rec("-", "GMI", "aa1", 1, 0.6, False), other])
+    with pytest.raises(ValueError, match=r"joined\.jsonl:3: aa1 of - / GMI seed 0 comes from job another-job here"):
+        read_records(tmp_path / "joined.jsonl")
