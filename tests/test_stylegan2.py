@@ -236,3 +236,21 @@ def test_a_pickle_asking_for_huge_layers_is_refused_before_allocating(tmp_path, 
     with pytest.raises(CheckpointError, match="channel_max=1048576"):
         load_stylegan2(tmp_path / "ffhq.pkl")
     assert time.perf_counter() - start < 5  # named before any network is built
+
+
+def test_a_converted_file_with_a_crafted_config_is_refused_before_any_network_is_built(tmp_path, monkeypatch):
+    import mibench.gan.stylegan2 as module
+    from mibench.errors import CheckpointError
+    from mibench.gan.stylegan2 import load_stylegan2
+
+    built = []
+    monkeypatch.setattr(module.StyleGAN2Generator, "__init__", lambda self, config: built.append(config))
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"config": {"resolution": 1 << 20, "channel_max": 1 << 20}, "state_dict": {}}, crafted)
+    with pytest.raises(CheckpointError, match=r"out of range: channel_max=1048576 \(at most 2048\), resolution="):
+        load_stylegan2(crafted)
+    odd = tmp_path / "odd.pt"
+    torch.save({"config": {"resolution": "64; rm -rf /"}, "state_dict": {}}, odd)
+    with pytest.raises(CheckpointError, match="values that are not numbers"):
+        load_stylegan2(odd)
+    assert built == []

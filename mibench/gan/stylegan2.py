@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -324,6 +324,28 @@ class StyleGAN2Generator(nn.Module):
         return self.synthesis.run_blocks(ws, block, block + 1, features)[0]
 
 
+# What released StyleGAN2-ADA networks use, with headroom; a pickle asking for more is refused before allocation.
+CONFIG_BOUNDS = {
+    "z_dim": 4096, "w_dim": 4096, "img_channels": 4, "mapping_layers": 32, "channel_max": 2048,
+    "channel_base": 1 << 17, "resolution": 4096,
+}  # fmt: skip
+
+
+def check_config_bounds(config: StyleGAN2Config) -> None:
+    """Refuse configurations no released network has (a crafted file could ask for gigabytes per layer).
+
+    Checked before any network is built, for NVIDIA's pickles and converted `.pt` files alike.
+    """
+    too_large = [f"{k}={getattr(config, k)} (at most {v})" for k, v in CONFIG_BOUNDS.items() if getattr(config, k) > v]
+    too_small = [f"{k}={getattr(config, k)}" for k in CONFIG_BOUNDS if getattr(config, k) < 1]
+    resolution = config.resolution
+    if resolution < 4 or resolution & (resolution - 1):
+        too_small.append(f"resolution={resolution} (a power of two >= 4)")
+    if too_large or too_small:
+        problems = ", ".join(too_large + too_small)
+        raise CheckpointError(f"the file's StyleGAN2 configuration is out of range: {problems}")
+
+
 def infer_config(state: Mapping[str, torch.Tensor], conv_clamp: float | None = 256) -> StyleGAN2Config:
     """The architecture a state dict describes (resolution, widths, mapping depth); conv_clamp is not in it."""
     try:
@@ -361,10 +383,22 @@ def load_stylegan2(path: str | Path, *, what: str = "StyleGAN2 generator") -> St
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"{what} {path} holds no state dict")
         state = obj.get("state_dict", obj)
-        config = StyleGAN2Config(**obj["config"]) if "config" in obj else infer_config(state)
+        config = _stored_config(obj["config"], path) if "config" in obj else infer_config(state)
+    check_config_bounds(config)  # before the network is built: a crafted config could ask for gigabytes
     generator = StyleGAN2Generator(config)
     load_strict(generator, state, str(path))
     return generator.eval()
+
+
+def _stored_config(stored: object, path: Path) -> StyleGAN2Config:
+    """The config a converted file stores: known fields with numbers (or null for conv_clamp), else an error."""
+    known = {f.name for f in fields(StyleGAN2Config)}
+    if not isinstance(stored, Mapping) or set(stored) - known:
+        extra = sorted(set(stored) - known) if isinstance(stored, Mapping) else type(stored).__name__
+        raise CheckpointError(f"{path}: not a StyleGAN2 configuration ({extra})")
+    if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in stored.values()):
+        raise CheckpointError(f"{path}: the StyleGAN2 configuration holds values that are not numbers")
+    return StyleGAN2Config(**stored)
 
 
 def save_stylegan2(generator: StyleGAN2Generator, path: str | Path) -> None:
