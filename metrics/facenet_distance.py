@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mibench.checkpoints import file_sha256, weights_file
+from mibench.checkpoints import weights_file
 from mibench.context import RunContext
+from mibench.errors import CheckpointError
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.frechet import cached_network, network_features
 from mibench.metrics.functional import knn_distance
@@ -48,11 +49,19 @@ class FaceNetDistance(Metric):
     Params = FaceNetDistanceParams
     scope: ClassVar[str] = "attack"
 
+    def external_files(self) -> dict[str, Path]:
+        """The FaceNet weights it reads, where they are now (they key its job)."""
+        try:
+            return {"weights": facenet_weights_path(self.params.weights)}
+        except CheckpointError:  # absent: the measurement says so when it runs
+            return {}
+
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """δ_face of the reconstructions against the private training images of the attacked classes."""
         p: FaceNetDistanceParams = self.params
         path = facenet_weights_path(p.weights)
-        net = cached_network(str(path), inputs.device, lambda: load_facenet_embedding(path))
+        digest = inputs.verified_file(path)
+        net = cached_network(f"{path}@{digest}", inputs.device, lambda: load_facenet_embedding(path))
         private = inputs.data.private_train.of_classes(inputs.classes)
         recon = inputs.reconstructions
         fake = network_features(recon.images, net, p.input_size, inputs.device)
@@ -61,7 +70,7 @@ class FaceNetDistance(Metric):
         details = {
             "feature_space": "facenet-vggface2 (InceptionResnetV1)",
             "weights": path.name,
-            "weights_sha256": file_sha256(path),
+            "weights_sha256": digest,
             "input_size": p.input_size,
             "squared": True,
             "n": int(fake.shape[0]),

@@ -26,6 +26,7 @@ from mibench.checkpoints import file_sha256, load_strict, read_state_dict, weigh
 from mibench.context import RunContext
 from mibench.data.base import resize_images, to_float, to_uint8
 from mibench.errors import MibenchError, unknown_name_message
+from mibench.hashing import hash_file
 from mibench.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.functional import frechet_distance_of_features
 from mibench.metrics.published import (
@@ -69,8 +70,12 @@ def cached_network(name: str, device: torch.device, build: Callable[[], torch.nn
     return _EXTRACTORS[key]
 
 
-def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
-    """torch-fidelity's FID Inception-v3 with the weights at `path`, returning 2048-d features (memoised)."""
+def inception_extractor(path: Path, device: torch.device, digest: str | None = None) -> torch.nn.Module:
+    """torch-fidelity's FID Inception-v3 with the weights at `path`, returning 2048-d features.
+
+    Memoised by path and `digest` (the SHA-256 `MeasureInputs.verified_file` checked; hashed here when not given).
+    """
+    digest = digest or hash_file(path)
 
     def build() -> torch.nn.Module:
         try:
@@ -82,7 +87,7 @@ def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
         torch.load(path, map_location="cpu", weights_only=True)
         return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
 
-    return cached_network(str(path), device, build)
+    return cached_network(f"{path}@{digest}", device, build)
 
 
 @torch.no_grad()
@@ -173,7 +178,7 @@ def effnet_lite0_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[tor
 def inception_pair(inputs: MeasureInputs, p: FeatureSpaceParams) -> tuple[torch.Tensor, torch.Tensor]:
     """(real, reconstruction) Inception features at the target's resolution (private train of the attacked ids)."""
     path = fid_weights_path(p.weights)
-    extractor = inception_extractor(path, inputs.device)
+    extractor = inception_extractor(path, inputs.device, inputs.verified_file(path))
     real = inputs.data.private_train.of_classes(inputs.classes).images
     fake = to_uint8(inputs.reconstructions.images)
     return inception_features(real, extractor, inputs.device), inception_features(fake, extractor, inputs.device)
@@ -205,6 +210,22 @@ def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
         "resize": "299, TF1-compatible bilinear, uint8 input",
     }
     return ("fid" if digest.startswith(FID_SHA256_PREFIX) else "fd_inception"), details
+
+
+def feature_files(p: FeatureSpaceParams, torchvision_weights: str | None = None) -> dict[str, Path]:
+    """The weights files a feature-space metric with params `p` reads, where they exist now (they key its job)."""
+    found: dict[str, Path] = {}
+    resolvers = {"weights": lambda: fid_weights_path(p.weights) if p.extractor == "inception" else None,
+                 "torchvision_weights": lambda: torchvision_inception_path(torchvision_weights)
+                 if p.extractor == "inception" and torchvision_weights is not None else None}  # fmt: skip
+    for key, resolve in resolvers.items():
+        try:
+            path = resolve()
+        except MibenchError:  # absent: the measurement says so when it runs
+            continue
+        if path is not None:
+            found[key] = path
+    return found
 
 
 class FeatureSpaceParams(Params):
@@ -245,6 +266,10 @@ class FrechetDistance(Metric):
     paper: ClassVar[str] = "Heusel et al., GANs Trained by a Two Time-Scale Update Rule (FID), NeurIPS 2017"
     Params = FrechetParams
     scope: ClassVar[str] = "attack"
+
+    def external_files(self) -> dict[str, Path]:
+        """The Inception weights it reads (FID, and torchvision's for the published PLG-MI FID when given)."""
+        return feature_files(self.params, self.params.torchvision_weights)
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Fréchet distance in the chosen feature space (`None` when fewer than two images qualify)."""
@@ -292,7 +317,8 @@ def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pi
         details["pixels"] = "((x * 0.5 + 0.5) * 255) -> uint8, i.e. [127, 255] (LOMMA's postprocess)"
         if p.extractor == "inception":
             name, extra = extractor_details(p)
-            extractor = inception_extractor(fid_weights_path(p.weights), device)
+            path = fid_weights_path(p.weights)
+            extractor = inception_extractor(path, device, inputs.verified_file(path))
             fake = inception_features(fake_u8, extractor, device)
             real = inception_features(real_u8, extractor, device)
             details |= extra
@@ -307,8 +333,8 @@ def published_frechet(inputs: MeasureInputs, p: FrechetParams, protocol: str, pi
         details |= {"n_fake_before_drop": int(keep.sum()), "n_real_before_drop": len(real_u8)}
         if p.extractor == "inception":
             path = torchvision_inception_path(p.torchvision_weights)
-            digest = file_sha256(path)
-            net = cached_network(f"torchvision:{path}", device, lambda: torchvision_inception(path))
+            digest = inputs.verified_file(path)
+            net = cached_network(f"torchvision:{path}@{digest}", device, lambda: torchvision_inception(path))
             fake, real = (batched_features(x, lambda b: net(b.to(device).float()), 100) for x in (fake_px, real_px))
             name = "fid" if digest.startswith(TORCHVISION_INCEPTION_SHA256) else "fd_inception"
             details |= {

@@ -8,6 +8,7 @@ computation over all attacked classes, k = 5, any-ball membership.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from mibench.context import RunContext
 from mibench.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details
+from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details, feature_files
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
 from mibench.metrics.published import ProtocolParams, protocol_details
 from mibench.registry import METRICS
@@ -36,6 +37,10 @@ class PRDC(Metric):
     paper: ClassVar[str] = "Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020"
     Params = PRDCParams
     scope: ClassVar[str] = "attack"
+
+    def external_files(self) -> dict[str, Path]:
+        """The Inception weights it reads with `extractor: inception`, where they are now (they key its job)."""
+        return feature_files(self.params)
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Four values; higher is better for the attacker, so lower is better for the defender."""

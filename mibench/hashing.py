@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 KEY_LENGTH = 20
@@ -30,3 +31,12 @@ def derive_seed(*parts: Any) -> int:
     """
     digest = hashlib.sha256(canonical_json(list(parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**31 - 1)
+
+
+def hash_file(path: Path) -> str:
+    """Hex SHA-256 of one file, read in blocks (never memoised: integrity checks must read the bytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

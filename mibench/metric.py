@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 from mibench.attack import Reconstructions
 from mibench.context import RunContext
 from mibench.data.base import DataBundle, iterate_batches, resize_images, to_float
+from mibench.errors import CheckpointError
+from mibench.hashing import hash_file
 from mibench.metrics.functional import topk_correct
 from mibench.params import Params
 
@@ -58,6 +61,8 @@ class MeasureInputs:
             its own at the evaluator's resolution (PPA's fresh renders); same order as the reconstructions.
         protocol: The suite's evaluation protocol, "standard" or "published" (metrics may override it).
         pipeline: The attack's published pipeline (`Attack.published_pipeline`), None when it has none.
+        planned_files: SHA-256 by path of the files the metrics read (`Metric.external_files`), as the plan keyed
+            the job on them; `verified_file` checks them when they are read.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class MeasureInputs:
         evaluation_images: torch.Tensor | None = None,
         protocol: str = "standard",
         pipeline: str | None = None,
+        planned_files: dict[str, str] | None = None,
     ):
         self.target = target
         self.evaluator = evaluator
@@ -90,7 +96,23 @@ class MeasureInputs:
         self.evaluation_images = evaluation_images
         self.protocol = protocol
         self.pipeline = pipeline
+        self.planned_files = planned_files or {}
         self._memo: dict[str, Any] = {}
+
+    def verified_file(self, path: Path) -> str:
+        """The SHA-256 of a weights file a metric is about to read, checked against what the plan keyed the job on.
+
+        A file replaced after planning is an error, never measured under the old file's hash. Returns the digest
+        (metrics memoise networks by path and digest, so a long-lived worker never serves a replaced file's network).
+        """
+        digest = hash_file(path)
+        planned = self.planned_files.get(str(path))
+        if planned is not None and planned != digest:
+            raise CheckpointError(
+                f"{path} changed since the run was planned (SHA-256 {digest[:12]}..., planned {planned[:12]}...): "
+                "run again to plan with the new file"
+            )
+        return digest
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """Compute once per job and share between metrics."""
@@ -193,6 +215,13 @@ class Metric(ABC):
 
     def __init__(self, params: Params):
         self.params = params
+
+    def external_files(self) -> dict[str, Path]:
+        """Files from outside the cache the metric reads (released weights), by params key, where they exist now.
+
+        They enter the measurement job's key by content (SHA-256) and are checked when read (`verified_file`).
+        """
+        return {}
 
     @abstractmethod
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:

@@ -180,6 +180,8 @@ def build_plan(rs: ResolvedSuite) -> Plan:
     plan.sources.append(RecordSource(evaluator.id, None, None, None))
     target_metrics = [_method(m) for m in rs.metrics if m.cls.scope == "target"]
     attack_metrics = [_method(m) for m in rs.metrics if m.cls.scope == "attack"]
+    target_files = metric_files([m for m in rs.metrics if m.cls.scope == "target"])
+    attack_files = metric_files([m for m in rs.metrics if m.cls.scope == "attack"])
 
     for seed in suite.seeds:
         for defense in rs.defenses:
@@ -190,18 +192,34 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                 m = plan.add(
                     _job(
                         "measure",
-                        {"metrics": target_metrics, **common},
+                        {"metrics": target_metrics, **common, **target_files[0]},
                         (target.id, evaluator.id),
                         f"measure {defense.label} seed={seed}",
-                        runtime,
+                        {**runtime, **target_files[1]},
                     )
                 )
                 plan.sources.append(RecordSource(m.id, seed, defense.label, None))
             for attack in rs.attacks:
                 if attack.defenses is not None and defense.label not in attack.defenses:
                     continue
-                _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense)
+                _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense,
+                             attack_files)  # fmt: skip
     return plan
+
+
+def metric_files(metrics: list[ResolvedMethod]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(payload part, runtime part) for the weights files metrics read (`Metric.external_files`).
+
+    The payload names each file by content ({"files": {"facenet-distance.weights": {"sha256": ...}}}), so a new file
+    is a new job; the runtime carries where it is. Both are empty, and keys unchanged, when no metric reads a file.
+    """
+    refs, paths = {}, {}
+    for m in metrics:
+        for key, path in m.cls(m.params).external_files().items():
+            name = f"{m.name}.{key}"
+            refs[name] = checkpoint_ref(str(path), f"metrics[{m.name}].params.{key}")
+            paths[name] = str(path)
+    return ({"files": refs}, {"files": paths}) if refs else ({}, {})
 
 
 def _plan_target(plan: Plan, rs: ResolvedSuite, defense: ResolvedDefense, seed: int, data: dict, runtime: dict) -> Job:
@@ -247,6 +265,7 @@ def _plan_attack(
     attack_metrics: list[dict],
     common: dict,
     defense: ResolvedDefense,
+    metric_files: tuple[dict, dict] = ({}, {}),
 ) -> None:
     instance = attack.cls(attack.params)
     prior_keys: dict[str, str] = {}
@@ -303,10 +322,11 @@ def _plan_attack(
                     "protocol": rs.suite.protocol,
                     "pipeline": attack.cls.published_pipeline,
                     **common,
+                    **metric_files[0],
                 },
                 (invert.id, target.id, f"evaluator/{common['evaluator']}"),
                 f"measure {attack.label} on {defense.label} seed={seed}",
-                runtime,
+                {**runtime, **metric_files[1]},
             )
         )
         plan.sources.append(RecordSource(m.id, seed, defense.label, attack.label))

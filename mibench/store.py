@@ -32,7 +32,7 @@ import torch
 
 from mibench.errors import MibenchError
 from mibench.fileio import write_atomic
-from mibench.hashing import KEY_LENGTH
+from mibench.hashing import KEY_LENGTH, hash_file
 from mibench.locks import ArtifactLock, LockReporter, try_lock
 
 DONE = "done.json"
@@ -81,15 +81,6 @@ def read_json_file(path: Path, what: str) -> Any:
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of `data`."""
     return hashlib.sha256(data).hexdigest()
-
-
-def hash_file(path: Path) -> str:
-    """Hex SHA-256 of one file, read in blocks (never memoised: integrity checks must read the bytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:

@@ -346,3 +346,30 @@ def test_records_of_runs_with_other_settings_are_not_averaged_as_seeds(tmp_path)
     write_records(tmp_path / "joined.jsonl", [one, rec("-", "GMI", "aa1", 1, 0.6, False), other])
     with pytest.raises(ValueError, match=r"joined\.jsonl:3: aa1 of - / GMI seed 0 comes from job another-job here"):
         read_records(tmp_path / "joined.jsonl")
+
+
+def test_weights_a_metric_reads_enter_its_jobs_key_and_are_checked_when_read(tmp_path):
+    from mibench.checkpoints import file_sha256
+    from mibench.errors import CheckpointError
+    from tests.conftest import random_measure_inputs
+
+    weights = tmp_path / "facenet.pt"
+    weights.write_bytes(b"first weights")
+    suite = {**TINY_SUITE, "seeds": [0], "metrics": ["attack-accuracy",
+             {"name": "facenet-distance", "params": {"weights": str(weights)}}]}  # fmt: skip
+    path = write_suite(tmp_path / "s.yaml", suite)
+
+    def measure_jobs():
+        return [j for j in build_plan(load_suite(path)).jobs.values() if j.stage == "measure"]
+
+    first = measure_jobs()
+    planned = {"facenet-distance.weights": {"sha256": file_sha256(weights)}}
+    assert first and all(j.payload["files"] == planned for j in first)
+    assert all(j.runtime["files"] == {"facenet-distance.weights": str(weights)} for j in first)
+    inputs = random_measure_inputs([0, 1], __import__("torch").zeros(2, 3, 16, 16), [0, 1])
+    inputs.planned_files = {str(weights): file_sha256(weights)}
+    assert inputs.verified_file(weights) == file_sha256(weights)
+    weights.write_bytes(b"other weights")  # replaced after planning: refused, and a new plan has a new key
+    with pytest.raises(CheckpointError, match="changed since the run was planned"):
+        inputs.verified_file(weights)
+    assert {j.key for j in measure_jobs()}.isdisjoint({j.key for j in first})
