@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mibench.errors import MibenchError
 from mibench.locks import LockTimeout
 from mibench.store import DONE, ArtifactStore, CorruptArtifact
 
@@ -152,7 +153,7 @@ def test_failed_swap_of_a_forced_rebuild_puts_the_old_artifact_back(tmp_path, mo
         return real(src, dst)
 
     monkeypatch.setattr("mibench.store.os.replace", flaky)
-    with pytest.raises(OSError), store.build("target", "k") as (out, _):
+    with pytest.raises(MibenchError, match="no space left"), store.build("target", "k") as (out, _):
         (out / "a").write_bytes(b"new")
     monkeypatch.setattr("mibench.store.os.replace", real)
     assert store.read_bytes("target", "k", "a") == b"old"
