@@ -212,19 +212,23 @@ def extractor_details(p: FeatureSpaceParams) -> tuple[str, dict[str, object]]:
     return ("fid" if digest.startswith(FID_SHA256_PREFIX) else "fd_inception"), details
 
 
-def feature_files(p: FeatureSpaceParams, torchvision_weights: str | None = None) -> dict[str, Path]:
-    """The weights files a feature-space metric with params `p` reads, where they exist now (they key its job)."""
+def feature_files(p: FeatureSpaceParams, torchvision: bool = False) -> dict[str, Path]:
+    """The weights files a feature-space metric with params `p` reads, where they exist now (they key its job).
+
+    `torchvision`: also torchvision's Inception file, which the published PLG-MI FID reads (`torchvision_weights`, or
+    its default in $MIBENCH_WEIGHTS).
+    """
+    if p.extractor != "inception":
+        return {}
+    resolvers = {"weights": lambda: fid_weights_path(p.weights)}
+    if torchvision:
+        resolvers["torchvision_weights"] = lambda: torchvision_inception_path(getattr(p, "torchvision_weights", None))
     found: dict[str, Path] = {}
-    resolvers = {"weights": lambda: fid_weights_path(p.weights) if p.extractor == "inception" else None,
-                 "torchvision_weights": lambda: torchvision_inception_path(torchvision_weights)
-                 if p.extractor == "inception" and torchvision_weights is not None else None}  # fmt: skip
     for key, resolve in resolvers.items():
         try:
-            path = resolve()
+            found[key] = resolve()
         except MibenchError:  # absent: the measurement says so when it runs
             continue
-        if path is not None:
-            found[key] = path
     return found
 
 
@@ -269,7 +273,7 @@ class FrechetDistance(Metric):
 
     def external_files(self) -> dict[str, Path]:
         """The Inception weights it reads (FID, and torchvision's for the published PLG-MI FID when given)."""
-        return feature_files(self.params, self.params.torchvision_weights)
+        return feature_files(self.params, torchvision=True)
 
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """Fréchet distance in the chosen feature space (`None` when fewer than two images qualify)."""
