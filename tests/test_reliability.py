@@ -222,7 +222,13 @@ def test_a_signal_stops_a_run_with_one_line_and_the_next_run_resumes(reference, 
     assert resumed.returncode == 0, err
     records = read_records(out / "records.jsonl")
     assert [r.value for r in records if r.metric == "held"] == [1.0, 1.0]  # one per target: none and MID
-    assert values([r for r in records if r.metric != "held"]) == reference[3]
+    # Every job the reference planned gives its values again. The target-scope measurements are other jobs here (the
+    # holding metric is in their key), and MID draws noise at inference from the job's seed, so their accuracy is
+    # a different draw by design: they are compared with the reference's by key, i.e. not at all.
+    planned = {job.key for job in reference[1].jobs.values()}
+    assert values([r for r in records if r.job_key in planned]) == {
+        k: v for k, v in reference[3].items() if not (k[2] is None and k[3] == "acc")
+    }
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
