@@ -79,17 +79,21 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str |
     source: Path | io.BytesIO = path
     if sha256 is not None:
         data = path.read_bytes()
-        found = hashlib.sha256(data).hexdigest()
-        if found != sha256:
-            raise CheckpointError(
-                f"{what} {path} changed since the run was planned (SHA-256 {found[:12]}..., planned {sha256[:12]}...): "
-                "run again to plan with the new file"
-            )
+        require_planned(path, hashlib.sha256(data).hexdigest(), sha256, what)
         source = io.BytesIO(data)
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+
+
+def require_planned(path: Path, found: str, planned: str | None, what: str) -> None:
+    """The bytes a job read must be the ones its plan keyed it on (SHA-256); a file replaced since is an error."""
+    if planned is not None and found != planned:
+        raise CheckpointError(
+            f"{what} {path} changed since the run was planned (SHA-256 {found[:12]}..., planned {planned[:12]}...): "
+            "run again to plan with the new file"
+        )
 
 
 def check_declared_size(path: Path, what: str) -> None:

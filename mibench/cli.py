@@ -268,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shows:
         print(f"What it shows: {shows}\n")
     if summary.records:
-        print(f"HTML report: {write_run_page(run_dir)}")
+        print(f"HTML report: {write_run_page(run_dir, summary.records)}")
     if summary.failed:
         lines = [f"  {job}: {error}" for job, error in summary.failed.items()]
         print(

@@ -6,6 +6,8 @@ import os
 import uuid
 from pathlib import Path
 
+from mibench.errors import MibenchError
+
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file through a new temporary sibling and a rename.
@@ -23,3 +25,10 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def refuse_link(path: Path, what: str) -> None:
+    """A symbolic link where mibench keeps its own file or folder is an error naming it (never followed)."""
+    if path.is_symlink():
+        raise MibenchError(f"{path} is a symbolic link where mibench keeps its {what}; remove it (mibench never "
+                           "follows links out of its own folders)")  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mibench.errors import MibenchError
-from mibench.fileio import write_atomic
+from mibench.fileio import refuse_link, write_atomic
 
 LockReporter = Callable[[str], None]
 POLL_S = 0.5
@@ -85,8 +85,7 @@ class ArtifactLock:
 
     def __init__(self, path: Path, *, what: str, report: LockReporter | None = None, timeout: float | None = None):
         for own in (path, path.with_name(path.name + ".json")):
-            if own.is_symlink():  # the lock library opens with O_TRUNC: a planted link would empty its target
-                raise MibenchError(f"{own} is a symbolic link where mibench keeps a lock; remove it")
+            refuse_link(own, "lock")  # the lock library opens with O_TRUNC: a planted link would empty its target
         self.path = path
         self.info_path = path.with_name(path.name + ".json")
         self.what = what

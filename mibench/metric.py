@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from mibench.attack import Reconstructions
+from mibench.checkpoints import require_planned
 from mibench.context import RunContext
 from mibench.data.base import DataBundle, iterate_batches, resize_images, to_float
-from mibench.errors import CheckpointError
 from mibench.hashing import hash_file
 from mibench.metrics.functional import topk_correct
 from mibench.params import Params
@@ -106,12 +106,7 @@ class MeasureInputs:
         (metrics memoise networks by path and digest, so a long-lived worker never serves a replaced file's network).
         """
         digest = hash_file(path)
-        planned = self.planned_files.get(str(path))
-        if planned is not None and planned != digest:
-            raise CheckpointError(
-                f"{path} changed since the run was planned (SHA-256 {digest[:12]}..., planned {planned[:12]}...): "
-                "run again to plan with the new file"
-            )
+        require_planned(path, digest, self.planned_files.get(str(path)), "weights file")
         return digest
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -156,13 +156,12 @@ def run_page_text(run_dir: Path, records: list, info: dict | None, **options) ->
     return html_report.run_page(run_dir, records, info, **_html_figures(run_dir, records, info), **options)
 
 
-def write_run_page(run_dir: Path) -> Path:
-    """Write `run_dir/report.html` (what `mibench report RUN_DIR --html` writes); returns its path."""
+def write_run_page(run_dir: Path, records: list) -> Path:
+    """Write `run_dir/report.html` (what `mibench report RUN_DIR --html` writes) of `records`; returns its path."""
     from mibench import html_report
-    from mibench.report import load_run_records
 
     out = run_dir / "report.html"
-    write_atomic(out, run_page_text(run_dir, load_run_records(run_dir), html_report.load_info(run_dir)))
+    write_atomic(out, run_page_text(run_dir, records, html_report.load_info(run_dir)))
     return out
 
 

@@ -138,25 +138,26 @@ def report_other_settings(
     machines of different sizes is still shared; reusing what another setting built is said here, and each record
     carries the settings its artifact was built under.
     """
-    other = []
+    other: list[tuple[str, dict]] = []
     for job_id in cached:
         job = plan.jobs[job_id]
-        built = store.meta(job.stage, job.key).get("execution") or {}
+        meta = store.meta(job.stage, job.key)
+        built = meta.get("execution") or {}
         threads, deterministic = resolved_execution(job.runtime.get("execution", {}))
-        device_type = str(store.meta(job.stage, job.key).get("device", device.type)).split(":")[0]
+        device_type = str(meta.get("device", device.type)).split(":")[0]
         if built and (built.get("threads"), built.get("deterministic"), device_type) != (
             threads, deterministic, device.type
         ):
-            other.append(job_id)
+            other.append((job_id, built))
     if other:
-        first = plan.jobs[other[0]]
-        built = store.meta(first.stage, first.key).get("execution") or {}
+        first, built = other[0]
         reporter.log(
             f"reusing {len(other)} artifact(s) built under other execution settings than this run's (e.g. "
-            f"{first.label}: {built.get('threads')} threads, deterministic {built.get('deterministic')}); the same "
-            "key with other settings may hold other bytes; their records carry the settings they were built under"
+            f"{plan.jobs[first].label}: {built.get('threads')} threads, deterministic {built.get('deterministic')}); "
+            "the same key with other settings may hold other bytes; their records carry the settings they were built "
+            "under"
         )
-    return other
+    return [job_id for job_id, _ in other]
 
 
 def write_run(run_dir: Path, plan: Plan, store: ArtifactStore, summary: RunSummary) -> None:

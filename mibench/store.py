@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from mibench.errors import MibenchError
-from mibench.fileio import write_atomic
+from mibench.fileio import refuse_link, write_atomic
 from mibench.hashing import KEY_LENGTH, hash_file
 from mibench.locks import ArtifactLock, LockReporter, try_lock
 
@@ -59,13 +59,6 @@ class CorruptArtifact(MibenchError):
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to `path` (see `write_atomic`)."""
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def refuse_link(path: Path, what: str) -> None:
-    """A symbolic link where mibench keeps its own file or folder is an error naming it (never followed)."""
-    if path.is_symlink():
-        raise MibenchError(f"{path} is a symbolic link where mibench keeps its {what}; remove it (mibench never "
-                           "follows links out of its own folders)")  # fmt: skip
 
 
 def read_json_file(path: Path, what: str) -> Any:

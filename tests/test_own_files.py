@@ -119,7 +119,7 @@ def test_a_link_where_a_lock_or_an_artifact_file_belongs_is_refused(tiny_run, tm
     victim.write_text("precious")
     copy.lock_path("target", target.key).unlink(missing_ok=True)  # the lock file the run left
     copy.lock_path("target", target.key).symlink_to(victim)
-    with pytest.raises(MibenchError, match="symbolic link where mibench keeps a lock"):
+    with pytest.raises(MibenchError, match="symbolic link where mibench keeps its lock"):
         copy.lock("target", target.key)
     assert copy.clean_spares() == [] and victim.read_text() == "precious"
 
