@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
 from mibench.data.digits import DigitsProtocolParams, MNIST5k
 from mibench.defenses.midas import DEEP_RATES, MIDAS, SHALLOW_RATES, MIDASParams
 from mibench.models.base import build_classifier, freeze
-from mibench.suite import TrainSpec
-from mibench.training import evaluate_accuracy, train_classifier
+from mibench.training.classifier import evaluate_accuracy, train_classifier
 
 
 def accuracy(model, data, params: MIDASParams, trial: int) -> float:

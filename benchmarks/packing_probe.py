@@ -114,7 +114,7 @@ def corun_speedup(make_run: Callable[[], Callable[[], Any]], counts: tuple[int, 
 
 
 def packing_profile(machine: str, memory_gib: float, footprints: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The packing profile of measured footprints (the format `mibench.packing.read_budget` reads): 90% of the
+    """The packing profile of measured footprints (the format `mibench.running.packing.read_budget` reads): 90% of the
     device's memory, kinds whose memory was measured, busy shares of at least 1%."""
     usable = {k: v for k, v in footprints.items() if v.get("memory_gib") and v.get("utilisation")}
     return {

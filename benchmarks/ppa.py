@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.ppa import PPA, PPAParams, StyleGANParams
-from mibench.context import RunContext, configure_device
-from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from mibench.gan.stylegan2_files import save_stylegan2
 from mibench.models.base import build_classifier, freeze
-from mibench.oracle import Access, TargetOracle
+from mibench.running.execution import configure_device
 
 PRESETS = {
     "paper": {"resolution": 1024, "target": "resnet152", "size": 224, "batch": 25, "steps": (3, 8)},

@@ -13,9 +13,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.workloads import PRESETS, make_data, vgg16, white_box
-from mibench.attack import DataInfo
-from mibench.context import RunContext, configure_device
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
 from mibench.registry import ATTACKS, load_plugins
+from mibench.running.execution import configure_device
 
 BUDGET_KEY = {"plgmi": {"cgan": {"iterations": None}}, "gmi": {"gan": {"max_steps": None}}}
 

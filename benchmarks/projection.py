@@ -2,7 +2,7 @@
 packed (several jobs side by side on one device, as `mibench run --packing` runs them).
 
 The packed projection replays the runner on the table's job graph: ready jobs in the runner's order
-(`Plan.critical_paths`), admitted by the measured footprints (`mibench.packing.DeviceLedger`), each job's work its
+(`Plan.critical_paths`), admitted by the measured footprints (`running.packing.DeviceLedger`), each job's work its
 one-at-a-time duration; while n jobs share the device each advances at s(n)/n of its own speed, where s(n) is the
 aggregate speed-up measured for n probes of one prior side by side (`packing_probe.corun_speedup`; PLG-MI's cGAN
 unless `--corun` names another). That s(n) is measured on one stage and applied to every mix: a model, to be checked
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.packing_probe import packing_profile
-from mibench.packing import DeviceLedger, PackingBudget, budget_from_profile
-from mibench.plan import Job, Plan
+from mibench.running.packing import DeviceLedger, PackingBudget, budget_from_profile
+from mibench.running.plan import Job, Plan
 
 # The Trap-MID Table 1 protocol (suites/table1.yaml) and CelebA split sizes (spec §1).
 PAPER = {

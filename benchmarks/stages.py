@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 
 import mibench
-from mibench.attack import DataInfo
-from mibench.context import RunContext, configure_device
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
 from mibench.data.base import to_float
-from mibench.hostmem import keep_freed_host_memory
 from mibench.metrics.functional import knn_distance
 from mibench.models.base import build_classifier, freeze
 from mibench.registry import ATTACKS, load_plugins
+from mibench.running.execution import configure_device
+from mibench.running.hostmem import keep_freed_host_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the `benchmarks` package importable
 from benchmarks.packing_probe import GIB, corun_speedup, footprint, write_profile

@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: mibench from this checkout
-from mibench.attack import Reconstructions
+from mibench.api.attack import Reconstructions
+from mibench.api.progress import SILENT
 from mibench.data.base import DataBundle, to_float
 from mibench.metrics.frechet import batched_features
-from mibench.plan import Job, build_plan
-from mibench.progress import SILENT
 from mibench.registry import ATTACKS, load_plugins
-from mibench.stages import Workspace, instantiate, load_evaluator, load_priors, load_target
-from mibench.store import ArtifactStore
+from mibench.running.plan import Job, build_plan
+from mibench.running.stages import Workspace, instantiate, load_evaluator, load_priors, load_target
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
-from mibench.trapdoor import find_triggers, inject
+from mibench.training.trapdoor import find_triggers, inject
 
 SAMPLES = 1000
 

@@ -17,15 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.projection import PAPER
-from mibench.attack import DataInfo
-from mibench.context import RunContext, configure_device
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
+from mibench.api.recipe import TrainSpec
 from mibench.data.base import DataBundle, ImageSet
-from mibench.defense import DefenseStack
 from mibench.models.base import build_classifier, freeze
-from mibench.oracle import Access, TargetOracle
 from mibench.registry import ATTACKS, DEFENSES, load_plugins
-from mibench.suite import TrainSpec
-from mibench.training import epoch_batches
+from mibench.running.execution import configure_device
+from mibench.training.classifier import epoch_batches
+from mibench.training.stack import DefenseStack
 
 CPU = torch.device("cpu")
 

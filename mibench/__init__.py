@@ -1,8 +1,10 @@
 """mibench: a benchmark harness for defenses against model-inversion attacks.
 
-The core package holds the machinery (registries, suite schema, planner, runner, artifact store, records, reports).
-Methods live in `mibench.defenses`, `mibench.attacks` and `mibench.metrics`, one file each, and register themselves
-with the registries in `mibench.registry` when imported.
+The packages by role, top to bottom (each may import only those below it; `lint-imports` checks it): `cli`,
+`reporting`, `running`, `suite`, the methods (`attacks`, `defenses`, `metrics`, one file each, registered when
+imported), `gan`, the machinery (`inversion`, `training`), `api` (the interfaces a method author implements, all
+importable from `mibench.api`), `models`, `data`, and the base modules (`registry`, `params`, `checkpoints`,
+`hashing`, `fileio`, `errors`).
 """
 
 __version__ = "0.1.0"

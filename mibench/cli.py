@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mibench.errors import MibenchError
-from mibench.report_command import cmd_report, write_run_page
+from mibench.reporting.command import cmd_report, write_run_page
 
 FORMATS = ("markdown", "latex", "csv", "html")
 
@@ -163,7 +163,7 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
     """The executor the flags ask for (None: the runner's in-process default)."""
     import torch
 
-    from mibench import executors
+    from mibench.running import executors
 
     if args.packing is not None and args.executor != "local":
         raise MibenchError(f"--packing applies to the local executor, not --executor {args.executor}")
@@ -187,7 +187,7 @@ def make_executor(args: argparse.Namespace, cluster, store, device):
         spec = cluster.ray.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         return executors.RayExecutor(store, spec, device=args.device)
     if args.packing is not None:
-        from mibench.packing import read_budget
+        from mibench.running.packing import read_budget
 
         budget = read_budget(args.packing)
         return executors.LocalPoolExecutor(store, device, budget=budget, lock_timeout=args.lock_timeout)
@@ -213,15 +213,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite, then write and print its table."""
     import torch
 
-    from mibench.context import default_device
-    from mibench.executors import SequentialExecutor
+    from mibench.api.progress import Reporter
     from mibench.fileio import write_atomic
-    from mibench.headline import headline
-    from mibench.plan import build_plan
-    from mibench.progress import Reporter
-    from mibench.report import build_table, render_latex, render_markdown
-    from mibench.runner import describe_plan, run_plan
-    from mibench.store import ArtifactStore
+    from mibench.reporting.headline import headline
+    from mibench.reporting.render import render_latex, render_markdown
+    from mibench.reporting.tables import build_table
+    from mibench.running.execution import default_device
+    from mibench.running.executors import SequentialExecutor
+    from mibench.running.plan import build_plan
+    from mibench.running.runner import describe_plan, run_plan
+    from mibench.running.store import ArtifactStore
     from mibench.suite import load_suite
 
     rs = load_suite(args.suite, budget=args.budget)
@@ -282,10 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Write the trade-off plot and one reconstruction grid per attack."""
-    from mibench.figures import reconstruction_grid, slug, tradeoff_plot
-    from mibench.report import load_run_records
-    from mibench.runner import load_plan_info
-    from mibench.store import ArtifactStore
+    from mibench.reporting.figures import reconstruction_grid, slug, tradeoff_plot
+    from mibench.reporting.tables import load_run_records
+    from mibench.running.runner import load_plan_info
+    from mibench.running.store import ArtifactStore
 
     if not (args.run_dir / "plan.json").is_file():
         raise MibenchError(f"{args.run_dir}: not a run folder (no plan.json); figures need a run made by mibench run")
@@ -336,7 +337,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a suite and summarise its plan."""
-    from mibench.plan import build_plan
+    from mibench.running.plan import build_plan
     from mibench.suite import load_suite
 
     rs = load_suite(args.suite)
@@ -352,7 +353,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """`mibench cache verify [--repair]`: every artifact against its marker; exit 1 when any is invalid unrepaired."""
-    from mibench.store import ArtifactStore
+    from mibench.running.store import ArtifactStore
 
     store = ArtifactStore(args.cache)
     if not store.root.is_dir():

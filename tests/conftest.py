@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from mibench.hostmem import OPT_OUT_VARIABLE
-from mibench.store import ArtifactStore
+from mibench.running.hostmem import OPT_OUT_VARIABLE
+from mibench.running.store import ArtifactStore
 
 torch.set_num_threads(2)
-# The test process runs many small jobs in one long life: with mibench's CPU allocator setting (mibench.hostmem: no
+# The test process runs many small jobs in one long life: with mibench's CPU allocator setting (running.hostmem: no
 # mmap for large blocks, heap never trimmed), which a job start applies to the whole process, later tests ran up to
 # 16x slower (a PLG-MI search test 37 s instead of 2.3 s, the PLG-MI cGAN fixture 34 s instead of 9 s). Tests keep
 # glibc's default here; tests/test_hostmem.py and the fresh-process byte check of tests/test_reliability.py run the
@@ -80,9 +80,9 @@ def write_suite(path: Path, suite: dict[str, Any], tmp_root: Path | None = None)
 
 def run_suite_file(suite_path: Path, cache: Path, run_dir: Path, force=()):
     """Plan and run a suite file on the CPU, silently; returns the run summary."""
-    from mibench.plan import build_plan
-    from mibench.progress import SILENT
-    from mibench.runner import run_plan
+    from mibench.api.progress import SILENT
+    from mibench.running.plan import build_plan
+    from mibench.running.runner import run_plan
     from mibench.suite import load_suite
 
     plan = build_plan(load_suite(suite_path))
@@ -110,11 +110,11 @@ def defense_data():
 @pytest.fixture(scope="session")
 def attack_setting():
     """A frozen tiny target trained on six private identities, and the data (twelve disjoint public identities)."""
-    from mibench.context import RunContext
+    from mibench.api.context import RunContext
+    from mibench.api.recipe import TrainSpec
     from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
     from mibench.models.base import freeze
-    from mibench.suite import TrainSpec
-    from mibench.training import train_classifier
+    from mibench.training.classifier import train_classifier
 
     data = SyntheticIdentities(SyntheticParams(num_private=6, num_public=12, public_per_identity=30)).load(
         None, 16, None
@@ -127,7 +127,7 @@ def attack_setting():
 
 def white_box(target):
     """White-box access to a target of the attack setting."""
-    from mibench.oracle import Access, TargetOracle
+    from mibench.api.oracle import Access, TargetOracle
 
     return TargetOracle(target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
 
@@ -141,9 +141,9 @@ def hit_rate(target, images, labels) -> float:
 @pytest.fixture(scope="session")
 def gmi_gan(attack_setting):
     """A GMI WGAN-GP trained on the attack setting's public identities: (GMI attack, its prior)."""
-    from mibench.attack import DataInfo
+    from mibench.api.attack import DataInfo
+    from mibench.api.context import RunContext
     from mibench.attacks.gmi import GMI, GMIParams
-    from mibench.context import RunContext
     from mibench.gan.wgan_gp import WGANGPParams
 
     _, data = attack_setting
@@ -158,9 +158,9 @@ def gmi_gan(attack_setting):
 @pytest.fixture(scope="session")
 def plgmi_prior(attack_setting):
     """A PLG-MI conditional GAN trained against the attack setting's target: (PLG-MI attack, its prior)."""
-    from mibench.attack import DataInfo
+    from mibench.api.attack import DataInfo
+    from mibench.api.context import RunContext
     from mibench.attacks.plgmi import PLGMI, CGANParams, PLGMIParams
-    from mibench.context import RunContext
 
     target, data = attack_setting
     torch.manual_seed(0)
@@ -180,9 +180,9 @@ def random_uint8_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
 
 def random_measure_inputs(private_labels: list[int], recon: torch.Tensor, recon_labels: list[int], classes=(0, 1)):
     """MeasureInputs over random private images with `private_labels`, the given reconstructions, identity models."""
-    from mibench.attack import Reconstructions
+    from mibench.api.attack import Reconstructions
+    from mibench.api.metric import MeasureInputs
     from mibench.data.base import UNLABELLED, DataBundle, ImageSet
-    from mibench.metric import MeasureInputs
 
     private = ImageSet(random_uint8_images(len(private_labels), 0), torch.tensor(private_labels))
     test = ImageSet(random_uint8_images(2, 1), torch.tensor([0, 1]))
@@ -207,9 +207,9 @@ TINY_STYLE_GAN = {"z_dim": 16, "w_dim": 16, "width": 16, "epochs": 40, "batch_si
 @pytest.fixture(scope="session")
 def tiny_style_prior(attack_setting):
     """A tiny style generator trained on the attack setting's public identities (PPA's and Mirror's prior)."""
-    from mibench.attack import DataInfo
+    from mibench.api.attack import DataInfo
+    from mibench.api.context import RunContext
     from mibench.attacks.ppa import PPA, PPAParams
-    from mibench.context import RunContext
     from mibench.gan.style_prior import StyleGANParams
 
     _, data = attack_setting

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from mibench.context import RunContext
-from mibench.metric import MeasureInputs, Measurement, Metric
+from mibench.api.context import RunContext
+from mibench.api.metric import MeasureInputs, Measurement, Metric
 from mibench.params import Params
 from mibench.registry import METRICS
 

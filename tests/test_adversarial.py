@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from mibench.adversarial import detection_success_rate, pgd_attack
-from mibench.context import RunContext
-from mibench.defense import DefenseStack
+from mibench.api.context import RunContext
+from mibench.api.metric import MeasureInputs
+from mibench.api.recipe import TrainSpec
 from mibench.defenses.trap_mid import TrapMID, TrapMIDParams
-from mibench.metric import MeasureInputs
 from mibench.metrics.trapdoor_detection import AdversarialDetection, AdversarialDetectionParams
 from mibench.models.base import ClassifierOutput, freeze
-from mibench.suite import TrainSpec
+from mibench.training.adversarial import detection_success_rate, pgd_attack
+from mibench.training.stack import DefenseStack
 from tests.conftest import tiny_model
 
 

@@ -33,7 +33,7 @@ def test_rate_is_the_median_run_with_slowest_and_fastest():
 # --- packing (issue #21): the projection's replay of the runner, the footprint and co-run probes ---------------------
 
 def _plan(*jobs):
-    from mibench.plan import Job, Plan
+    from mibench.running.plan import Job, Plan
 
     plan = Plan(suite=None)
     hours = {}
@@ -46,7 +46,7 @@ def _plan(*jobs):
 
 
 def _budget(**footprints):
-    from mibench.packing import Footprint, PackingBudget
+    from mibench.running.packing import Footprint, PackingBudget
 
     return PackingBudget({k: Footprint(1.0, u) for k, u in footprints.items()}, 10.0, 1.0, 4)
 

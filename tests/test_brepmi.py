@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.brepmi import BREPMI, BREPMIParams, boundary_repulsion, initial_points
-from mibench.context import RunContext
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import hit_rate
 
 

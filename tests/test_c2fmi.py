@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
+from mibench.api.recipe import TrainSpec
 from mibench.attacks.c2fmi import C2FMI, MAPPING, C2FMIParams, EmbeddingParams, PredictionMapping
-from mibench.context import RunContext
 from mibench.data.base import ImageSet
 from mibench.gan.style_prior import StyleGANParams
 from mibench.inversion.evolution import differential_evolution, extend_population
-from mibench.oracle import Access, TargetOracle
-from mibench.suite import TrainSpec
 from tests.conftest import TINY_STYLE_GAN, hit_rate
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
 from mibench.data.base import UNLABELLED, ImageSet, resize_images, to_float
 from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
 from mibench.gan.networks import DCGANGenerator, WGANCritic
 from mibench.models.base import build_classifier
 from mibench.registry import ARCHITECTURES
-from mibench.suite import TrainSpec
-from mibench.training import evaluate_accuracy, train_classifier
+from mibench.training.classifier import evaluate_accuracy, train_classifier
 
 
 def small_bundle(size=16):

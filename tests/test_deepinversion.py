@@ -8,6 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
+from mibench.api.recipe import TrainSpec
 from mibench.attacks.deepinversion import (
     BatchNormStatistics,
     DeepInversion,
@@ -16,12 +19,9 @@ from mibench.attacks.deepinversion import (
     image_prior_losses,
     statistics_mismatch,
 )
-from mibench.context import RunContext
 from mibench.errors import AccessDenied, MibenchError
 from mibench.models.base import build_classifier, freeze
-from mibench.oracle import Access, TargetOracle
-from mibench.suite import TrainSpec
-from mibench.training import train_classifier
+from mibench.training.classifier import train_classifier
 from tests.conftest import hit_rate
 
 

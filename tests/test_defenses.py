@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mibench import training
-from mibench.context import RunContext
-from mibench.defense import DefenseStack, TrainingSetup
+from mibench.api.context import RunContext
+from mibench.api.defense import TrainingSetup
+from mibench.api.recipe import TrainSpec
 from mibench.defenses.bido import BiDO, BiDOParams, coco, gaussian_kernel, normalized_hsic
 from mibench.defenses.mid import MID, MIDParams, gaussian_kl
 from mibench.defenses.midas import (
@@ -28,8 +28,10 @@ from mibench.defenses.midas import (
 from mibench.defenses.negls import NegLS, NegLSParams, label_smoothing_loss, smoothing_at
 from mibench.models.base import freeze
 from mibench.registry import DEFENSES
-from mibench.suite import TrainSpec, resolve_suite
-from mibench.training import evaluate_accuracy
+from mibench.suite import resolve_suite
+from mibench.training import classifier
+from mibench.training.classifier import evaluate_accuracy
+from mibench.training.stack import DefenseStack
 from tests.conftest import tiny_model
 
 SPEC = TrainSpec(epochs=5, batch_size=32, lr=0.05, selection="last")
@@ -344,7 +346,7 @@ def test_midas_activation_errors_change_outputs_but_keep_input_gradients():
 def test_defenses_train_under_bf16_autocast(name, data, monkeypatch):
     """The CUDA mixed-precision path (bf16 autocast, channels_last), exercised on the CPU: no dtype errors, finite
     losses, a model that still learns."""
-    monkeypatch.setattr(training, "MIXED_PRECISION_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setattr(classifier, "MIXED_PRECISION_DEVICES", {"cuda", "cpu"})
     stack = DefenseStack([DEFENSES.get(name)(params_for(name))])
     trained = stack.fit(tiny_model(), data, SPEC, RunContext(seed=0))
     acc = evaluate_accuracy(freeze(stack.deploy(trained.model, 0)), data.private_test, torch.device("cpu"))
@@ -402,7 +404,7 @@ def test_mid_on_vgg16_reads_the_raw_flattened_feature_as_vgg16_vib():
 def test_mid_trains_with_the_identity_sampler(data):
     setup = DefenseStack([MID(MIDParams())]).setup(SPEC)
     assert setup.spec.sampler == "identity" and setup.spec.images_per_identity == 4
-    from mibench.training import epoch_batches
+    from mibench.training.classifier import epoch_batches
 
     labels = torch.arange(16).repeat_interleave(6)
     spec = setup.spec.model_copy(update={"batch_size": 64})
@@ -440,7 +442,7 @@ def test_ir_net_baselines_mid_512_and_bido_on_four_blocks():
 
 def test_train_mode_scores_and_midas_work_on_a_mid_target_after_a_forward():
     """MID keeps its last KL (a graph tensor) on the module: neither path may deep-copy it as is."""
-    from mibench.oracle import Access, TargetOracle
+    from mibench.api.oracle import Access, TargetOracle
 
     model = MID(MIDParams()).wrap(tiny_model()).train()
     model(torch.rand(4, 3, 16, 16))  # leaves a non-leaf `kl` behind

@@ -7,11 +7,12 @@ import inspect
 
 import torch
 
-from mibench.defense import Defense, trained_prefix
-from mibench.plan import build_plan
+from mibench.api.defense import Defense
 from mibench.registry import DEFENSES
-from mibench.store import ArtifactStore
+from mibench.running.plan import build_plan
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
+from mibench.training.stack import trained_prefix
 from tests.conftest import TINY_SUITE, run_suite_file, write_suite
 
 TRAINING_HOOKS = ("prepare", "wrap", "configure", "fit")
@@ -55,7 +56,7 @@ def test_a_deploy_only_target_depends_on_the_target_its_training_members_plan(tm
 
 
 def test_deploy_only_targets_train_nothing_and_serve_the_base_weights(tmp_path, monkeypatch):
-    import mibench.defense as defense_module
+    import mibench.training.stack as defense_module
 
     defenses = [{"name": "none", "label": "-"}, {"name": "midas", "label": "MIDAS"},
                 {"name": "conditional-purifier", "label": "Purifier", "params": {"epochs": 2}}]  # fmt: skip

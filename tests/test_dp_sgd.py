@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mibench.context import RunContext
-from mibench.defense import DefenseStack
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
 from mibench.defenses.dp_sgd import DPSGD, DPSGDParams
-from mibench.suite import TrainSpec
+from mibench.training.stack import DefenseStack
 from tests.conftest import tiny_model
 
 opacus = pytest.importorskip("opacus")

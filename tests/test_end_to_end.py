@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-import mibench.stages as stages
+import mibench.running.stages as stages
+from mibench.api.records import read_records
 from mibench.cli import main
 from mibench.errors import RunInterrupted
-from mibench.plan import build_plan
-from mibench.records import read_records
-from mibench.store import ArtifactStore
+from mibench.running.plan import build_plan
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import run_suite_file, write_suite
 
@@ -154,7 +154,7 @@ def test_released_checkpoints_replace_training(tmp_path, tiny_suite):
     from mibench.data.synthetic import SyntheticIdentities, SyntheticParams
     from mibench.errors import DataError
     from mibench.models.base import build_classifier
-    from mibench.training import evaluate_accuracy
+    from mibench.training.classifier import evaluate_accuracy
 
     data = SyntheticIdentities(SyntheticParams(**tiny_suite["data"]["params"])).load(None, 16, None)
     paths = {}

@@ -11,13 +11,13 @@ import sys
 import pytest
 import torch
 
-import mibench.stages as stages
+import mibench.running.stages as stages
+from mibench.api.progress import SILENT
+from mibench.api.records import read_records
 from mibench.errors import RunInterrupted
-from mibench.plan import build_plan
-from mibench.progress import SILENT
-from mibench.records import read_records
-from mibench.runner import run_plan
-from mibench.store import ArtifactStore
+from mibench.running.plan import build_plan
+from mibench.running.runner import run_plan
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import MID_SHUFFLED, write_suite
 
@@ -35,8 +35,8 @@ def sequential_values(plan, tmp_path):
 
 
 def test_submitit_debug_cluster_gives_the_sequential_records(tmp_path, tiny_suite):
-    from mibench.executors import SubmititExecutor
-    from mibench.suite_settings import SlurmSpec
+    from mibench.running.executors import SubmititExecutor
+    from mibench.suite.settings import SlurmSpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -51,8 +51,8 @@ def test_submitit_debug_cluster_gives_the_sequential_records(tmp_path, tiny_suit
 
 
 def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_work(tmp_path, tiny_suite, monkeypatch):
-    from mibench.executors import SubmititExecutor
-    from mibench.suite_settings import SlurmSpec
+    from mibench.running.executors import SubmititExecutor
+    from mibench.suite.settings import SlurmSpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -77,8 +77,8 @@ def test_a_run_killed_under_one_executor_finishes_under_another_without_redoing_
 
 def test_ray_local_instance_gives_the_sequential_records(tmp_path, tiny_suite):
     pytest.importorskip("ray")
-    from mibench.executors import RayExecutor
-    from mibench.suite_settings import RaySpec
+    from mibench.running.executors import RayExecutor
+    from mibench.suite.settings import RaySpec
 
     path = write_suite(tmp_path / "s.yaml", tiny_suite)
     plan = build_plan(load_suite(path))
@@ -102,8 +102,8 @@ def test_cluster_executors_explain_a_missing_extra(tmp_path, monkeypatch):
     import builtins
 
     from mibench.errors import MibenchError
-    from mibench.executors import RayExecutor, SubmititExecutor
-    from mibench.suite_settings import RaySpec, SlurmSpec
+    from mibench.running.executors import RayExecutor, SubmititExecutor
+    from mibench.suite.settings import RaySpec, SlurmSpec
 
     real_import = builtins.__import__
 
@@ -187,8 +187,8 @@ def test_ready_jobs_start_with_the_heaviest_chain_so_per_target_priors_precede_i
     """With one slot, every prior (a per-target cGAN, the shared GAN) is started before any inversion."""
     from concurrent.futures import Future
 
-    from mibench.executors import JobOutcome
-    from mibench.runner import RunSummary, _execute
+    from mibench.running.executors import JobOutcome
+    from mibench.running.runner import RunSummary, _execute
 
     tiny_suite["attacks"].append(
         {"name": "plgmi", "label": "PLG-MI", "params": {"cgan": {"ch": 8, "z_dim": 8, "iterations": 2}}}

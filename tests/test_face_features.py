@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
+from mibench.api.metric import MeasureInputs
 from mibench.data.base import to_float
 from mibench.errors import CheckpointError, MibenchError
-from mibench.metric import MeasureInputs
 from mibench.metrics.facenet_distance import FACENET_WEIGHTS, FaceNetDistance, FaceNetDistanceParams
 from mibench.models.inception_resnet_v1 import InceptionResnetV1, load_facenet_embedding
 from tests.conftest import random_measure_inputs, random_uint8_images

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.checkpoints import file_sha256
-from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.errors import MibenchError
 from mibench.metrics import frechet

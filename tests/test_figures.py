@@ -7,12 +7,12 @@ import os
 import pytest
 from matplotlib.image import imread
 
+from mibench.api.records import read_records
 from mibench.cli import main
 from mibench.errors import MibenchError
-from mibench.figures import reconstruction_grid, slug, tradeoff_plot
-from mibench.records import read_records
-from mibench.runner import load_plan_info
-from mibench.store import ArtifactStore
+from mibench.reporting.figures import reconstruction_grid, slug, tradeoff_plot
+from mibench.running.runner import load_plan_info
+from mibench.running.store import ArtifactStore
 from tests.conftest import run_suite_file, write_suite
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,14 @@ def test_grid_rows_follow_the_classes_and_unknown_attacks_are_named(run, tmp_pat
 def test_tradeoff_needs_accuracy_records(run, tmp_path):
     records = [r for r in read_records(run / "records.jsonl") if r.metric != "acc"]
     with pytest.raises(MibenchError, match="test-accuracy"):
+        tradeoff_plot(records, tmp_path / "t")
+
+
+def test_a_run_whose_attacks_have_no_attack_accuracy_has_no_tradeoff_plot_and_no_crash(run, tmp_path):
+    # an attack measured only by other metrics (a plug-in's) used to crash `mibench run` at its HTML page
+    records = [r for r in read_records(run / "records.jsonl") if r.metric not in ("aa1", "aa5")]
+    assert any(r.attack for r in records) and any(r.metric == "acc" for r in records)
+    with pytest.raises(MibenchError, match="attack-accuracy"):
         tradeoff_plot(records, tmp_path / "t")
 
 

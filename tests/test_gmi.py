@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.attacks.gmi import GMI
-from mibench.context import RunContext
 from mibench.inversion.losses import cross_entropy_identity, logit_identity, max_margin_identity
 from mibench.inversion.search import GMIMomentum, momentum_search
 from tests.conftest import hit_rate, white_box

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mibench.hashing import canonical_json, content_key, derive_seed
-from mibench.plan import build_plan
+from mibench.running.plan import build_plan
 from mibench.suite import resolve_suite
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mibench.errors import MibenchError
-from mibench.headline import headline
 from mibench.registry import PLUGINS_VARIABLE, load_plugins
+from mibench.reporting.headline import headline
 from tests.test_report import rec
 
 

@@ -1,4 +1,4 @@
-"""Host allocation (mibench.hostmem): large freed blocks are reused instead of faulted in again on every step."""
+"""Host allocation (running.hostmem): large freed blocks are reused instead of faulted in again on every step."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import sys
 
 import pytest
 
-from mibench.hostmem import OPT_OUT_VARIABLE, _glibc
+from mibench.running.hostmem import OPT_OUT_VARIABLE, _glibc
 
 # Allocate, write and free a 64 MiB tensor (over glibc's largest mmap threshold, like the 50 MiB buffers of a CPU
 # GAN step) ten times, after five warm-up rounds (glibc's aligned allocations take a few rounds to find a freed block
 # that fits); print the minor page faults of those ten rounds and whether the setting took.
 FAULTS_OF_TEN_ROUNDS = """
 import resource, sys, torch
-from mibench.context import apply_execution
+from mibench.running.execution import apply_execution
 apply_execution({"threads": 1}, torch.device("cpu"))
-from mibench.hostmem import keep_freed_host_memory
+from mibench.running.hostmem import keep_freed_host_memory
 def round_trip():
     t = torch.empty(16 * 2**20)  # 64 MiB of float32
     t.fill_(1.0)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.attacks.ifgmi import IFGMI, IFGMIParams
-from mibench.context import RunContext
 from mibench.gan.style import TinyStyleGenerator
 from mibench.gan.style_prior import StyleGANParams, render, repeat_w
 from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator

@@ -91,7 +91,7 @@ def test_too_small_inputs_are_refused():
 
 
 def test_inception_trains_its_auxiliary_classifier_as_ppa(tmp_path):
-    from mibench.training import cross_entropy_step
+    from mibench.training.classifier import cross_entropy_step
 
     torch.manual_seed(0)
     model = build_classifier("inception-v3", {}, num_classes=5, in_channels=3, image_size=299)

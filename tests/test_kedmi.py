@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
 from mibench.attacks.kedmi import KEDMI, KEDMIParams
-from mibench.context import RunContext
 from mibench.gan.networks import KEDMIDiscriminator, MinibatchDiscrimination
 from mibench.gan.semi_supervised import KEDGANParams, fake_loss, real_fake_loss, soft_cross_entropy
 from tests.conftest import hit_rate, white_box
@@ -75,8 +75,8 @@ def test_kedmi_beats_random_latents(attack_setting):
 
 def test_soft_labels_come_from_the_target_in_train_mode_as_the_official_code(monkeypatch):
     """Official KED-MI/PLG-MI/LOMMA never call T.eval(): BatchNorm uses each batch's statistics."""
+    from mibench.api.oracle import Access, TargetOracle
     from mibench.models.base import freeze
-    from mibench.oracle import Access, TargetOracle
     from tests.conftest import tiny_model
 
     target = freeze(tiny_model(0, num_classes=6))

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.lokt import LOKT, LOKTParams
-from mibench.context import RunContext
 from mibench.data.base import endless_batches, to_float
 from mibench.errors import AccessDenied
 from mibench.gan.conditional import SNAuxiliaryClassifierDiscriminator
 from mibench.models.base import NetworkSpec
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import hit_rate
 
 # CPU budget: 600 discriminator steps instead of 105,000, the class losses from step 50, lr 1e-3 (not 2e-4) to make

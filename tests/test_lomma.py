@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
 from mibench.attacks.lomma import LOMMAGMI, LOMMAKEDMI, STUDENTS, LOMMAGMIParams, LOMMAParams
-from mibench.context import RunContext
 from mibench.inversion.losses import feature_regulariser, poincare_identity
 from mibench.models.base import NetworkSpec
-from mibench.plan import build_plan
+from mibench.running.plan import build_plan
 from mibench.suite import load_suite
-from mibench.training import distill
+from mibench.training.classifier import distill
 from tests.conftest import MID_SHUFFLED, hit_rate, tiny_model, white_box, write_suite
 
 TINY_STUDENTS = [NetworkSpec(architecture="tiny-cnn", params={"width": 8}), NetworkSpec(architecture="tiny-resnet")]

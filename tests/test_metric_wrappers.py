@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from mibench.attack import Reconstructions
-from mibench.context import RunContext
+from mibench.api.attack import Reconstructions
+from mibench.api.context import RunContext
+from mibench.api.metric import MeasureInputs
 from mibench.data.base import UNLABELLED, DataBundle, ImageSet, to_float
-from mibench.metric import MeasureInputs
 from mibench.metrics.attack_accuracy import AttackAccuracy, AttackAccuracyParams
 from mibench.metrics.frechet import FrechetDistance, FrechetParams
 from mibench.metrics.functional import frechet_distance_of_features, knn_distance, prdc_naeem

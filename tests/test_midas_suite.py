@@ -10,9 +10,9 @@ import torch
 import yaml
 from PIL import Image
 
+from mibench.api.records import RECORDS_FILE, read_records
 from mibench.cli import main
 from mibench.metrics.functional import class_mean_pearson, pearson_correlation
-from mibench.records import RECORDS_FILE, read_records
 
 
 def test_pearson_correlation_closed_forms():
@@ -72,10 +72,10 @@ def test_midas_suite_runs_on_an_att_shaped_fixture(tmp_path, monkeypatch, capsys
 
 
 def test_pcc_and_pixel_mse_pair_each_reconstruction_with_its_victim():
-    from mibench.attack import Reconstructions
-    from mibench.context import RunContext
+    from mibench.api.attack import Reconstructions
+    from mibench.api.context import RunContext
+    from mibench.api.metric import MeasureInputs
     from mibench.data.base import DataBundle, ImageSet, to_float
-    from mibench.metric import MeasureInputs
     from mibench.metrics.pcc import PCCParams, PearsonCorrelation, PixelMSE
     from mibench.params import NoParams
 

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.inversion_network import (
     InversionDecoder,
     InversionNetParams,
@@ -16,11 +18,9 @@ from mibench.attacks.inversion_network import (
     truncate,
 )
 from mibench.attacks.miface import MIFace, MIFaceParams, gaussian_blur3
-from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.errors import AccessDenied
 from mibench.models.base import ClassifierOutput
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import hit_rate, white_box
 
 

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.mirror import MirrorBlackBox, MirrorParams
-from mibench.context import RunContext
 from mibench.errors import AccessDenied
 from mibench.gan.style_prior import StyleGANParams
 from mibench.inversion.genetic import genetic_search, next_generation
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import TINY_STYLE_GAN, hit_rate
 
 

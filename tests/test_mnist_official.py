@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from mibench.plan import build_plan
+from mibench.running.plan import build_plan
 from mibench.suite import load_suite
 
 # The official values, transcribed from config/mnist/classify.json, classify_negls.json, classify_trap.json and
@@ -66,9 +66,9 @@ def test_the_evaluator_learns_all_ten_digits_while_measurements_use_the_private_
 
 
 def test_an_evaluator_trained_on_other_classes_runs_end_to_end(tmp_path, tiny_suite):
-    from mibench.progress import SILENT
-    from mibench.runner import run_plan
-    from mibench.store import ArtifactStore
+    from mibench.api.progress import SILENT
+    from mibench.running.runner import run_plan
+    from mibench.running.store import ArtifactStore
     from mibench.suite import resolve_suite
 
     pytest.importorskip("sklearn")

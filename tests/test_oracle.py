@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.oracle import Access, TargetOracle
 from mibench.errors import AccessDenied, QueryBudgetExceeded
 from mibench.models.base import build_classifier
-from mibench.oracle import Access, TargetOracle
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_no_attack_reaches_into_the_oracle_privately():
     from pathlib import Path
 
     offenders = []
-    for path in sorted(Path("attacks").glob("*.py")):
+    for path in sorted(Path("mibench/attacks").glob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"oracle\._|_TargetOracle__|__model\b|__victims\b", line):
                 offenders.append(f"{path}:{number}: {line.strip()}")

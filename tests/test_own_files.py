@@ -10,8 +10,8 @@ import pytest
 
 from mibench.cli import main
 from mibench.errors import MibenchError
-from mibench.plan import build_plan
-from mibench.store import CACHE_MARKER, ArtifactStore
+from mibench.running.plan import build_plan
+from mibench.running.store import CACHE_MARKER, ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import TINY_SUITE, run_suite_file, write_suite
 
@@ -125,7 +125,8 @@ def test_a_link_where_a_lock_or_an_artifact_file_belongs_is_refused(tiny_run, tm
 
 
 def test_labels_are_inert_in_csv_and_markdown():
-    from mibench.report import build_table, render_csv, render_markdown
+    from mibench.reporting.render import render_csv, render_markdown
+    from mibench.reporting.tables import build_table
     from tests.test_report import rec
 
     hostile = "=HYPERLINK(\"x\")|*b*"
@@ -338,7 +339,7 @@ def test_a_full_disk_is_named_as_such_not_as_torchs_unexpected_pos(tmp_path, mon
 
 
 def test_records_of_runs_with_other_settings_are_not_averaged_as_seeds(tmp_path):
-    from mibench.records import read_records, write_records
+    from mibench.api.records import read_records, write_records
     from tests.test_report import rec
 
     one = rec("-", "GMI", "aa1", 0, 0.5, False)

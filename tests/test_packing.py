@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
+from mibench.api.progress import SILENT
 from mibench.errors import MibenchError
-from mibench.executors import JobOutcome, LocalPoolExecutor
-from mibench.packing import DeviceLedger, Footprint, PackingBudget, job_kind, read_budget
-from mibench.plan import Job, build_plan
-from mibench.progress import SILENT
-from mibench.runner import run_plan
-from mibench.store import ArtifactStore
+from mibench.running.executors import JobOutcome, LocalPoolExecutor
+from mibench.running.packing import DeviceLedger, Footprint, PackingBudget, job_kind, read_budget
+from mibench.running.plan import Job, build_plan
+from mibench.running.runner import run_plan
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import artifact_bytes, write_suite
 
@@ -161,7 +161,7 @@ class LedgerExecutor:
 
 
 def test_the_runner_keeps_to_the_budget_and_lets_lighter_ready_jobs_pass(tmp_path, tiny_suite):
-    from mibench.runner import RunSummary, _execute
+    from mibench.running.runner import RunSummary, _execute
 
     tiny_suite["seeds"] = [0, 1, 2]
     tiny_suite["attacks"].append(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.attacks.plgmi import top_n_pseudo_labels
-from mibench.augmentation import color_jitter
-from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.gan.conditional import (
     CategoricalConditionalBatchNorm,
@@ -15,6 +14,7 @@ from mibench.gan.conditional import (
     SNProjectionDiscriminator,
     upsample2x_bilinear,
 )
+from mibench.training.augmentation import color_jitter
 from tests.conftest import hit_rate, white_box
 
 oracle = white_box

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, DefenderKnowledge, TargetOracle
+from mibench.api.records import read_records
 from mibench.attacks.plgmi import PLGMI
 from mibench.attacks.plgmi_adaptive import (
     PLGMIPlus,
@@ -12,12 +15,9 @@ from mibench.attacks.plgmi_adaptive import (
     auxiliary_signatures,
     signature_terms,
 )
-from mibench.context import RunContext
 from mibench.data.base import to_float
 from mibench.models.base import ClassifierOutput
-from mibench.oracle import Access, DefenderKnowledge, TargetOracle
-from mibench.records import read_records
-from mibench.trapdoor import balanced_targets, blend_triggers, trapdoor_signatures
+from mibench.training.trapdoor import balanced_targets, blend_triggers, trapdoor_signatures
 from tests.conftest import run_suite_file, white_box, write_suite
 
 

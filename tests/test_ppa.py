@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.attacks.ppa import PPA, PPAParams, StyleGANParams, render
-from mibench.context import RunContext
 from mibench.gan.style import TinyStyleGenerator
 from tests.conftest import TINY_STYLE_GAN, hit_rate, white_box
 
@@ -77,7 +77,8 @@ def test_selection_keeps_the_most_robust_candidates(attack_setting, ppa_prior, m
 
 def test_ppa_on_a_released_stylegan2_file(attack_setting, tmp_path):
     """gan.generator stylegan2: no prior to train, the file is read at inversion (here a small random StyleGAN2)."""
-    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+    from mibench.gan.stylegan2_files import save_stylegan2
 
     target, _ = attack_setting
     torch.manual_seed(0)
@@ -92,8 +93,9 @@ def test_ppa_on_a_released_stylegan2_file(attack_setting, tmp_path):
 
 def test_a_released_generator_needs_its_file_and_enters_keys_by_content(tmp_path, tiny_suite):
     from mibench.errors import ConfigError, DataError
-    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
-    from mibench.plan import build_plan
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+    from mibench.gan.stylegan2_files import save_stylegan2
+    from mibench.running.plan import build_plan
     from mibench.suite import load_suite
     from tests.conftest import write_suite
 
@@ -120,7 +122,8 @@ def test_a_released_generator_needs_its_file_and_enters_keys_by_content(tmp_path
 
 
 def test_released_generator_suite_runs_end_to_end_and_resumes(tmp_path, tiny_suite):
-    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, save_stylegan2
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+    from mibench.gan.stylegan2_files import save_stylegan2
     from tests.conftest import run_suite_file, write_suite
 
     torch.manual_seed(0)
@@ -177,7 +180,7 @@ def test_only_the_candidate_search_clamps(attack_setting, ppa_prior, monkeypatch
 
 
 def test_evaluator_sees_a_fresh_render_at_its_own_resolution(attack_setting, ppa_prior):
-    from mibench.metric import MeasureInputs
+    from mibench.api.metric import MeasureInputs
 
     target, data = attack_setting
     attack, prior = ppa_prior

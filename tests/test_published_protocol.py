@@ -74,9 +74,9 @@ class _Brightness(torch.nn.Module):
 
 
 def _inputs(protocol="standard", pipeline=None, n=6):
-    from mibench.attack import Reconstructions
+    from mibench.api.attack import Reconstructions
+    from mibench.api.metric import MeasureInputs
     from mibench.data.base import UNLABELLED, DataBundle, ImageSet
-    from mibench.metric import MeasureInputs
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(8)
@@ -98,7 +98,7 @@ def _inputs(protocol="standard", pipeline=None, n=6):
 
 
 def test_records_say_which_protocol_and_pipeline_they_follow():
-    from mibench.context import RunContext
+    from mibench.api.context import RunContext
     from mibench.metrics.attack_accuracy import AttackAccuracy, AttackAccuracyParams
     from mibench.metrics.knn import KNNDistance, KNNParams
 
@@ -114,7 +114,7 @@ def test_records_say_which_protocol_and_pipeline_they_follow():
 
 
 def test_published_fid_pixels_and_remainder_on_a_stand_in_extractor():
-    from mibench.context import RunContext
+    from mibench.api.context import RunContext
     from mibench.metrics.frechet import FrechetDistance, FrechetParams
 
     params = FrechetParams(extractor="evaluator", fake_subset="all")
@@ -134,7 +134,7 @@ def test_published_fid_pixels_and_remainder_on_a_stand_in_extractor():
 def test_published_plgmi_fid_uses_torchvision_inception_with_its_hash_checked(tmp_path, monkeypatch):
     import torchvision
 
-    from mibench.context import RunContext
+    from mibench.api.context import RunContext
     from mibench.errors import CheckpointError
     from mibench.metrics.frechet import FrechetDistance, FrechetParams
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
+from mibench.api.recipe import TrainSpec
 from mibench.data.base import to_float
-from mibench.defense import DefenseStack
 from mibench.defenses.purifiers import (
     AdversarialPurifier,
     AdversarialPurifierParams,
@@ -17,8 +18,7 @@ from mibench.defenses.purifiers import (
 )
 from mibench.inversion.decoder import log_confidence_encoding
 from mibench.models.base import freeze
-from mibench.oracle import Access, TargetOracle
-from mibench.suite import TrainSpec
+from mibench.training.stack import DefenseStack
 from tests.conftest import tiny_model
 
 SPEC = TrainSpec(epochs=5, batch_size=32, lr=0.05, selection="last")

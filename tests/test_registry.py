@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pytest
 
-from mibench.defense import Defense
+from mibench.api.defense import Defense
 from mibench.errors import UnknownNameError
 from mibench.params import NoParams
 from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry

@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
+from mibench.api.progress import SILENT
+from mibench.api.records import read_records
 from mibench.cli import main
-from mibench.hostmem import OPT_OUT_VARIABLE
-from mibench.plan import build_plan
-from mibench.progress import SILENT
-from mibench.records import read_records
 from mibench.registry import PLUGINS_VARIABLE
-from mibench.runner import run_plan
-from mibench.store import DONE, ArtifactStore
+from mibench.running.hostmem import OPT_OUT_VARIABLE
+from mibench.running.plan import build_plan
+from mibench.running.runner import run_plan
+from mibench.running.store import DONE, ArtifactStore
 from mibench.suite import load_suite
 from tests.conftest import MID_SHUFFLED, TINY_SUITE, artifact_bytes, write_suite
 
@@ -66,11 +66,11 @@ def one_job_per_stage(plan) -> list:
 
 FRESH_PROCESS_JOB = """
 import sys, torch
-from mibench.executors import execute
-from mibench.plan import build_plan
-from mibench.progress import SILENT
-from mibench.stages import Workspace
-from mibench.store import ArtifactStore
+from mibench.running.executors import execute
+from mibench.running.plan import build_plan
+from mibench.api.progress import SILENT
+from mibench.running.stages import Workspace
+from mibench.running.store import ArtifactStore
 from mibench.suite import load_suite
 job = build_plan(load_suite(sys.argv[1])).jobs[sys.argv[3]]
 outcome = execute(job, Workspace(ArtifactStore(sys.argv[2]), torch.device("cpu"), SILENT), False)
@@ -85,7 +85,7 @@ def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs(referen
     expected = {job.id: artifact_bytes(store, job.stage, job.key) for job in chosen}
 
     # each chosen job alone in a fresh process, its upstream artifacts taken from the reference run; there with the
-    # allocator setting jobs run under (mibench.hostmem: freed memory kept), here with glibc's default (conftest):
+    # allocator setting jobs run under (running.hostmem: freed memory kept), here with glibc's default (conftest):
     # where bytes live is no input
     fresh = ArtifactStore(tmp_path / "fresh")
     shutil.copytree(store.root, fresh.root)
@@ -283,9 +283,9 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys, monkeypatch):
 
 
 def test_a_failure_that_cannot_be_recorded_is_still_reported(tmp_path, monkeypatch):
-    from mibench import stages
-    from mibench.executors import execute
-    from mibench.plan import Job
+    from mibench.running import stages
+    from mibench.running.executors import execute
+    from mibench.running.plan import Job
 
     store = ArtifactStore(tmp_path)
 
@@ -303,8 +303,8 @@ def test_a_failure_that_cannot_be_recorded_is_still_reported(tmp_path, monkeypat
 
 
 def test_a_corrupt_upstream_found_while_loading_fails_the_job_and_is_set_aside(reference, tmp_path):
-    from mibench.executors import execute
-    from mibench.stages import Workspace
+    from mibench.running.executors import execute
+    from mibench.running.stages import Workspace
 
     _, plan, store, _ = reference
     cache = ArtifactStore(tmp_path / "cache")

@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from mibench.records import Record, read_records, write_records
-from mibench.report import build_table, latex_escape, render_csv, render_latex, render_markdown, summarize
+from mibench.api.records import Record, read_records, write_records
+from mibench.reporting.render import latex_escape, render_csv, render_latex, render_markdown
+from mibench.reporting.tables import build_table, summarize
 
 BASE = {
     "suite": "golden",
@@ -169,7 +170,7 @@ def test_latex_compiles(records, tmp_path):
 
 
 def test_compare_paper_puts_published_values_beside_ours(records, tmp_path):
-    from mibench.compare import paper_values, with_paper_columns
+    from mibench.reporting.compare import paper_values, with_paper_columns
 
     published = paper_values(1)
     # Trap-MID Table 1 (spec paper-results.csv): GMI on the undefended VGG16, AA-1 14.29 ± 0.63 (percent)
@@ -247,7 +248,7 @@ def test_report_cli_compare_paper_refuses_another_setting(records, tmp_path, cap
 
 
 def test_table9_layout_is_one_block_and_compares_paper_minutes_as_seconds(records):
-    from mibench.compare import paper_values, with_paper_columns
+    from mibench.reporting.compare import paper_values, with_paper_columns
 
     table = build_table(records, "table9")
     assert [h.label for h in table.header] == ["Acc", "Training time (s)"]
@@ -265,8 +266,8 @@ def test_unknown_layout_lists_the_allowed_ones(records):
 
 
 def test_multi_model_tables_compare_one_architecture():
-    from mibench.compare import paper_values
-    from mibench.report import LAYOUTS
+    from mibench.reporting.compare import paper_values
+    from mibench.reporting.tables import LAYOUTS
 
     # Trap-MID Table 19 (spec paper-results.csv): undefended PPA AA-1 is 80.61% on ResNet-152, 82.96% on ResNeSt-101;
     # Trap-MID's "default" row stands for the plain label.
@@ -290,7 +291,7 @@ def test_the_fid_column_names_what_filled_it(records, metric, label):
 
 
 def test_ablation_rows_are_matched_by_defense_and_variant():
-    from mibench.compare import paper_values
+    from mibench.reporting.compare import paper_values
 
     # Trap-MID Table 7 (spec paper-results.csv): the blend-ratio rows are "Trap-MID" with variants "alpha=...";
     # Table 5's TeD rows carry "alpha=0.1" / "alpha=0.2"; Table 6's ablation steps are variants too.
@@ -348,7 +349,7 @@ def test_partial_seed_cells_are_flagged_in_every_format(records):
     cell = dict(table.blocks[0][1])["Trap_MID"][1]
     assert cell.text() == "2.00 (n=1/2)" and "(n=k/2)" in table.caption
     assert "2.00 (n=1/2)" in render_markdown(table) and "2.00 (n=1/2)" in render_latex(table)
-    from mibench.report import partial_cells
+    from mibench.reporting.tables import partial_cells
 
     assert partial_cells(table) == ["GMI / Trap_MID / AA-1: n=1/2"]
     csv_text = render_csv(short)
@@ -359,7 +360,7 @@ def test_partial_seed_cells_are_flagged_in_every_format(records):
 def test_daggers_mark_exactly_the_holm_significant_improvements():
     from scipy import stats as scipy_stats
 
-    from mibench.stats import annotate_significance, holm
+    from mibench.reporting.stats import annotate_significance, holm
 
     aa = {"-": [0.80, 0.82, 0.81, 0.83, 0.79], "Trap-MID": [0.10, 0.12, 0.11, 0.09, 0.13], "MID": [0.78, 0.83, 0.80,
           0.76, 0.84]}  # fmt: skip
@@ -405,8 +406,8 @@ def test_strict_report_fails_on_partial_seeds(records, tmp_path, capsys):
 def test_missing_values_carry_their_reason():
     import torch
 
-    from mibench.metric import Measurement
-    from mibench.stages import explain_missing, nonfinite_count
+    from mibench.api.metric import Measurement
+    from mibench.running.stages import explain_missing, nonfinite_count
 
     images = torch.rand(4, 3, 2, 2)
     images[1, 0, 0, 0] = float("nan")

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.rlbmi import RLBMI, RLBMIParams, log_margin
-from mibench.context import RunContext
 from mibench.errors import AccessDenied
 from mibench.inversion.sac import ClassAgents
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import hit_rate
 
 # lr 3e-3 instead of 5e-4: 300 episodes instead of 40,000

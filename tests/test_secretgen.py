@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.attack import DataInfo
+from mibench.api.attack import DataInfo
+from mibench.api.context import RunContext
+from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.secretgen import InpaintingGANParams, SecretGen, SecretGenParams
-from mibench.context import RunContext
 from mibench.gan.inpainting import InpaintingGenerator, center_mask, grid_cutouts
 from mibench.inversion.losses import cross_entropy_identity
-from mibench.oracle import Access, TargetOracle
 from tests.conftest import hit_rate
 
 SMALL = {"init_rounds": 20, "iterations": 300, "victims_per_class": 3, "batch_size": 32}

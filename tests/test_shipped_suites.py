@@ -41,7 +41,7 @@ def test_table1_protocol(weights, capsys):
 
 def test_table19_protocol(weights, capsys):
     """PPA and IF-GMI on 224x224 targets with the released StyleGAN2 (no prior to train), Inception-v3 at 299."""
-    from mibench.plan import build_plan
+    from mibench.running.plan import build_plan
     from mibench.suite import load_suite
 
     assert main(["validate", "suites/table19-ppa.yaml"]) == 0
@@ -55,7 +55,7 @@ def test_table19_protocol(weights, capsys):
 @pytest.mark.parametrize("path", ["suites/table-blackbox.yaml", "suites/mini-mnist-blackbox.yaml"])
 def test_blackbox_suites_run_the_output_only_attacks(path, weights):
     """Output-side defenses are judged by attacks that see nothing but outputs: all five, and no white-box one."""
-    from mibench.oracle import Access
+    from mibench.api.oracle import Access
     from mibench.registry import ATTACKS
     from mibench.suite import load_suite
 
@@ -90,7 +90,7 @@ def test_mnist_evaluators_learn_all_ten_digits_as_the_official_one(path, weights
     """Trap-MID config/mnist/eval.json trains the evaluation model on all ten digits (n_classes 10), so a
     reconstruction showing a public digit is a miss; an evaluator of the private digits alone reads every image as
     one of them (issue #22: GMI's AA-1 80% against 14%)."""
-    from mibench.plan import build_plan
+    from mibench.running.plan import build_plan
     from mibench.suite import load_suite
 
     evaluator = load_suite(path).suite.evaluator

@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from mibench.stats import holm, seeds_for_power, t_interval, welch_p
+from mibench.reporting.stats import holm, seeds_for_power, t_interval, welch_p
 
 
 def test_t_interval_equals_scipys():

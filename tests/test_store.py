@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mibench.errors import MibenchError
-from mibench.locks import LockTimeout
-from mibench.store import DONE, ArtifactStore, CorruptArtifact
+from mibench.running.locks import LockTimeout
+from mibench.running.store import DONE, ArtifactStore, CorruptArtifact
 
 
 def test_build_publishes_with_done_marker_last(tmp_path):
@@ -152,10 +152,10 @@ def test_failed_swap_of_a_forced_rebuild_puts_the_old_artifact_back(tmp_path, mo
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr("mibench.store.os.replace", flaky)
+    monkeypatch.setattr("mibench.running.store.os.replace", flaky)
     with pytest.raises(MibenchError, match="no space left"), store.build("target", "k") as (out, _):
         (out / "a").write_bytes(b"new")
-    monkeypatch.setattr("mibench.store.os.replace", real)
+    monkeypatch.setattr("mibench.running.store.os.replace", real)
     assert store.read_bytes("target", "k", "a") == b"old"
     assert store.verify("target", "k") is None
 

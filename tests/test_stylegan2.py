@@ -17,13 +17,12 @@ from mibench.gan.stylegan2 import (
     StyleGAN2Config,
     StyleGAN2Generator,
     infer_config,
-    load_stylegan2,
     modulated_conv2d,
-    save_stylegan2,
     setup_filter,
     upfirdn2d,
     upsample2d,
 )
+from mibench.gan.stylegan2_files import load_stylegan2, save_stylegan2
 
 SMALL = StyleGAN2Config(z_dim=16, w_dim=16, resolution=32, mapping_layers=2, channel_base=256, channel_max=32)
 
@@ -241,7 +240,7 @@ def test_a_pickle_asking_for_huge_layers_is_refused_before_allocating(tmp_path, 
 def test_a_converted_file_with_a_crafted_config_is_refused_before_any_network_is_built(tmp_path, monkeypatch):
     import mibench.gan.stylegan2 as module
     from mibench.errors import CheckpointError
-    from mibench.gan.stylegan2 import load_stylegan2
+    from mibench.gan.stylegan2_files import load_stylegan2
 
     built = []
     monkeypatch.setattr(module.StyleGAN2Generator, "__init__", lambda self, config: built.append(config))

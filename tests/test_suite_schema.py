@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from mibench.errors import ConfigError
-from mibench.plan import build_plan
+from mibench.running.plan import build_plan
 from mibench.suite import load_suite, resolve_suite
 from tests.conftest import write_suite
 

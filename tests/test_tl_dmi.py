@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.context import RunContext
-from mibench.defense import DefenseStack
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
 from mibench.defenses.tl_dmi import TLDMI, TLDMIParams
 from mibench.errors import MibenchError
 from mibench.models.base import build_classifier
-from mibench.suite import TrainSpec
+from mibench.training.stack import DefenseStack
 from tests.conftest import tiny_model
 
 SPEC = TrainSpec(epochs=3, batch_size=32, lr=0.05, selection="last")

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from mibench.augmentation import adjust_colors, random_color_jitter, shift_hue
-from mibench.context import RunContext
-from mibench.suite import TrainSpec
-from mibench.training import augment_batch, train_classifier
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
+from mibench.training.augmentation import adjust_colors, random_color_jitter, shift_hue
+from mibench.training.classifier import augment_batch, train_classifier
 from tests.conftest import tiny_model
 
 
@@ -60,7 +60,7 @@ def test_training_applies_the_configured_augmentations(defense_data):
 
 def test_random_resized_crop_draws_area_and_aspect_ratio_like_torchvision():
     """On coordinate ramps, the output's slope along x is the crop's width fraction and along y its height."""
-    from mibench.augmentation import AffineAugmentParams, random_affine_augment
+    from mibench.training.augmentation import AffineAugmentParams, random_affine_augment
 
     n, size = 400, 32
     coords = (torch.arange(size) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]

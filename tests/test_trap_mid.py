@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mibench.augmentation import AffineAugmentParams, random_affine_augment
-from mibench.context import RunContext
-from mibench.defense import DefenseStack
+from mibench.api.context import RunContext
+from mibench.api.recipe import TrainSpec
 from mibench.defenses.negls import NegLS, NegLSParams
 from mibench.defenses.trap_mid import TeD, TeDParams, TrapMID, TrapMIDParams
 from mibench.errors import MibenchError
-from mibench.suite import TrainSpec
-from mibench.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers
+from mibench.training.augmentation import AffineAugmentParams, random_affine_augment
+from mibench.training.stack import DefenseStack
+from mibench.training.trapdoor import balanced_targets, blend_triggers, inject, patch_triggers
 from tests.conftest import tiny_model
 
 # The paper's alpha 0.02 is too faint for a 150-image tiny CNN to learn in a few hundred CPU steps; this tiny-data
@@ -66,7 +66,7 @@ def test_augmentation_identity_flip_and_gradients():
 
 
 def test_trigger_step_is_a_clipped_signed_step():
-    from mibench.defense import cross_entropy
+    from mibench.api.defense import cross_entropy
 
     defense = TrapMID(TrapMIDParams(discriminator=False))
     model = tiny_model().eval()
@@ -122,7 +122,7 @@ def test_trap_mid_with_negls_uses_negls_for_both_losses(data, monkeypatch):
 def test_trap_mid_applies_the_recipes_own_crops_and_jitter(data, monkeypatch):
     """A recipe with PPA's augmentations (crop_scale, color_jitter) reaches Trap-MID's own loop, once per batch."""
     from mibench.defenses import trap_mid
-    from mibench.training import augment_batch
+    from mibench.training.classifier import augment_batch
 
     seen = []
 

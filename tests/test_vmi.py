@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from mibench.api.context import RunContext
 from mibench.attacks.vmi import VMI, VMIParams
-from mibench.context import RunContext
 from mibench.inversion.flows import ClassFlows, standard_normal_log_prob
 from tests.conftest import hit_rate, white_box
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from mibench.errors import CheckpointError
+from mibench.gan.stylegan2 import StyleGAN2Config, check_config_bounds
 
 
 class PersistentRecord:
@@ -98,9 +99,7 @@ def _flatten(record: PersistentRecord, prefix: str, out: dict[str, torch.Tensor]
             _flatten(child, f"{prefix}{name}.", out)
 
 
-def _config_from_init_kwargs(kwargs: dict[str, Any]):
-    from mibench.gan.stylegan2 import StyleGAN2Config, check_config_bounds
-
+def _config_from_init_kwargs(kwargs: dict[str, Any]) -> StyleGAN2Config:
     if kwargs.get("c_dim", 0):
         raise CheckpointError(
             f"conditional StyleGAN2 (c_dim={kwargs['c_dim']}) is not supported; PPA uses unconditional"

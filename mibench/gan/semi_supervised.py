@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
+from mibench.api.oracle import TargetOracle
 from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
-from mibench.oracle import TargetOracle
 from mibench.params import Params
 
 

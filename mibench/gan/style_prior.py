@@ -13,16 +13,16 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mibench.attack import DataInfo, PriorSpec
-from mibench.context import RunContext
+from mibench.api.attack import DataInfo, PriorSpec
+from mibench.api.context import RunContext
+from mibench.api.oracle import TargetOracle
 from mibench.data.base import ImageSet, resize_images
 from mibench.gan.networks import GANPrior, WGANCritic
 from mibench.gan.style import TinyStyleGenerator
-from mibench.gan.stylegan2 import load_stylegan2
+from mibench.gan.stylegan2_files import load_stylegan2
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
 from mibench.inversion.search import in_chunks
 from mibench.models.base import freeze
-from mibench.oracle import TargetOracle
 
 
 class StyleGANParams(WGANGPParams):

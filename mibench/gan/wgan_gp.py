@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
 from mibench.data.base import ImageSet, iterate_batches, to_device, to_float
 from mibench.params import Params
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
 from mibench.data.base import iterate_batches, to_float
 
 LOG_FLOOR = -1000.0  # the official clamp of log p (a zero probability)

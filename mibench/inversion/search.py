@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from mibench.context import RunContext
+from mibench.api.context import RunContext
 from mibench.data.base import to_device
 
 

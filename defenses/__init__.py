@@ -1,1 +1,0 @@
-"""Registered defenses, one file each, plugging into the shared training loop of `mibench.training`."""
