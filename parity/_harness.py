@@ -1,0 +1,133 @@
+"""Glue shared by the parity generators: the official checkouts, CPU-only patches, the golden files and manifest.
+
+A generator imports an official repository from a local export of the commit FIDELITY.md names, runs its functions
+on tiny inputs built from a fixed seed, runs mibench's counterpart on the same inputs, and writes both the official
+outputs (the golden) and the largest difference it saw (the manifest). Generators never run in CI; the tests in
+`tests/test_parity.py` compare mibench against the goldens alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDENS = ROOT / "tests" / "goldens"
+MANIFEST = GOLDENS / "manifest.json"
+
+
+def official_checkout(repository: str, commit: str) -> Path:
+    """The local export of `repository` at `commit`, from $MIBENCH_OFFICIAL_<NAME> (NAME: the repository's name).
+
+    Export it from a mirror with `git -C MIRROR archive COMMIT | tar -x -C DIR`; the folder's own name is free.
+    """
+    variable = "MIBENCH_OFFICIAL_" + repository.split("/")[1].upper().replace("-", "_")
+    value = os.environ.get(variable)
+    if not value or not Path(value).is_dir():
+        sys.exit(f"set {variable} to an export of {repository} at commit {commit} (git archive {commit} | tar -x)")
+    return Path(value)
+
+
+@contextlib.contextmanager
+def official_modules(path: Path, *names: str) -> Iterator[None]:
+    """`path` first on sys.path, and the official repository's generic module names (utils, loss) fresh in and out."""
+
+    def purge() -> None:
+        for name in list(sys.modules):
+            if name.split(".")[0] in names:
+                del sys.modules[name]
+
+    purge()
+    sys.path.insert(0, str(path))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(path))
+        purge()
+
+
+@contextlib.contextmanager
+def on_cpu() -> Iterator[None]:
+    """The official code's `.cuda()` calls leave tensors and modules where they are (the CPU)."""
+    saved = torch.Tensor.cuda, nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    nn.Module.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, nn.Module.cuda = saved
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator for the tiny inputs (never the global stream)."""
+    return torch.Generator().manual_seed(seed)
+
+
+def largest_difference(ours: dict[str, torch.Tensor], official: dict[str, torch.Tensor]) -> float:
+    """The largest max |ours - official| / max |official| over the outputs (what tests/test_parity.py bounds)."""
+    worst = 0.0
+    for name, expected in official.items():
+        got, expected = ours[name].detach().double(), expected.detach().double()
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        worst = max(worst, float((got - expected).abs().max()) / max(scale, 1e-12) if got.numel() else 0.0)
+    return worst
+
+
+def write_golden(
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    *,
+    outputs: list[str],
+    method: str,
+    repository: str,
+    commit: str,
+    files: list[str],
+    functions: list[str],
+    units: str,
+    injected: str,
+    not_covered: str,
+    difference: float,
+) -> None:
+    """Save `tensors` as tests/goldens/<name>.pt and its manifest entry; `outputs` names the official results in it."""
+    GOLDENS.mkdir(parents=True, exist_ok=True)
+    path = GOLDENS / f"{name}.pt"
+    torch.save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, path)
+    generator = Path(sys.argv[0]).resolve()
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    manifest[name] = {
+        "method": method,
+        "outputs": outputs,
+        "repository": repository,
+        "commit": commit,
+        "files": files,
+        "functions": functions,
+        "units": units,
+        "injected": injected,
+        "not_covered": not_covered,
+        "largest_relative_difference": float(f"{difference:.3g}"),
+        "generator": str(generator.relative_to(ROOT)),
+        "generator_sha256": hashlib.sha256(generator.read_bytes()).hexdigest(),
+        "golden_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    print(f"{path.relative_to(ROOT)}: {len(tensors)} tensors; largest relative difference of mibench {difference:.3g}")
+
+
+def stub_modules(**attributes: dict[str, object]) -> None:
+    """Empty stand-ins for packages the official code imports but the parity units never call (ipdb, progress)."""
+    for name, attrs in attributes.items():
+        module = types.ModuleType(name.replace("__", "."))
+        module.__dict__.update(attrs)
+        sys.modules.setdefault(name.replace("__", "."), module)
