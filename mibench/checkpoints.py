@@ -12,7 +12,9 @@ import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
@@ -65,6 +67,37 @@ def weights_file(explicit: str | None, default_name: str, what: str, provenance:
     return path
 
 
+# SHA-256 by path of the files outside the cache the running job's plan keyed it on (set by the runner around a job):
+# whatever this module (or the network-pickle reader) reads from such a path is checked against it, however deep in a
+# model's constructor the read happens (an architecture's `pretrained` file).
+_PLANNED: ContextVar[dict[str, str] | None] = ContextVar("mibench_planned_files", default=None)
+
+
+@contextmanager
+def planned_files(hashes: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, reads of the files in `hashes` ({path: SHA-256}) must find the planned bytes."""
+    token = _PLANNED.set({str(Path(p)): digest for p, digest in hashes.items()})
+    try:
+        yield
+    finally:
+        _PLANNED.reset(token)
+
+
+def planned_sha256(path: str | Path) -> str | None:
+    """The SHA-256 the running job's plan recorded for `path`, None outside a job or for a file it did not key."""
+    return (_PLANNED.get() or {}).get(str(Path(path)))
+
+
+def read_planned_bytes(path: Path, what: str) -> bytes | None:
+    """The bytes of a planned file, checked against its planned SHA-256; None when the job did not key the file."""
+    planned = planned_sha256(path)
+    if planned is None:
+        return None
+    data = path.read_bytes()
+    require_planned(path, hashlib.sha256(data).hexdigest(), planned, what)
+    return data
+
+
 def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str | None = None) -> object:
     """The contents of a checkpoint file, read with `torch.load(weights_only=True)` onto the CPU.
 
@@ -77,6 +110,7 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str |
         raise CheckpointError(f"{what} file not found: {path}")
     check_declared_size(path, what)
     source: Path | io.BytesIO = path
+    sha256 = sha256 or planned_sha256(path)
     if sha256 is not None:
         data = path.read_bytes()
         require_planned(path, hashlib.sha256(data).hexdigest(), sha256, what)

@@ -374,3 +374,76 @@ def test_weights_a_metric_reads_enter_its_jobs_key_and_are_checked_when_read(tmp
     with pytest.raises(CheckpointError, match="changed since the run was planned"):
         inputs.verified_file(weights)
     assert {j.key for j in measure_jobs()}.isdisjoint({j.key for j in first})
+
+
+def _pretrained_suite(tmp_path, weights):
+    """The tiny suite's evaluator and target, the target an EfficientNet-B0 initialised from `weights`; no attack."""
+    suite = {**TINY_SUITE, "seeds": [0], "attacks": [], "metrics": ["test-accuracy"],
+             "target": {**TINY_SUITE["target"], "architecture": "efficientnet-b0",
+                        "params": {"pretrained": str(weights)}}}  # fmt: skip
+    return write_suite(tmp_path / "s.yaml", suite)
+
+
+def _efficientnet_file(path, seed):
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), path)
+
+
+def test_an_architectures_initialisation_file_enters_its_targets_key_by_content(tmp_path):
+    from mibench.checkpoints import file_sha256
+
+    weights = tmp_path / "efficientnet_b0.pth"
+    _efficientnet_file(weights, 0)
+    path = _pretrained_suite(tmp_path, weights)
+
+    def target():
+        return next(j for j in build_plan(load_suite(path)).jobs.values() if j.stage == "target")
+
+    first = target()
+    assert first.payload["files"] == {"pretrained": {"sha256": file_sha256(weights)}}
+    assert first.runtime["files"] == {"pretrained": str(weights)}
+    _efficientnet_file(weights, 1)  # other bytes at the same path: another job
+    assert target().key != first.key
+    # and an evaluator without such a file keeps the key it always had (no "files" entry)
+    assert "files" not in next(j for j in build_plan(load_suite(path)).jobs.values() if j.stage == "evaluator").payload
+
+
+def test_an_initialisation_file_replaced_after_planning_fails_its_job_instead_of_training_on_it(tmp_path):
+    from mibench.running.runner import run_plan
+
+    weights = tmp_path / "efficientnet_b0.pth"
+    _efficientnet_file(weights, 0)
+    plan = build_plan(load_suite(_pretrained_suite(tmp_path, weights)))
+    _efficientnet_file(weights, 1)  # replaced between planning and the target job
+    import torch
+
+    from mibench.api.progress import SILENT
+
+    summary = run_plan(plan, store=ArtifactStore(tmp_path / "cache"), run_dir=tmp_path / "run",
+                       device=torch.device("cpu"), reporter=SILENT)  # fmt: skip
+    failed = [j for j in plan.jobs.values() if j.id in summary.failed]
+    assert [j.stage for j in failed] == ["target"]
+    assert "changed since the run was planned" in summary.failed[failed[0].id]
+
+
+def test_a_planned_network_pickle_is_checked_when_read(tmp_path):
+    from mibench.checkpoints import planned_files
+    from mibench.errors import CheckpointError
+    from mibench.gan.nvidia_pickle import read_network_pickle
+
+    pickle_file = tmp_path / "ffhq.pkl"
+    pickle_file.write_bytes(b"not the planned bytes")
+    with planned_files({str(pickle_file): "0" * 64}), pytest.raises(CheckpointError, match="changed since"):
+        read_network_pickle(pickle_file)
+
+
+def test_initialisation_files_nested_in_a_methods_params_are_found_by_key_path():
+    from mibench.running.plan import weight_files
+
+    params = {"students": [{"architecture": "efficientnet-b0", "params": {"pretrained": "/w/b0.pth"}},
+                           {"architecture": "efficientnet-b1", "params": {"pretrained": None}}],
+              "gan": {"checkpoint": "/w/g.pkl"}, "pretrained": ""}  # fmt: skip
+    assert weight_files(params) == {"students[0].params.pretrained": "/w/b0.pth"}

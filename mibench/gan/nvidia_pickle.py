@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mibench.checkpoints import read_planned_bytes
 from mibench.errors import CheckpointError
 from mibench.gan.stylegan2 import StyleGAN2Config, check_config_bounds
 
@@ -144,8 +145,9 @@ def _config_from_init_kwargs(kwargs: dict[str, Any]) -> StyleGAN2Config:
 def read_network_pickle(path: str | Path, network: str = "G_ema"):
     """(state dict, StyleGAN2Config) of `network` in an NVIDIA StyleGAN2-ADA pickle, without executing its code."""
     path = Path(path)
+    planned = read_planned_bytes(path, "NVIDIA network pickle") if path.is_file() else None
     try:
-        with path.open("rb") as f:
+        with io.BytesIO(planned) if planned is not None else path.open("rb") as f:
             data = _RestrictedUnpickler(f).load()
     except Exception as exc:  # a truncated or foreign file fails in many ways
         raise CheckpointError(f"cannot read NVIDIA network pickle {path}: {exc}") from None

@@ -161,6 +161,7 @@ def build_plan(rs: ResolvedSuite) -> Plan:
     data, eval_data, runtime = data_payload(rs, size), data_payload(rs, eval_size), data_runtime(rs)
     classes = suite.classes()
 
+    evaluator_files = keyed_files(weight_files(_method(rs.evaluator_arch)["params"]), "evaluator.params.")
     evaluator = plan.add(
         _job(
             "evaluator",
@@ -171,10 +172,11 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                 "data": data_payload(rs, eval_size, rs.evaluator_dataset) if rs.evaluator_dataset else eval_data,
                 "seed": derive_seed(suite.seed, "evaluator"),
                 "checkpoint": checkpoint_ref(suite.evaluator.checkpoint, "evaluator.checkpoint"),
+                **evaluator_files[0],
             },
             (),
             f"evaluator {rs.evaluator_arch.name}",
-            {**runtime, "checkpoint_path": suite.evaluator.checkpoint},
+            {**runtime, "checkpoint_path": suite.evaluator.checkpoint, **evaluator_files[1]},
         )
     )
     plan.sources.append(RecordSource(evaluator.id, None, None, None))
@@ -205,6 +207,37 @@ def build_plan(rs: ResolvedSuite) -> Plan:
                 _plan_attack(plan, rs, attack, target, seed, data, runtime, classes, attack_metrics, common, defense,
                              attack_files)  # fmt: skip
     return plan
+
+
+def weight_files(params: Any, prefix: str = "") -> dict[str, str]:
+    """Architecture initialisation files in a params mapping: every `pretrained` path, by its dotted key path.
+
+    Every architecture names its initialisation file `pretrained` (the README's weights table), also when it is nested
+    in a method's params (LOMMA's students, LOKT's surrogates).
+    """
+    found: dict[str, str] = {}
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if key == "pretrained" and isinstance(value, str) and value:
+                found[f"{prefix}{key}"] = value
+            else:
+                found.update(weight_files(value, f"{prefix}{key}."))
+    elif isinstance(params, list):
+        for i, value in enumerate(params):
+            found.update(weight_files(value, f"{prefix.removesuffix('.')}[{i}]."))
+    return found
+
+
+def keyed_files(files: dict[str, str], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(payload part, runtime part) naming `files` ({name: path}) by content; both empty (keys unchanged) for none.
+
+    The payload holds each file's SHA-256, so a new file is a new job; the runtime holds where it is, and the job
+    checks what it reads against the hash (`checkpoints.planned_files`).
+    """
+    if not files:
+        return {}, {}
+    refs = {name: checkpoint_ref(path, f"{where}{name}") for name, path in files.items()}
+    return {"files": refs}, {"files": dict(files)}
 
 
 def metric_files(metrics: list[ResolvedMethod]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -240,8 +273,11 @@ def _plan_target(plan: Plan, rs: ResolvedSuite, defense: ResolvedDefense, seed: 
             **common,
             "checkpoint": checkpoint_ref(suite.target.checkpoint, "target.checkpoint"),
         }
+        files = keyed_files(weight_files(common["architecture"]["params"]), "target.params.")
+        payload.update(files[0])
         label = f"target {defense.label} seed={seed}"
-        return plan.add(_job("target", payload, (), label, {**runtime, "checkpoint_path": suite.target.checkpoint}))
+        job_runtime = {**runtime, "checkpoint_path": suite.target.checkpoint, **files[1]}
+        return plan.add(_job("target", payload, (), label, job_runtime))
     if trained:
         base_members = defense.members[:trained]
     else:
@@ -271,21 +307,24 @@ def _plan_attack(
     prior_keys: dict[str, str] = {}
     deps = [target.id]
     for spec in instance.priors():
+        prior_params = spec.params.model_dump(mode="json") if spec.params is not None else {}
+        prior_files = keyed_files(weight_files(prior_params), f"attacks[{attack.label}].params.")
         prior = plan.add(
             _job(
                 "prior",
                 {
                     "prior": spec.name,
                     "version": spec.version,
-                    "params": spec.params.model_dump(mode="json") if spec.params is not None else {},
+                    "params": prior_params,
                     "data": data,
                     "target": target.key if spec.uses_target else None,
                     "seed": derive_seed(seed if spec.uses_target else rs.suite.seed, "prior", spec.name),
+                    **prior_files[0],
                 },
                 (target.id,) if spec.uses_target else (),
                 f"prior {spec.name}" + (f" for {target.label}" if spec.uses_target else ""),
                 # Any attack naming this prior builds the same module, so which one builds it is not part of the key.
-                {**runtime, "builder": _method(attack)},
+                {**runtime, "builder": _method(attack), **prior_files[1]},
             )
         )
         prior_keys[spec.name] = prior.key
@@ -298,16 +337,17 @@ def _plan_attack(
         "data": data,
         "seed": derive_seed(seed, "invert", attack.name),
     }
-    files = {k: checkpoint_ref(v, f"attacks[{attack.label}].params.{k}") for k, v in instance.external_files().items()}
-    if files:  # only when present, so that the keys of attacks without files stay as they were
-        payload["files"] = files
+    files = {k: str(v) for k, v in instance.external_files().items()}
+    files.update(weight_files(payload["attack"]["params"]))
+    invert_files = keyed_files(files, f"attacks[{attack.label}].params.")
+    payload.update(invert_files[0])  # only when present: the keys of attacks without files stay as they were
     invert = plan.add(
         _job(
             "invert",
             payload,
             tuple(deps),
             f"invert {attack.label} on {defense.label} seed={seed}",
-            runtime,
+            {**runtime, **invert_files[1]},
         )
     )
     plan.sources.append(RecordSource(invert.id, seed, defense.label, attack.label))

@@ -26,7 +26,7 @@ from mibench.api.metric import MeasureInputs, Measurement
 from mibench.api.oracle import DefenderKnowledge, TargetOracle
 from mibench.api.progress import Reporter
 from mibench.api.recipe import TrainSpec
-from mibench.checkpoints import load_strict, read_state_dict
+from mibench.checkpoints import load_strict, planned_files, read_state_dict
 from mibench.data.base import DataBundle, ImageSet, to_float
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
@@ -459,4 +459,7 @@ def run_job(job: Job, ws: Workspace) -> None:
     ws.execution = apply_execution(job.runtime.get("execution", {}), ws.device)
     seed = job.payload.get("seed", derive_seed(job.key))
     seed_everything(seed)
-    RUNNERS[job.stage](job, ws, RunContext(ws.device, seed, ws.reporter))
+    paths = job.runtime.get("files", {})
+    planned = {paths[name]: ref["sha256"] for name, ref in job.payload.get("files", {}).items() if name in paths}
+    with planned_files(planned):
+        RUNNERS[job.stage](job, ws, RunContext(ws.device, seed, ws.reporter))
