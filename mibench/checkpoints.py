@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -174,9 +174,8 @@ def read_state_dict(
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every parameter and buffer of `module` from `state`; any mismatch raises naming the keys."""
-    own = module.state_dict()
+def state_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """How `state` fails to fit a module whose state dict is `own`: keys, shapes, types, non-finite values."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -196,9 +195,31 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
         problems.append("wrongly typed " + ", ".join(f"{k}: {state[k].dtype} vs {own[k].dtype}" for k in types[:5]))
     if nonfinite:
         problems.append(f"non-finite values in {_few(nonfinite)}")
+    return problems
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every parameter and buffer of `module` from `state`; any mismatch raises naming the keys."""
+    problems = state_problems(module.state_dict(), state)
     if problems:
         raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state)
+
+
+def build_strict(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """`build()` loaded strictly from `state`, the fit checked on a weightless copy before anything is allocated.
+
+    The copy is built on PyTorch's meta device (shapes without storage): a file whose configuration asks for a
+    network of gigabytes but holds a few tensors is refused before the gigabytes are allocated.
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    problems = state_problems(skeleton.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(skeleton).__name__}: " + "; ".join(problems))
+    module = build()
+    module.load_state_dict(state)
+    return module
 
 
 def load_part(

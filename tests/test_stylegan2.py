@@ -253,3 +253,26 @@ def test_a_converted_file_with_a_crafted_config_is_refused_before_any_network_is
     with pytest.raises(CheckpointError, match="values that are not numbers"):
         load_stylegan2(odd)
     assert built == []
+
+
+def test_a_file_whose_config_asks_for_gigabytes_but_holds_a_few_tensors_is_refused_before_allocating(tmp_path):
+    # the configuration is within the bounds (a 4.4 GB network), the state dict a single tensor: refused by
+    # comparing against a weightless (meta-device) copy, in a fresh process whose peak memory stays small
+    import subprocess
+
+    path = tmp_path / "bounds.pt"
+    config = StyleGAN2Config(4096, 4096, 4096, 4, 32, 1 << 17, 2048, 256, 0.01)
+    torch.save({"config": asdict(config), "state_dict": {"mapping.fc0.weight": torch.zeros(2, 2)}}, path)
+    script = (
+        "import resource, sys\n"
+        "from mibench.errors import CheckpointError\n"
+        "from mibench.gan.stylegan2_files import load_stylegan2\n"
+        "try:\n"
+        f"    load_stylegan2({str(path)!r})\n"
+        "except CheckpointError as exc:\n"
+        "    print('refused', 'missing keys' in str(exc))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "refused True"
+    assert int(out[1]) < 1500  # MiB: torch itself, not the 4.4 GB network

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mibench.checkpoints import load_strict, read_checkpoint
+from mibench.checkpoints import build_strict, read_checkpoint
 from mibench.errors import CheckpointError
 from mibench.gan.nvidia_pickle import read_network_pickle
 from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator, check_config_bounds, infer_config
@@ -38,8 +38,8 @@ def load_stylegan2(path: str | Path, *, what: str = "StyleGAN2 generator") -> St
         state = obj.get("state_dict", obj)
         config = _stored_config(obj["config"], path) if "config" in obj else infer_config(state)
     check_config_bounds(config)  # before the network is built: a crafted config could ask for gigabytes
-    generator = StyleGAN2Generator(config)
-    load_strict(generator, state, str(path))
+    # the network is built only once the file's tensors are known to fill it (a file at the bounds costs ~4.4 GB)
+    generator = build_strict(lambda: StyleGAN2Generator(config), state, str(path))
     return generator.eval()
 
 
