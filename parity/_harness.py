@@ -85,7 +85,7 @@ def largest_difference(ours: dict[str, torch.Tensor], official: dict[str, torch.
 
 def write_golden(
     name: str,
-    tensors: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor | list],
     *,
     outputs: list[str],
     method: str,
@@ -101,7 +101,9 @@ def write_golden(
     """Save `tensors` as tests/goldens/<name>.pt and its manifest entry; `outputs` names the official results in it."""
     GOLDENS.mkdir(parents=True, exist_ok=True)
     path = GOLDENS / f"{name}.pt"
-    torch.save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, path)
+    # tensors, and plain lists (parameter names and shapes) that torch.load(weights_only=True) reads back
+    torch.save({k: v.detach().cpu().clone().contiguous() if isinstance(v, torch.Tensor) else v
+                for k, v in tensors.items()}, path)  # fmt: skip
     generator = Path(sys.argv[0]).resolve()
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     manifest[name] = {

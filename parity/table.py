@@ -10,10 +10,10 @@ BEGIN, END = "<!-- parity table: python -m parity.table -->", "<!-- end of parit
 
 
 def method_class(name: str) -> type:
-    """The registered defense, attack or metric called `name`."""
-    from mibench.registry import ATTACKS, DEFENSES, METRICS
+    """The registered defense, attack, metric or architecture called `name`."""
+    from mibench.registry import ARCHITECTURES, ATTACKS, DEFENSES, METRICS
 
-    for registry in (DEFENSES, ATTACKS, METRICS):
+    for registry in (DEFENSES, ATTACKS, METRICS, ARCHITECTURES):
         if name in registry:
             return registry.get(name)
     raise KeyError(name)
@@ -27,10 +27,10 @@ def render(manifest: dict | None = None) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, entry in sorted(manifest.items()):
-        cls = method_class(entry["method"])
+        methods = ", ".join(f"`{m}` (v{method_class(m).version})" for m in entry["method"].split(","))
         cells = [
             f"`{name}`",
-            f"`{entry['method']}` (v{cls.version})",
+            methods,
             f"{entry['repository']} @ {entry['commit']}",
             entry["units"],
             f"{entry['largest_relative_difference']:.2g}",

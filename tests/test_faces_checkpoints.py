@@ -130,3 +130,25 @@ def test_a_checkpoint_whose_wrapper_contains_itself_is_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1), "meta": 3}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="not named tensors"):
         read_state_dict(tmp_path / "odd.pt")
+
+
+def test_a_target_checkpoint_in_the_official_facenet64_layout_loads_as_the_suites_target(tmp_path):
+    # KED-MI's FaceNet64 (and IR152) keep `output_layer.*` beside the backbone; mibench keeps it inside
+    # (`feature.output_layer.*`). A released checkpoint must load, translated (tests/goldens/architectures.pt pins
+    # the translation against the official classes).
+    from mibench.running.plan import build_plan
+    from mibench.suite import load_suite
+    from tests.conftest import TINY_SUITE, run_suite_file, write_suite
+
+    net = build_classifier("facenet64", {}, num_classes=6, in_channels=3, image_size=16)
+    official = {k.removeprefix("feature.") if k.startswith("feature.output_layer.") else k: v
+                for k, v in net.state_dict().items()}  # fmt: skip
+    assert any(k.startswith("output_layer.") for k in official)
+    torch.save({"state_dict": official}, tmp_path / "FaceNet64_official.tar")
+    suite = {**TINY_SUITE, "seeds": [0], "attacks": [], "metrics": ["test-accuracy"],
+             "target": {"architecture": "facenet64",
+                        "checkpoint": str(tmp_path / "FaceNet64_official.tar")}}  # fmt: skip
+    path = write_suite(tmp_path / "s.yaml", suite)
+    summary = run_suite_file(path, tmp_path / "cache", tmp_path / "run")
+    assert not summary.failed, summary.failed
+    assert len([j for j in build_plan(load_suite(path)).jobs.values() if j.stage == "target"]) == 1

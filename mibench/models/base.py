@@ -64,6 +64,14 @@ class Classifier(nn.Module):
         self.image_size = image_size
         self.params = params
 
+    @classmethod
+    def from_official_names(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict saved by the official code (a released checkpoint), under this module's names.
+
+        Default: the same names. Checked against the official classes by tests/goldens/architectures.pt.
+        """
+        return state
+
     def hidden_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the hidden representations dependency-based defenses regularise (BiDO)."""
         return []

@@ -174,6 +174,14 @@ class IRNet(Classifier):
                 prefixes += ("feature.output_layer.",)
             load_part(self, state, prefixes, params.pretrained)
 
+    @classmethod
+    def from_official_names(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """KED-MI's FaceNet64 and IR152 keep the output layer beside the backbone (`output_layer.*`), mibench inside it.
+
+        (Its 112x112 FaceNet evaluator keeps it inside, as mibench does: those names pass unchanged.)
+        """
+        return {f"feature.{k}" if k.startswith("output_layer.") else k: v for k, v in state.items()}
+
     def transfer_layers(self) -> list[nn.Module]:
         """The IR body's bottleneck units, as TL-DMI counts them."""
         return list(self.feature.body.children())

@@ -30,7 +30,7 @@ from mibench.checkpoints import load_strict, planned_files, read_state_dict
 from mibench.data.base import DataBundle, ImageSet, to_float
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
-from mibench.models.base import build_classifier, freeze
+from mibench.models.base import Classifier, build_classifier, freeze
 from mibench.registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry, build_params
 from mibench.running.execution import apply_execution, configure_device, isolated_global_rng, seed_everything
 from mibench.running.plan import Job
@@ -246,6 +246,15 @@ def _publish(ws: Workspace, job: Job, files: dict[str, Any], values: list[Measur
         )
 
 
+def released_state(model: nn.Module, path: str, what: str, sha256: str) -> dict[str, torch.Tensor]:
+    """A released checkpoint's tensors under the model's names (the official code's layout translated).
+
+    Only a bare architecture is translated; a defense-wrapped one (MID's bottleneck) must match as saved.
+    """
+    state = read_state_dict(path, what=what, sha256=sha256)
+    return model.from_official_names(state) if isinstance(model, Classifier) else state
+
+
 def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
     """Train the evaluation model on the private data; publish weights and its accuracy."""
     p = job.payload
@@ -254,7 +263,7 @@ def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
     details = {"architecture": p["architecture"]["name"], "n_test": len(data.private_test)}
     if p.get("checkpoint"):
         path = job.runtime["checkpoint_path"]
-        load_strict(model, read_state_dict(path, what="evaluator checkpoint", sha256=p["checkpoint"]["sha256"]), path)
+        load_strict(model, released_state(model, path, "evaluator checkpoint", p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
         values = [Measurement("evaluator_acc", acc, None, "fraction", {**details, "checkpoint": p["checkpoint"]})]
         _publish(ws, job, {"model.pt": model.state_dict()}, values, 0.0)
@@ -279,7 +288,7 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
     if p.get("checkpoint"):  # a released target: load it (strictly) instead of training
         model = defense.wrap(build_network(p["architecture"], data))
         path = job.runtime["checkpoint_path"]
-        load_strict(model, read_state_dict(path, what="target checkpoint", sha256=p["checkpoint"]["sha256"]), path)
+        load_strict(model, released_state(model, path, "target checkpoint", p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
         trained = TrainedTarget(model, acc, 0.0)
     else:
