@@ -72,7 +72,9 @@ class BREPMI(UsesGMIGAN):
     paper: ClassVar[str] = "Kahla et al., Label-Only Model Inversion Attacks via Boundary Repulsion, CVPR 2022"
     official: ClassVar[str | None] = "m-kahla/Label-Only-Model-Inversion-Attacks-via-Boundary-Repulsion @ 8a2e200"
     access: ClassVar[Access] = Access.LABELS
-    version: ClassVar[int] = 2  # 2: the +1/-1 expansion rule, failures without expansion, official defaults
+    # 2: the +1/-1 expansion rule, failures without expansion, official defaults; 3: the step of an expanding round
+    # is divided by the grown radius, as the official code does (parity: tests/goldens/brepmi.pt)
+    version: ClassVar[int] = 3
     Params = BREPMIParams
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:
@@ -160,13 +162,16 @@ def boundary_repulsion(
             inside = (labels_of(sphere).view(len(idx), n) == ya[:, None]).float()
             # The official scores are +1 inside / -1 outside: their sum 2 * inside - n must exceed fraction * n.
             expanded = (2 * inside.sum(1) - n) > p.expansion_fraction * n
-            # Repulsion only: points still in the class score 0, points outside -1; move away from the latter.
-            direction = ((inside - 1)[:, :, None] * u).mean(1)
+            # Repulsion only: points still in the class score 0, points outside -1; move away from the latter. The
+            # official direction divides the sphere offsets (length R) by the radius after this round's expansion
+            # (`brep_mi.py:67,78`): on an expanding round the move is 1 / gamma of the unit-vector step.
+            grown = torch.where(expanded, ra * p.expansion, ra)
+            direction = ((inside - 1)[:, :, None] * u).mean(1) * (ra / grown)[:, None]
             candidate = (za + step[:, None] * direction).clamp(-p.clamp, p.clamp)
             ok = labels_of(candidate) == ya
             queries[idx] += n + 1
             iterations[idx] += 1
-            radius[idx] = torch.where(expanded, ra * p.expansion, ra)
+            radius[idx] = grown
             last_expansion_at[idx] = torch.where(expanded, accepted[idx], last_expansion_at[idx])
             z[idx] = torch.where(ok[:, None], candidate, za)
             moved_and_expanded = idx[ok & expanded]
