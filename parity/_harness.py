@@ -8,6 +8,7 @@ outputs (the golden) and the largest difference it saw (the manifest). Generator
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime
 import hashlib
@@ -133,3 +134,15 @@ def stub_modules(**attributes: dict[str, object]) -> None:
         module = types.ModuleType(name.replace("__", "."))
         module.__dict__.update(attrs)
         sys.modules.setdefault(name.replace("__", "."), module)
+
+
+def compiled(path: Path, name: str, namespace: dict) -> object:
+    """The class or function `name` ("Class.method" for a method) compiled alone from `path`'s source."""
+    scope: ast.AST = ast.parse(path.read_text())
+    *owners, name = name.split(".")
+    for owner in owners:
+        scope = next(n for n in ast.walk(scope) if isinstance(n, ast.ClassDef) and n.name == owner)
+    node = next(n for n in ast.walk(scope) if isinstance(n, ast.ClassDef | ast.FunctionDef) and n.name == name)
+    node.decorator_list = []
+    exec(compile(ast.Module([node], []), f"{path}:{name}", "exec"), namespace)
+    return namespace[name]

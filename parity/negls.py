@@ -9,13 +9,13 @@ config's values) and Trap-MID's `NegLSCrossEntropyLoss.step` over the 100 epochs
 
 from __future__ import annotations
 
-import ast
 import types
+from pathlib import Path
 
 import torch
 
 from mibench.defenses.negls import label_smoothing_loss, smoothing_at
-from parity._harness import largest_difference, official_checkout, official_modules, seeded, write_golden
+from parity._harness import compiled, largest_difference, official_checkout, official_modules, seeded, write_golden
 
 PPA, PPA_COMMIT = "LukasStruppek/Plug-and-Play-Attacks", "3087a4f"
 TRAP, TRAP_COMMIT = "ntuaislab/Trap-MID", "3d59377"
@@ -23,14 +23,10 @@ FACTORS = (-0.05, -0.025, 0.0, 0.1)
 EPOCHS, FINAL = 100, -0.05
 
 
-def ppa_schedule(train_model_source: str) -> types.FunctionType:
+def ppa_schedule(train_model: Path) -> types.FunctionType:
     """PPA's `ls_scheduler` closure, compiled alone with the config values its body reads."""
-    tree = ast.parse(train_model_source)
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "ls_scheduler")
     config = types.SimpleNamespace(label_smoothing=FINAL, training={"num_epochs": EPOCHS})
-    namespace: dict = {"config": config}
-    exec(compile(ast.Module([node], []), "train_model.py:ls_scheduler", "exec"), namespace)
-    return namespace["ls_scheduler"]
+    return compiled(train_model, "ls_scheduler", {"config": config})
 
 
 def ours(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,7 +56,7 @@ def main() -> None:
             loss = CrossEntropyLoss(label_smoothing=eps)(x, labels)
             loss.backward()
             official[f"loss_{i}"], official[f"grad_{i}"] = loss.detach(), x.grad
-        schedule = ppa_schedule((ppa / "train_model.py").read_text())
+        schedule = ppa_schedule(ppa / "train_model.py")
         official["ppa_schedule"] = torch.tensor([schedule(e) for e in range(EPOCHS)], dtype=torch.float64)
     with official_modules(trap, "loss"):
         from loss import NegLSCrossEntropyLoss

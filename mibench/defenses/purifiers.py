@@ -76,6 +76,11 @@ class ConditionalMLP(nn.Module):
         return logits + self.fc2(F.relu(self.fc1(torch.cat([logits, condition], dim=1))))
 
 
+def purification_loss(purified: torch.Tensor, original: torch.Tensor, mse_weight: float) -> torch.Tensor:
+    """CE(z', argmax z) + w MSE(z', z): keep the predicted class, stay near the original logits (the toolbox's)."""
+    return F.cross_entropy(purified, original.argmax(1)) + mse_weight * F.mse_loss(purified, original)
+
+
 @torch.no_grad()
 def target_logits(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The trained target's logits on uint8 images, in batches."""
@@ -174,7 +179,7 @@ class ConditionalPurifier(_Purifier):
                 for idx in iterate_batches(len(logits), p.batch_size, generator=shuffle):
                     z = logits[idx.to(device)]
                     out = purifier(z)
-                    loss = F.cross_entropy(out, z.argmax(1)) + p.mse_weight * F.mse_loss(out, z)
+                    loss = purification_loss(out, z, p.mse_weight)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
