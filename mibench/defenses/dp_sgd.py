@@ -2,8 +2,10 @@
 
 Abadi et al., "Deep Learning with Differential Privacy", CCS 2016; implemented with Opacus (Yousefpour et al., 2021),
 never with a hand-written clipper. Each step samples every private image independently with probability
-q = batch_size / N (Poisson sampling, what the accountant assumes), clips every per-sample gradient to L2 norm
-`max_grad_norm`, sums, adds N(0, (sigma * max_grad_norm)^2) noise and divides by the expected batch size. Given a
+q = 1 / ceil(N / batch_size) (Poisson sampling, what the accountant assumes; Opacus's `DPDataLoader` takes one over
+the number of batches of the loader it replaces, close to batch_size / N), clips every per-sample gradient to L2
+norm `max_grad_norm`, sums, adds N(0, (sigma * max_grad_norm)^2) noise and divides by the expected batch size
+int(N q). Given a
 target (epsilon, delta), Opacus's accountant finds sigma for the suite's epochs; given `noise_multiplier`, sigma is
 fixed and the spent epsilon is reported. The spent epsilon is recorded with the target (`dp_epsilon`, at `delta`).
 
