@@ -440,10 +440,28 @@ def test_a_planned_network_pickle_is_checked_when_read(tmp_path):
         read_network_pickle(pickle_file)
 
 
-def test_initialisation_files_nested_in_a_methods_params_are_found_by_key_path():
+def test_initialisation_files_nested_in_a_methods_params_are_found_by_key_path(tmp_path):
     from mibench.running.plan import weight_files
 
-    params = {"students": [{"architecture": "efficientnet-b0", "params": {"pretrained": "/w/b0.pth"}},
-                           {"architecture": "efficientnet-b1", "params": {"pretrained": None}}],
-              "gan": {"checkpoint": "/w/g.pkl"}, "pretrained": ""}  # fmt: skip
-    assert weight_files(params) == {"students[0].params.pretrained": "/w/b0.pth"}
+    b0, b2 = tmp_path / "b0.pth", tmp_path / "b2.pth"
+    b0.write_bytes(b"weights")
+    params = {"students": [{"architecture": "efficientnet-b0", "params": {"pretrained": str(b0)}},
+                           {"architecture": "efficientnet-b1", "params": {"pretrained": None}},
+                           {"architecture": "efficientnet-b2", "params": {"pretrained": str(b2)}}],  # absent
+              "gan": {"checkpoint": str(b0)}, "pretrained": ""}  # fmt: skip
+    assert weight_files(params) == {"students[0].params.pretrained": str(b0)}
+
+
+def test_an_absent_initialisation_file_leaves_planning_alone_and_fails_its_job_naming_it(tmp_path):
+    import torch
+
+    from mibench.api.progress import SILENT
+    from mibench.running.runner import run_plan
+
+    weights = tmp_path / "not_downloaded.pth"
+    plan = build_plan(load_suite(_pretrained_suite(tmp_path, weights)))  # `mibench validate` works without weights
+    target = next(j for j in plan.jobs.values() if j.stage == "target")
+    assert "files" not in target.payload
+    summary = run_plan(plan, store=ArtifactStore(tmp_path / "cache"), run_dir=tmp_path / "run",
+                       device=torch.device("cpu"), reporter=SILENT)  # fmt: skip
+    assert "not_downloaded.pth" in summary.failed[target.id]

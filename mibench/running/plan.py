@@ -210,7 +210,7 @@ def build_plan(rs: ResolvedSuite) -> Plan:
 
 
 def weight_files(params: Any, prefix: str = "") -> dict[str, str]:
-    """Architecture initialisation files in a params mapping: every `pretrained` path, by its dotted key path.
+    """Architecture initialisation files in a params mapping: every `pretrained` path that exists, by its key path.
 
     Every architecture names its initialisation file `pretrained` (the README's weights table), also when it is nested
     in a method's params (LOMMA's students, LOKT's surrogates).
@@ -218,7 +218,9 @@ def weight_files(params: Any, prefix: str = "") -> dict[str, str]:
     found: dict[str, str] = {}
     if isinstance(params, dict):
         for key, value in params.items():
-            if key == "pretrained" and isinstance(value, str) and value:
+            # a file absent at planning stays out of the key: its job fails naming it when it is read (as the
+            # weights metrics read do), and `mibench validate` works on a machine without the weights
+            if key == "pretrained" and isinstance(value, str) and value and Path(value).is_file():
                 found[f"{prefix}{key}"] = value
             else:
                 found.update(weight_files(value, f"{prefix}{key}."))
