@@ -1,0 +1,106 @@
+"""GAN network parity: GMI's generator and WGAN-GP critic and KED-MI's minibatch discriminator as the PLG-MI
+baselines build them (`baselines/generator.py`, `baselines/discri.py`), against mibench's.
+
+mibench names its layers differently (flat `Sequential`s) and stores the minibatch tensor T as in x (out x kernel)
+rather than in x out x kernel; the parameters correspond one to one in order, with equal sizes. Each official
+network gets weights from one seeded stream in its own order (positive InstanceNorm scales); the same values, in
+the same order (reshaped where T's layout differs), go into mibench's network; both run in eval mode on the same
+inputs. The golden stores the inputs, the official parameter layout and the outputs.
+
+    MIBENCH_OFFICIAL_PLG_MI_ATTACK=DIR python -m parity.gans
+"""
+
+from __future__ import annotations
+
+import torch
+
+from parity._harness import largest_difference, official_checkout, official_modules, seeded, stub_modules
+from parity._harness import write_golden
+from parity.architectures import seeded_state
+
+REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
+CLASSES = 10
+
+
+def mibench_networks() -> dict[str, torch.nn.Module]:
+    from mibench.gan.networks import DCGANGenerator, KEDMIDiscriminator, WGANCritic
+
+    return {
+        "generator": DCGANGenerator(100, 64, 3, 64),
+        "critic": WGANCritic(64, 3, 64),
+        "kedmi_discriminator": KEDMIDiscriminator(CLASSES, 64, 3, 64),
+    }
+
+
+def inputs() -> dict[str, torch.Tensor]:
+    g = seeded(41)
+    return {"z": torch.randn(4, 100, generator=g), "images": torch.rand(4, 3, 64, 64, generator=g)}
+
+
+def outputs(name: str, net: torch.nn.Module, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    net.eval()
+    with torch.no_grad():
+        if name == "generator":
+            return {f"{name}.images": net(x["z"])}
+        if name == "critic":
+            return {f"{name}.scores": net(x["images"])}
+        feature, logits = net(x["images"])
+        return {f"{name}.feature": feature, f"{name}.logits": logits}
+
+
+def ours(golden: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, (name, net) in enumerate(mibench_networks().items()):
+        layout = [(n, tuple(s), bool(f)) for n, s, f in golden[f"{name}.layout"]]
+        values = list(seeded_state(layout, seed=200 + i).values())
+        own = net.state_dict()
+        assert len(own) == len(values), name
+        state = {}
+        for (key, mine), value in zip(own.items(), values, strict=True):
+            assert mine.numel() == value.numel(), (name, key)
+            state[key] = value.reshape(mine.shape)
+        net.load_state_dict(state)
+        out.update(outputs(name, net, golden))
+    return out
+
+
+def main() -> None:
+    path = official_checkout(REPO, COMMIT)
+    x = inputs()
+    golden, official = dict(x), {}
+    with official_modules(path / "baselines", "generator", "discri", "utils"):
+        stub_modules(utils={"LinearWeightNorm": object})  # discri's import; its module imports cv2 and more
+        import discri
+        import generator
+
+        nets = {
+            "generator": generator.Generator(100, 64),
+            "critic": discri.DGWGAN(3, 64),
+            "kedmi_discriminator": discri.MinibatchDiscriminator(3, 64, n_classes=CLASSES),
+        }
+    for i, (name, net) in enumerate(nets.items()):
+        layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()]
+        net.load_state_dict(seeded_state(layout, seed=200 + i))
+        golden[f"{name}.layout"] = [[k, list(s), f] for k, s, f in layout]
+        official.update(outputs(name, net, x))
+    write_golden(
+        "gans",
+        {**golden, **official},
+        outputs=sorted(official),
+        method="gmi,kedmi",
+        repository=REPO,
+        commit=COMMIT,
+        files=["baselines/generator.py (Generator)", "baselines/discri.py (DGWGAN, MinibatchDiscriminator)"],
+        functions=["Generator, DGWGAN, MinibatchDiscriminator: __init__ and forward (eval mode)"],
+        units="GMI's 64x64 generator (images), its WGAN-GP critic (scores), KED-MI's minibatch discriminator "
+        "(feature and class logits)",
+        injected="weights from one seeded stream in the official parameter order, given to mibench's parameters "
+        "in the same order (T reshaped)",
+        not_covered="training-mode BatchNorm, the GAN training loops (losses, optimisers, schedules), KED-MI's "
+        "per-60-class minibatch grouping, PLG-MI's conditional GAN",
+        difference=largest_difference(ours(golden), official),
+    )
+
+
+if __name__ == "__main__":
+    main()
