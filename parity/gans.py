@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from parity._harness import largest_difference, official_checkout, official_modules, seeded, stub_modules
-from parity._harness import write_golden
+from parity import _harness as h
 from parity.architectures import seeded_state
 
 REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
@@ -33,7 +32,7 @@ def mibench_networks() -> dict[str, torch.nn.Module]:
 
 
 def inputs() -> dict[str, torch.Tensor]:
-    g = seeded(41)
+    g = h.seeded(41)
     return {"z": torch.randn(4, 100, generator=g), "images": torch.rand(4, 3, 64, 64, generator=g)}
 
 
@@ -65,11 +64,11 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    path = official_checkout(REPO, COMMIT)
+    path = h.official_checkout(REPO, COMMIT)
     x = inputs()
     golden, official = dict(x), {}
-    with official_modules(path / "baselines", "generator", "discri", "utils"):
-        stub_modules(utils={"LinearWeightNorm": object})  # discri's import; its module imports cv2 and more
+    with h.official_modules(path / "baselines", "generator", "discri", "utils"):
+        h.stub_modules(utils={"LinearWeightNorm": object})  # discri's import; its module imports cv2 and more
         import discri
         import generator
 
@@ -83,11 +82,11 @@ def main() -> None:
         net.load_state_dict(seeded_state(layout, seed=200 + i))
         golden[f"{name}.layout"] = [[k, list(s), f] for k, s, f in layout]
         official.update(outputs(name, net, x))
-    write_golden(
+    h.write_golden(
         "gans",
         {**golden, **official},
         outputs=sorted(official),
-        method="gmi,kedmi",
+        method="gmi",  # KED-MI's discriminator as the PLG-MI baselines carry it (KED-MI's own repository: not run)
         repository=REPO,
         commit=COMMIT,
         files=["baselines/generator.py (Generator)", "baselines/discri.py (DGWGAN, MinibatchDiscriminator)"],
@@ -98,7 +97,7 @@ def main() -> None:
         "in the same order (T reshaped)",
         not_covered="training-mode BatchNorm, the GAN training loops (losses, optimisers, schedules), KED-MI's "
         "per-60-class minibatch grouping, PLG-MI's conditional GAN",
-        difference=largest_difference(ours(golden), official),
+        difference=h.largest_difference(ours(golden), official),
     )
 
 
