@@ -98,8 +98,12 @@ def write_golden(
     injected: str,
     not_covered: str,
     difference: float,
+    component: str | None = None,
 ) -> None:
-    """Save `tensors` as tests/goldens/<name>.pt and its manifest entry; `outputs` names the official results in it."""
+    """Save `tensors` as tests/goldens/<name>.pt and its manifest entry; `outputs` names the official results in it.
+
+    `component`: a shared piece from another official repository than the method's own (NVIDIA's StyleGAN2 in PPA).
+    """
     GOLDENS.mkdir(parents=True, exist_ok=True)
     path = GOLDENS / f"{name}.pt"
     # tensors, and plain lists (parameter names and shapes) that torch.load(weights_only=True) reads back
@@ -109,6 +113,7 @@ def write_golden(
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     manifest[name] = {
         "method": method,
+        **({"component": component} if component else {}),
         "outputs": outputs,
         "repository": repository,
         "commit": commit,

@@ -28,6 +28,8 @@ def render(manifest: dict | None = None) -> str:
     ]
     for name, entry in sorted(manifest.items()):
         methods = ", ".join(f"`{m}` (v{method_class(m).version})" for m in entry["method"].split(","))
+        if "component" in entry:
+            methods += f": {entry['component']}"
         cells = [
             f"`{name}`",
             methods,

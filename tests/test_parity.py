@@ -75,6 +75,8 @@ def test_each_golden_is_the_file_its_manifest_entry_names_and_all_stay_small():
 
 def test_each_golden_was_made_from_the_official_commit_the_method_declares():
     for name, entry in MANIFEST.items():
+        if "component" in entry:  # a shared piece from another repository (NVIDIA's StyleGAN2 in PPA)
+            continue
         for method in entry["method"].split(","):
             declared = getattr(table.method_class(method), "official", None)  # architectures declare none
             assert declared in (None, f"{entry['repository']} @ {entry['commit']}"), (name, method)
