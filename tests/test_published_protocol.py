@@ -149,3 +149,22 @@ def test_published_plgmi_fid_uses_torchvision_inception_with_its_hash_checked(tm
     (value,) = FrechetDistance(params).compute(_inputs("published", "plgmi", n=4), RunContext())
     assert value.metric == "fd_inception"  # not the released file's hash: never called FID
     assert value.details["extractor"].startswith("inception-v3 (torchvision") and value.details["n_fake"] == 4
+
+
+def test_plgmi_knn_under_published_reads_the_raw_generator_output_not_the_clamped_image():
+    # PLG-MI's reconstruct.py saves save_image(normalize=True) of the raw G(z, y) for KNN: the min-max stretch of
+    # the unclamped output, as the evaluator input already does
+    import dataclasses
+    import types
+
+    from mibench.metrics.evaluator_views import published_outputs
+    from mibench.metrics.published import knn_input
+    from tests.conftest import random_measure_inputs
+
+    raw = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2  # outside [0, 1]
+    inputs = random_measure_inputs([0, 1], raw.clamp(0, 1), [0, 1])
+    inputs.reconstructions = dataclasses.replace(inputs.reconstructions, unclamped=raw)
+    inputs.evaluator = lambda x: types.SimpleNamespace(features=x.flatten(1), logits=x.flatten(1)[:, :2])
+    features, _ = published_outputs(inputs, "knn", "plgmi")
+    assert torch.allclose(features, knn_input(raw, "plgmi", inputs.eval_size).flatten(1))
+    assert not torch.allclose(features, knn_input(raw.clamp(0, 1), "plgmi", inputs.eval_size).flatten(1))

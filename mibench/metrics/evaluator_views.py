@@ -16,14 +16,15 @@ def published_outputs(inputs: MeasureInputs, purpose: str, pipeline: str) -> tup
     """Evaluator features and logits of the reconstructions as a published pipeline feeds them (memoised).
 
     `purpose` "evaluator": the input behind AA (PLG-MI: kornia resize of the unclamped output; GMI/KED-MI/LOMMA:
-    `low2high`); "knn": the input behind the KNN distance (PLG-MI family: the min-max 8-bit PNG round trip,
-    then kornia resize). PPA's evaluator input is its fresh render in every protocol.
+    `low2high`); "knn": the input behind the KNN distance (PLG-MI family: the min-max 8-bit PNG round trip of the
+    unclamped output where the attack keeps it, then kornia resize). PPA's evaluator input is its fresh render in every protocol.
     """
     assert inputs.reconstructions is not None, "attack-scope metric called without reconstructions"
     if pipeline == "ppa" or (inputs.evaluation_images is not None and purpose == "evaluator"):
         return inputs.reconstruction_outputs()
     images = inputs.reconstructions.images
-    if purpose == "evaluator" and pipeline == "plgmi" and inputs.reconstructions.unclamped is not None:
+    if pipeline == "plgmi" and inputs.reconstructions.unclamped is not None:
+        # PLG-MI feeds the raw generator output to the evaluator and stretches the raw output into the KNN PNGs
         images = inputs.reconstructions.unclamped
     pick = evaluator_input if purpose == "evaluator" else knn_input
     size = inputs.eval_size

@@ -27,6 +27,9 @@ class KNNDistance(Metric):
     """
 
     name: ClassVar[str] = "knn-distance"
+    # 2: under `published`, the PLG-MI family's KNN stretches the raw generator output into its PNGs, as the official
+    # reconstruct.py saves them (version 1 stretched the clamped image)
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer (GMI), CVPR 2020"
     Params = KNNParams
     scope: ClassVar[str] = "attack"
