@@ -17,7 +17,8 @@ def published_outputs(inputs: MeasureInputs, purpose: str, pipeline: str) -> tup
 
     `purpose` "evaluator": the input behind AA (PLG-MI: kornia resize of the unclamped output; GMI/KED-MI/LOMMA:
     `low2high`); "knn": the input behind the KNN distance (PLG-MI family: the min-max 8-bit PNG round trip of the
-    unclamped output where the attack keeps it, then kornia resize). PPA's evaluator input is its fresh render in every protocol.
+    unclamped output where the attack keeps it, then kornia resize). PPA's evaluator input is its fresh render in
+    every protocol.
     """
     assert inputs.reconstructions is not None, "attack-scope metric called without reconstructions"
     if pipeline == "ppa" or (inputs.evaluation_images is not None and purpose == "evaluator"):
