@@ -168,3 +168,30 @@ def test_plgmi_knn_under_published_reads_the_raw_generator_output_not_the_clampe
     features, _ = published_outputs(inputs, "knn", "plgmi")
     assert torch.allclose(features, knn_input(raw, "plgmi", inputs.eval_size).flatten(1))
     assert not torch.allclose(features, knn_input(raw.clamp(0, 1), "plgmi", inputs.eval_size).flatten(1))
+
+
+def test_ppa_frechet_and_prdc_records_say_standard_so_the_paper_is_never_beside_them():
+    # mibench computes PPA's FID and PRDC through its standard feature path (stored renders), not PPA's own (fresh
+    # unclamped 299 renders into pytorch-fid): labelled `published`/`ppa`, --compare-paper paired them with Table 19
+    import dataclasses
+    import types
+
+    from mibench.api.context import RunContext
+    from mibench.metrics.frechet import FrechetDistance, FrechetParams
+    from mibench.metrics.prdc import PRDC, PRDCParams
+    from mibench.reporting.compare import measured_protocols
+    from tests.conftest import random_measure_inputs
+
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    inputs = random_measure_inputs([0, 0, 1, 1], images, [0, 0, 1, 1])
+    inputs.protocol, inputs.pipeline = "published", "ppa"
+    inputs.reconstructions = dataclasses.replace(inputs.reconstructions)
+    inputs.evaluator = lambda x: types.SimpleNamespace(features=x.flatten(1)[:, :8], logits=x.flatten(1)[:, :2])
+    measured = FrechetDistance(FrechetParams(fake_subset="all")).compute(inputs, RunContext())
+    measured += PRDC(PRDCParams(k=1)).compute(inputs, RunContext())
+    for m in measured:
+        assert m.details["pipeline"].startswith("standard"), (m.metric, m.details["pipeline"])
+    records = [types.SimpleNamespace(attack="PPA", metric=m.metric, details=m.details) for m in measured]
+    followed = measured_protocols(records)
+    assert {metric for _, metric in followed} >= {"precision", "density"}  # FD-eval is never paired anyway
+    assert all(protocols == {"standard"} for protocols in followed.values())

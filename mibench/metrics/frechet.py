@@ -35,6 +35,7 @@ from mibench.metrics.published import (
     TORCHVISION_INCEPTION_SHA256,
     ProtocolParams,
     drop_remainder,
+    feature_protocol_details,
     lomma_uint8,
     minmax_png_roundtrip,
     protocol_details,
@@ -268,6 +269,8 @@ class FrechetDistance(Metric):
     """
 
     name: ClassVar[str] = "frechet-distance"
+    # 2: PPA's records say standard (its own feature path is not reproduced), so the paper is never set beside them
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Heusel et al., GANs Trained by a Two Time-Scale Update Rule (FID), NeurIPS 2017"
     Params = FrechetParams
     scope: ClassVar[str] = "attack"
@@ -283,7 +286,7 @@ class FrechetDistance(Metric):
         if pipeline in ("plgmi", "plgmi-baselines", "lomma"):
             return [published_frechet(inputs, p, protocol, pipeline)]
         name, details = extractor_details(p)
-        details |= protocol_details(protocol, pipeline)
+        details |= feature_protocol_details(protocol, pipeline)
         real, fake = FEATURE_EXTRACTORS[p.extractor](inputs, p)
         if p.fake_subset == "successful":
             fake = fake[successful(inputs, 1)]

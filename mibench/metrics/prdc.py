@@ -18,7 +18,7 @@ from mibench.api.context import RunContext
 from mibench.api.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.frechet import FEATURE_EXTRACTORS, FeatureSpaceParams, extractor_details, feature_files
 from mibench.metrics.functional import prdc_naeem, prdc_nearest
-from mibench.metrics.published import ProtocolParams, protocol_details
+from mibench.metrics.published import ProtocolParams, feature_protocol_details
 from mibench.registry import METRICS
 
 
@@ -34,6 +34,8 @@ class PRDC(Metric):
     """Improved precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020) of the reconstructions."""
 
     name: ClassVar[str] = "prdc"
+    # 2: PPA's records say standard (its own feature path is not reproduced), so the paper is never set beside them
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020"
     Params = PRDCParams
     scope: ClassVar[str] = "attack"
@@ -52,7 +54,8 @@ class PRDC(Metric):
         protocol, pipeline = inputs.pipeline_for(p.protocol)
         # PPA's code averages the per-class density over the real images (published); Naeem's over the fakes.
         density_over = "reals" if pipeline == "ppa" else "fakes"
-        details = {"variant": p.variant, "k": k, **extractor_details(p)[1], **protocol_details(protocol, pipeline)}
+        labels = feature_protocol_details(protocol, pipeline)
+        details = {"variant": p.variant, "k": k, **extractor_details(p)[1], **labels}
         details["density_over"] = density_over
         if p.variant == "naeem":
             keep = torch.isin(real_labels, fake_labels.unique())

@@ -71,6 +71,20 @@ def protocol_details(protocol: str, pipeline: str | None) -> dict[str, str]:
     return {"protocol": protocol, "pipeline": pipeline or STANDARD}
 
 
+# Pipelines whose own feature-space path (FID, PRDC) mibench does not reproduce: the Fréchet and PRDC records of their
+# attacks say standard, so `--compare-paper` never sets the paper's values beside them.
+FEATURE_PATH_NOT_REPRODUCED = {
+    "ppa": "PPA's own FID/PRDC path, fresh unclamped 299 renders into pytorch-fid's Inception, is not reproduced",
+}
+
+
+def feature_protocol_details(protocol: str, pipeline: str | None) -> dict[str, str]:
+    """`protocol_details` for the feature-space metrics: standard, with the reason, where the pipeline's is not done."""
+    if pipeline in FEATURE_PATH_NOT_REPRODUCED:
+        return {"protocol": protocol, "pipeline": f"standard ({FEATURE_PATH_NOT_REPRODUCED[pipeline]})"}
+    return protocol_details(protocol, pipeline)
+
+
 def minmax_png_roundtrip(images: torch.Tensor) -> torch.Tensor:
     """Torchvision `save_image(x, normalize=True)` of each image, read back with `ToTensor`.
 
