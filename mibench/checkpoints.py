@@ -88,14 +88,17 @@ def planned_sha256(path: str | Path) -> str | None:
     return (_PLANNED.get() or {}).get(str(Path(path)))
 
 
+def read_verified_bytes(path: Path, sha256: str, what: str) -> bytes:
+    """The bytes of `path`, read once and checked against the SHA-256 the plan keyed the job on."""
+    data = path.read_bytes()
+    require_planned(path, hashlib.sha256(data).hexdigest(), sha256, what)
+    return data
+
+
 def read_planned_bytes(path: Path, what: str) -> bytes | None:
     """The bytes of a planned file, checked against its planned SHA-256; None when the job did not key the file."""
     planned = planned_sha256(path)
-    if planned is None:
-        return None
-    data = path.read_bytes()
-    require_planned(path, hashlib.sha256(data).hexdigest(), planned, what)
-    return data
+    return None if planned is None else read_verified_bytes(path, planned, what)
 
 
 def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str | None = None) -> object:
@@ -112,9 +115,7 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str |
     source: Path | io.BytesIO = path
     sha256 = sha256 or planned_sha256(path)
     if sha256 is not None:
-        data = path.read_bytes()
-        require_planned(path, hashlib.sha256(data).hexdigest(), sha256, what)
-        source = io.BytesIO(data)
+        source = io.BytesIO(read_verified_bytes(path, sha256, what))
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files

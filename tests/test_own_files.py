@@ -350,7 +350,7 @@ def test_records_of_runs_with_other_settings_are_not_averaged_as_seeds(tmp_path)
 
 
 def test_weights_a_metric_reads_enter_its_jobs_key_and_are_checked_when_read(tmp_path):
-    from mibench.checkpoints import file_sha256
+    from mibench.checkpoints import file_sha256, planned_files
     from mibench.errors import CheckpointError
     from tests.conftest import random_measure_inputs
 
@@ -368,11 +368,11 @@ def test_weights_a_metric_reads_enter_its_jobs_key_and_are_checked_when_read(tmp
     assert first and all(j.payload["files"] == planned for j in first)
     assert all(j.runtime["files"] == {"facenet-distance.weights": str(weights)} for j in first)
     inputs = random_measure_inputs([0, 1], __import__("torch").zeros(2, 3, 16, 16), [0, 1])
-    inputs.planned_files = {str(weights): file_sha256(weights)}
-    assert inputs.verified_file(weights) == file_sha256(weights)
-    weights.write_bytes(b"other weights")  # replaced after planning: refused, and a new plan has a new key
-    with pytest.raises(CheckpointError, match="changed since the run was planned"):
-        inputs.verified_file(weights)
+    with planned_files({str(weights): file_sha256(weights)}):  # as the runner sets it around the measure job
+        assert inputs.verified_file(weights) == file_sha256(weights)
+        weights.write_bytes(b"other weights")  # replaced after planning: refused, and a new plan has a new key
+        with pytest.raises(CheckpointError, match="changed since the run was planned"):
+            inputs.verified_file(weights)
     assert {j.key for j in measure_jobs()}.isdisjoint({j.key for j in first})
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from mibench.api.attack import Reconstructions
 from mibench.api.context import RunContext
-from mibench.checkpoints import require_planned
+from mibench.checkpoints import planned_sha256, require_planned
 from mibench.data.base import DataBundle, iterate_batches, resize_images, to_float
 from mibench.hashing import hash_file
 from mibench.params import Params
@@ -60,8 +60,6 @@ class MeasureInputs:
             its own at the evaluator's resolution (PPA's fresh renders); same order as the reconstructions.
         protocol: The suite's evaluation protocol, "standard" or "published" (metrics may override it).
         pipeline: The attack's published pipeline (`Attack.published_pipeline`), None when it has none.
-        planned_files: SHA-256 by path of the files the metrics read (`Metric.external_files`), as the plan keyed
-            the job on them; `verified_file` checks them when they are read.
     """
 
     def __init__(
@@ -80,7 +78,6 @@ class MeasureInputs:
         evaluation_images: torch.Tensor | None = None,
         protocol: str = "standard",
         pipeline: str | None = None,
-        planned_files: dict[str, str] | None = None,
     ):
         self.target = target
         self.evaluator = evaluator
@@ -95,17 +92,17 @@ class MeasureInputs:
         self.evaluation_images = evaluation_images
         self.protocol = protocol
         self.pipeline = pipeline
-        self.planned_files = planned_files or {}
         self._memo: dict[str, Any] = {}
 
     def verified_file(self, path: Path) -> str:
         """The SHA-256 of a weights file a metric is about to read, checked against what the plan keyed the job on.
 
-        A file replaced after planning is an error, never measured under the old file's hash. Returns the digest
+        The planned hashes are `checkpoints.planned_files`, which the runner sets around every job. A file replaced
+        after planning is an error, never measured under the old file's hash. Returns the digest
         (metrics memoise networks by path and digest, so a long-lived worker never serves a replaced file's network).
         """
         digest = hash_file(path)
-        require_planned(path, digest, self.planned_files.get(str(path)), "weights file")
+        require_planned(path, digest, planned_sha256(path), "weights file")
         return digest
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

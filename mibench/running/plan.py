@@ -15,6 +15,7 @@ params, seeds, data definition, upstream keys, the cache version), and nothing t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,15 +231,18 @@ def weight_files(params: Any, prefix: str = "") -> dict[str, str]:
     return found
 
 
-def keyed_files(files: dict[str, str], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def keyed_files(files: dict[str, str], where: str | Callable[[str], str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(payload part, runtime part) naming `files` ({name: path}) by content; both empty (keys unchanged) for none.
+
+    `where` names the suite key of a file in errors: a prefix of its name, or a function of it.
 
     The payload holds each file's SHA-256, so a new file is a new job; the runtime holds where it is, and the job
     checks what it reads against the hash (`checkpoints.planned_files`).
     """
     if not files:
         return {}, {}
-    refs = {name: checkpoint_ref(path, f"{where}{name}") for name, path in files.items()}
+    locate = where if callable(where) else lambda name: f"{where}{name}"
+    refs = {name: checkpoint_ref(path, locate(name)) for name, path in files.items()}
     return {"files": refs}, {"files": dict(files)}
 
 
@@ -248,13 +252,8 @@ def metric_files(metrics: list[ResolvedMethod]) -> tuple[dict[str, Any], dict[st
     The payload names each file by content ({"files": {"facenet-distance.weights": {"sha256": ...}}}), so a new file
     is a new job; the runtime carries where it is. Both are empty, and keys unchanged, when no metric reads a file.
     """
-    refs, paths = {}, {}
-    for m in metrics:
-        for key, path in m.cls(m.params).external_files().items():
-            name = f"{m.name}.{key}"
-            refs[name] = checkpoint_ref(str(path), f"metrics[{m.name}].params.{key}")
-            paths[name] = str(path)
-    return ({"files": refs}, {"files": paths}) if refs else ({}, {})
+    files = {f"{m.name}.{key}": str(path) for m in metrics for key, path in m.cls(m.params).external_files().items()}
+    return keyed_files(files, lambda name: "metrics[{}].params.{}".format(*name.split(".", 1)))
 
 
 def _plan_target(plan: Plan, rs: ResolvedSuite, defense: ResolvedDefense, seed: int, data: dict, runtime: dict) -> Job:

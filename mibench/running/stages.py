@@ -404,7 +404,6 @@ def run_measure(job: Job, ws: Workspace, ctx: RunContext) -> None:
         evaluation_images=rendered,
         protocol=p.get("protocol", "standard"),
         pipeline=p.get("pipeline"),
-        planned_files={job.runtime["files"][n]: ref["sha256"] for n, ref in p.get("files", {}).items()},
     )
     start = time.perf_counter()
     values: list[Measurement] = []
