@@ -151,3 +151,65 @@ def compiled(path: Path, name: str, namespace: dict) -> object:
     node.decorator_list = []
     exec(compile(ast.Module([node], []), f"{path}:{name}", "exec"), namespace)
     return namespace[name]
+
+
+def seeded_state(layout: list, seed: int) -> dict[str, torch.Tensor]:
+    """Values for every [name, shape, is-float] of a layout in order: N(0, 1/fan-in), BatchNorm variances in
+    [0.5, 1.5), integer buffers 0. Large official weights are regenerated from this, never stored in a golden."""
+    g = seeded(seed)
+    state = {}
+    for name, shape, is_float in layout:
+        shape = tuple(shape)
+        if not is_float:
+            state[name] = torch.zeros(shape, dtype=torch.long)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        else:
+            fan_in = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else max(shape[0] if shape else 1, 1)
+            state[name] = torch.randn(shape, generator=g) / fan_in**0.5
+    return state
+
+
+def seed_network(net: nn.Module, seed: int) -> list:
+    """Fill an official network from `seeded_state` in its own state-dict order; returns the layout a golden stores."""
+    layout = [[k, list(v.shape), v.is_floating_point()] for k, v in net.state_dict().items()]
+    net.load_state_dict(seeded_state(layout, seed))
+    return layout
+
+
+def load_in_order(net: nn.Module, state: dict[str, torch.Tensor], reshape: bool = False) -> None:
+    """Load `state`'s values into `net` by position, for networks whose parameters correspond one to one in order
+    under other names; shapes must agree (with `reshape`, sizes, for tensors stored in another layout)."""
+    own = net.state_dict()
+    assert len(own) == len(state), f"{len(own)} tensors against {len(state)}"
+    loaded = {}
+    for (key, mine), value in zip(own.items(), state.values(), strict=True):
+        fits = mine.numel() == value.numel() if reshape else mine.shape == value.shape
+        assert fits, f"{key}: {tuple(mine.shape)} against {tuple(value.shape)}"
+        loaded[key] = value.reshape(mine.shape)
+    net.load_state_dict(loaded)
+
+
+@contextlib.contextmanager
+def replaced(module: object, **attributes: object) -> Iterator[None]:
+    """Set attributes of a module for the block: mibench's sources of randomness replaced by the golden's draws, or
+    an official repository's calls that cannot run here (a download) replaced by ones that can."""
+    saved = {name: getattr(module, name) for name in attributes}
+    for name, value in attributes.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def without_download(module: object, *builders: str) -> contextlib.AbstractContextManager[None]:
+    """torchvision builders that old official code calls with `pretrained=True`, building randomly initialised
+    networks instead (the seeded weights replace the ImageNet ones; the architecture is torchvision's own)."""
+
+    def offline(build):
+        return lambda pretrained=False, **kwargs: build(weights=None)
+
+    return replaced(module, **{name: offline(getattr(module, name)) for name in builders})
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from parity._harness import largest_difference, official_checkout, official_modules, seeded, write_golden
+from parity import _harness as h
 
 REPO, COMMIT = "ntuaislab/Trap-MID", "3d59377"
 CLASSES = 7
@@ -28,23 +28,8 @@ NETWORKS = {
 }
 
 
-def seeded_state(names_shapes: list[tuple[str, tuple[int, ...], bool]], seed: int) -> dict[str, torch.Tensor]:
-    """Values for every (name, shape, is-float) in order: N(0, 1/fan-in), BatchNorm variances in [0.5, 1.5)."""
-    g = seeded(seed)
-    state = {}
-    for name, shape, is_float in names_shapes:
-        if not is_float:
-            state[name] = torch.zeros(shape, dtype=torch.long)
-        elif name.endswith("running_var"):
-            state[name] = torch.rand(shape, generator=g) + 0.5
-        else:
-            fan_in = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else max(shape[0] if shape else 1, 1)
-            state[name] = torch.randn(shape, generator=g) / fan_in**0.5
-    return state
-
-
 def images(size: int) -> torch.Tensor:
-    return torch.rand(2, 3, size, size, generator=seeded(size))
+    return torch.rand(2, 3, size, size, generator=h.seeded(size))
 
 
 def ours(golden: dict) -> dict[str, torch.Tensor]:
@@ -54,8 +39,7 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
 
     out = {}
     for i, (name, (_, _, size)) in enumerate(NETWORKS.items()):
-        layout = [(n, tuple(s), bool(f)) for n, s, f in golden[f"{name}.layout"]]
-        state = seeded_state(layout, seed=100 + i)
+        state = h.seeded_state(golden[f"{name}.layout"], seed=100 + i)
         net = build_classifier(name, {}, num_classes=CLASSES, in_channels=3, image_size=size)
         load_strict(net, type(net).from_official_names(state), f"official {name}")
         net.eval()
@@ -68,28 +52,22 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
 def main() -> None:
     import torchvision
 
-    path = official_checkout(REPO, COMMIT)
-    saved = torchvision.models.vgg16_bn  # the official VGG16 asks for ImageNet weights; the seeded ones replace them
-    torchvision.models.vgg16_bn = lambda pretrained=False, **kw: saved(weights=None)
+    path = h.official_checkout(REPO, COMMIT)
     golden, official = {}, {}
-    try:
+    with h.without_download(torchvision.models, "vgg16_bn"):  # the official VGG16 asks for ImageNet weights
         for i, (name, (folder, cls, size)) in enumerate(NETWORKS.items()):
-            with official_modules(path / folder if folder else path, "classify", "evolve", "utils"):
+            with h.official_modules(path / folder if folder else path, "classify", "evolve", "utils"):
                 import classify
 
                 net: nn.Module = getattr(classify, cls)(CLASSES)
-            own = net.state_dict()
-            layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in own.items()]
-            net.load_state_dict(seeded_state(layout, seed=100 + i))
+            layout = h.seed_network(net, seed=100 + i)
             net.eval()
             x = images(size)
             with torch.no_grad():
                 feature, logits = net(x)
-            golden[f"{name}.images"], golden[f"{name}.layout"] = x, [[k, list(s), f] for k, s, f in layout]
+            golden[f"{name}.images"], golden[f"{name}.layout"] = x, layout
             official[f"{name}.feature"], official[f"{name}.logits"] = feature.flatten(1), logits
-    finally:
-        torchvision.models.vgg16_bn = saved
-    write_golden(
+    h.write_golden(
         "architectures",
         {**golden, **official},
         outputs=sorted(official),
@@ -100,11 +78,11 @@ def main() -> None:
         functions=["VGG16/FaceNet64/IR152/FaceNet .__init__ and forward (eval mode)"],
         units="the official state dict loads strictly (after mibench's name translation) and gives the same "
         "feature and logits: VGG16 and FaceNet64 and IR152 at 64x64, the FaceNet evaluator at 112x112",
-        injected="weights from one seeded stream in the official state-dict order (parity/architectures.py "
+        injected="weights from one seeded stream in the official state-dict order (parity/_harness.py "
         "`seeded_state`); torchvision's vgg16_bn built without its ImageNet download",
         not_covered="training-mode behaviour (dropout draws), the BiDO and VIB variants (VGG16_BiDO, VGG16_vib: the "
         "defense goldens), the released checkpoints themselves (not downloadable here)",
-        difference=largest_difference(ours({**golden}), official),
+        difference=h.largest_difference(ours({**golden}), official),
     )
 
 

@@ -17,7 +17,6 @@ import re
 import torch
 
 from parity import _harness as h
-from parity.architectures import seeded_state
 
 REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
 CLASSES, WIDTH, Z = 5, 16, 128
@@ -41,14 +40,10 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
     from mibench.gan.conditional import ConditionalResNetGenerator, SNProjectionDiscriminator
 
     generator = ConditionalResNetGenerator(CLASSES, 64, 3, WIDTH, Z).eval()
-    layout = [(n, tuple(s), bool(f)) for n, s, f in golden["generator.layout"]]
-    generator.load_state_dict({generator_name(k): v for k, v in seeded_state(layout, seed=400).items()})
+    state = h.seeded_state(golden["generator.layout"], seed=400)
+    generator.load_state_dict({generator_name(k): v for k, v in state.items()})
     discriminator = SNProjectionDiscriminator(CLASSES, 64, 3, WIDTH).eval()
-    layout = [(n, tuple(s), bool(f)) for n, s, f in golden["discriminator.layout"]]
-    values = list(seeded_state(layout, seed=401).values())
-    own = discriminator.state_dict()
-    assert [tuple(v.shape) for v in own.values()] == [tuple(v.shape) for v in values]
-    discriminator.load_state_dict(dict(zip(own, values, strict=True)))
+    h.load_in_order(discriminator, h.seeded_state(golden["discriminator.layout"], seed=401))
     with torch.no_grad():
         return {"generator.images": generator(golden["z"], golden["y"]),
                 "discriminator.scores": discriminator(golden["images"], golden["y"])}  # fmt: skip
@@ -65,9 +60,7 @@ def main() -> None:
         discriminator = SNResNetProjectionDiscriminator(num_features=WIDTH, num_classes=CLASSES).eval()
     golden = dict(x)
     for i, (name, net) in enumerate((("generator", generator), ("discriminator", discriminator))):
-        layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()]
-        net.load_state_dict(seeded_state(layout, seed=400 + i))
-        golden[f"{name}.layout"] = [[k, list(s), f] for k, s, f in layout]
+        golden[f"{name}.layout"] = h.seed_network(net, seed=400 + i)
     with torch.no_grad():
         official = {"generator.images": generator(x["z"], x["y"]),
                     "discriminator.scores": discriminator(x["images"], x["y"]).squeeze(1)}  # fmt: skip

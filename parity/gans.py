@@ -3,7 +3,7 @@ baselines build them (`baselines/generator.py`, `baselines/discri.py`), against 
 
 mibench names its layers differently (flat `Sequential`s) and stores the minibatch tensor T as in x (out x kernel)
 rather than in x out x kernel; the parameters correspond one to one in order, with equal sizes. Each official
-network gets weights from one seeded stream in its own order (positive InstanceNorm scales); the same values, in
+network gets weights from one seeded stream in its own order (`_harness.seeded_state`); the same values, in
 the same order (reshaped where T's layout differs), go into mibench's network; both run in eval mode on the same
 inputs. The golden stores the inputs, the official parameter layout and the outputs.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from parity import _harness as h
-from parity.architectures import seeded_state
 
 REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
 CLASSES = 10
@@ -50,15 +49,7 @@ def outputs(name: str, net: torch.nn.Module, x: dict[str, torch.Tensor]) -> dict
 def ours(golden: dict) -> dict[str, torch.Tensor]:
     out = {}
     for i, (name, net) in enumerate(mibench_networks().items()):
-        layout = [(n, tuple(s), bool(f)) for n, s, f in golden[f"{name}.layout"]]
-        values = list(seeded_state(layout, seed=200 + i).values())
-        own = net.state_dict()
-        assert len(own) == len(values), name
-        state = {}
-        for (key, mine), value in zip(own.items(), values, strict=True):
-            assert mine.numel() == value.numel(), (name, key)
-            state[key] = value.reshape(mine.shape)
-        net.load_state_dict(state)
+        h.load_in_order(net, h.seeded_state(golden[f"{name}.layout"], seed=200 + i), reshape=True)
         out.update(outputs(name, net, golden))
     return out
 
@@ -78,9 +69,7 @@ def main() -> None:
             "kedmi_discriminator": discri.MinibatchDiscriminator(3, 64, n_classes=CLASSES),
         }
     for i, (name, net) in enumerate(nets.items()):
-        layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()]
-        net.load_state_dict(seeded_state(layout, seed=200 + i))
-        golden[f"{name}.layout"] = [[k, list(s), f] for k, s, f in layout]
+        golden[f"{name}.layout"] = h.seed_network(net, seed=200 + i)
         official.update(outputs(name, net, x))
     h.write_golden(
         "gans",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parity._harness import compiled, largest_difference, official_checkout, on_cpu, seeded, write_golden
+from parity._harness import compiled, largest_difference, official_checkout, on_cpu, replaced, seeded, write_golden
 
 REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
 CLASSES, ITERATIONS, SEEDS, Z = 6, 12, 2, 100
@@ -78,12 +78,8 @@ def ours(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     oracle = TargetOracle(target, Access.WHITE_BOX, num_classes=CLASSES, image_shape=(3, 8, 8))
     params = gmi.GMIParams(iterations=ITERATIONS, restarts=SEEDS, reference_batch=CLASSES, selection="all")
     starts = golden["starts"].view(-1, Z)  # restart-major, as mibench orders (class, restart) keys
-    original = gmi.per_sample_normal
-    gmi.per_sample_normal = lambda ctx, keys, dim: starts.clone()
-    try:
+    with replaced(gmi, per_sample_normal=lambda ctx, keys, dim: starts.clone()):
         recon = gmi.GMI(params).invert(prior, oracle, torch.arange(CLASSES), RunContext())
-    finally:
-        gmi.per_sample_normal = original
     return {"final": recon.latents.view(SEEDS, CLASSES, Z)}
 
 

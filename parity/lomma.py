@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from parity import _harness as h
-from parity.architectures import seeded_state
 
 REPO, COMMIT = "sutd-visual-computing-group/Re-thinking_MI", "ed4b6b8"
 CLASSES, LAM = 5, 0.1
@@ -64,23 +63,15 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
     target, *students = networks(golden, official=False)
     attack = lomma.LOMMAGMI(lomma.LOMMAGMIParams(lomma=lomma.LOMMAParams(reg_weight=LAM)))
     prior = {lomma.STUDENTS: types.SimpleNamespace(students=students, feature_mean=golden["feature_mean"])}
-    original = lomma.freeze
-    lomma.freeze = lambda module: module  # the stand-ins have no parameters to freeze
-    try:
+    with h.replaced(lomma, freeze=lambda module: module):  # the stand-ins have no parameters to freeze
         identity = attack.identity_loss(target, prior, RunContext())
-    finally:
-        lomma.freeze = original
     images = golden["images"].clone().requires_grad_(True)
     loss = identity(images, golden["labels"]).mean()  # GMI's objective: per-sample losses / the batch
     (grad,) = torch.autograd.grad(loss, images)
     out = {"loss": loss.detach(), "grad": grad}
     for i, name in enumerate(STUDENTS):
         net = build_classifier(name, {}, num_classes=CLASSES, in_channels=3, image_size=32).eval()
-        layout = [(n, tuple(s), bool(f)) for n, s, f in golden[f"{name}.layout"]]
-        values = list(seeded_state(layout, seed=500 + i).values())
-        own = net.state_dict()
-        assert [tuple(v.shape) for v in own.values()] == [tuple(v.shape) for v in values], name
-        net.load_state_dict(dict(zip(own, values, strict=True)))
+        h.load_in_order(net, h.seeded_state(golden[f"{name}.layout"], seed=500 + i))
         with torch.no_grad():
             result = net(golden["student_images"])
         out[f"{name}.feature"], out[f"{name}.logits"] = result.features, result.logits
@@ -102,25 +93,17 @@ def main() -> None:
     (grad,) = torch.autograd.grad(loss, images)
     official = {"loss": loss.detach(), "grad": grad}
     golden = dict(x)
-    saved = {v: getattr(torchvision.models.efficientnet, f"efficientnet_{v}") for v in ("b0", "b1", "b2")}
-    for v, build in saved.items():
-        setattr(torchvision.models.efficientnet, f"efficientnet_{v}", lambda pretrained=False, b=build: b(weights=None))
-    try:
-        with h.official_modules(path, "models", "utils"):
-            h.stub_modules(utils={})  # models/classify imports the repository's utils (data loading, never called)
-            from models import classify
+    builders = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2")
+    with h.without_download(torchvision.models.efficientnet, *builders), h.official_modules(path, "models", "utils"):
+        h.stub_modules(utils={})  # models/classify imports the repository's utils (data loading, never called)
+        from models import classify
 
-            for i, name in enumerate(STUDENTS):
-                net = getattr(classify, f"EfficientNet_{name[-2:]}")(CLASSES).eval()
-                layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()]
-                net.load_state_dict(seeded_state(layout, seed=500 + i))
-                with torch.no_grad():
-                    feature, logits = net(x["student_images"])
-                golden[f"{name}.layout"] = [[k, list(s), f] for k, s, f in layout]
-                official[f"{name}.feature"], official[f"{name}.logits"] = feature, logits
-    finally:
-        for v, build in saved.items():
-            setattr(torchvision.models.efficientnet, f"efficientnet_{v}", build)
+        for i, name in enumerate(STUDENTS):
+            net = getattr(classify, f"EfficientNet_{name[-2:]}")(CLASSES).eval()
+            golden[f"{name}.layout"] = h.seed_network(net, seed=500 + i)
+            with torch.no_grad():
+                feature, logits = net(x["student_images"])
+            official[f"{name}.feature"], official[f"{name}.logits"] = feature, logits
     h.write_golden(
         "lomma",
         {**golden, **official},

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from mibench.defenses.mid import VIBClassifier, gaussian_kl
-from parity._harness import largest_difference, official_checkout, official_modules, on_cpu, seeded, write_golden
+from parity._harness import (
+    largest_difference,
+    official_checkout,
+    official_modules,
+    on_cpu,
+    replaced,
+    seeded,
+    write_golden,
+)
 
 REPO, COMMIT = "Jiachen-T-Wang/mi-defense", "23dc853"
 CLASSES, BETA, NOISE_SEED = 5, 0.003, 7
@@ -81,11 +89,8 @@ def ours(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     net.statistics.load_state_dict(layout.st_layer.state_dict())
     net.head.load_state_dict(layout.fc_layer.state_dict())
     net.train()
-    original, torch.randn_like = torch.randn_like, lambda t, **kw: golden["noise"]
-    try:
+    with replaced(torch, randn_like=lambda t, **kw: golden["noise"]):
         result = net(golden["images"])
-    finally:
-        torch.randn_like = original
     stats = net.statistics(result.features)
     mu, std = stats[:, :1024], F.softplus(stats[:, 1024:] - 5)
     loss = F.cross_entropy(result.logits, golden["labels"]) + BETA * gaussian_kl(mu, std)
@@ -97,15 +102,15 @@ def main() -> None:
     x = inputs()
     import torchvision
 
-    saved = torchvision.models.vgg16_bn
-    torchvision.models.vgg16_bn = lambda pretrained=False, **kw: types.SimpleNamespace(features=body())
-    try:
-        with official_modules(path / "gmi" / "target", "model", "evolve", "utils", "engine", "dataloader"), on_cpu():
-            import model as official_model
+    def small_vgg16_bn(pretrained: bool = False, **kwargs) -> types.SimpleNamespace:
+        return types.SimpleNamespace(features=body())
 
-            net = official_model.VGG16_vib(CLASSES)
-    finally:
-        torchvision.models.vgg16_bn = saved
+    stand_in = replaced(torchvision.models, vgg16_bn=small_vgg16_bn)
+    folder = path / "gmi" / "target"
+    with stand_in, official_modules(folder, "model", "evolve", "utils", "engine", "dataloader"), on_cpu():
+        import model as official_model
+
+        net = official_model.VGG16_vib(CLASSES)
     net.load_state_dict(Layout().state_dict())  # strict: the layout has VGG16_vib's names and shapes
     net.train()
     torch.manual_seed(NOISE_SEED)  # the official noise is the first draw of the global stream after this

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from parity._harness import largest_difference, official_checkout, seeded, write_golden
+from parity._harness import largest_difference, official_checkout, replaced, seeded, write_golden
 
 REPO, COMMIT = "katekemu/model_inversion_defense", "1f32327"
 BITS, RATE, SEED = 12, 0.05, 31
@@ -50,12 +50,8 @@ def ours(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     w = golden["weights"]
     exponent = midas.fixed_point_exponent(w, BITS)
     quantised = midas.decode_fixed_point(midas.encode_fixed_point(w, exponent, BITS), exponent, BITS, w.dtype)
-    original = midas.bit_error_masks
-    midas.bit_error_masks = lambda count, bits, rate, generator: golden["masks"].view(-1)
-    try:
+    with replaced(midas, bit_error_masks=lambda count, bits, rate, generator: golden["masks"].view(-1)):
         corrupted = midas.flip_fixed_point(w, RATE, exponent, BITS, torch.Generator())
-    finally:
-        midas.bit_error_masks = original
     return {"exponent": torch.tensor(float(exponent)), "quantised": quantised, "corrupted": corrupted}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from parity import _harness as h
-from parity.architectures import seeded_state
 
 REPO, COMMIT = "NVlabs/stylegan2-ada-pytorch", "d72cc7d"
 CONFIG = {"z_dim": 32, "w_dim": 32, "resolution": 32, "img_channels": 3, "mapping_layers": 4, "channel_base": 1024,
@@ -31,8 +30,7 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
     from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
     generator = StyleGAN2Generator(StyleGAN2Config(**CONFIG)).eval()
-    layout = [(n, tuple(s), bool(f)) for n, s, f in golden["layout"]]
-    load_strict(generator, seeded_state(layout, seed=300), "NVIDIA's layout")
+    load_strict(generator, h.seeded_state(golden["layout"], seed=300), "NVIDIA's layout")
     with torch.no_grad():
         ws = generator.mapping(golden["z"], PSI)
         images = generator.synthesis(ws)
@@ -51,13 +49,12 @@ def main() -> None:
             synthesis_kwargs={"channel_base": CONFIG["channel_base"], "channel_max": CONFIG["channel_max"],
                               "conv_clamp": CONFIG["conv_clamp"], "num_fp16_res": 0},
         ).eval()  # fmt: skip
-        layout = [(k, tuple(v.shape), v.is_floating_point()) for k, v in generator.state_dict().items()]
-        generator.load_state_dict(seeded_state(layout, seed=300))
+        layout = h.seed_network(generator, seed=300)
         with torch.no_grad():
             ws = generator.mapping(x["z"], None, truncation_psi=PSI)
             images = generator.synthesis(ws, noise_mode="const", force_fp32=True)
     official = {"ws": ws, "images": images}
-    golden = {**x, "layout": [[k, list(s), f] for k, s, f in layout]}
+    golden = {**x, "layout": layout}
     h.write_golden(
         "stylegan2",
         {**golden, **official},

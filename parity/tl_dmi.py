@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from parity._harness import official_checkout, official_modules, write_golden
+from parity._harness import official_checkout, official_modules, replaced, without_download, write_golden
 
 REPO, COMMIT = "hosytuyen/TL-DMI", "e3495df"
 CLASSES = 5
@@ -27,17 +27,13 @@ def ours(golden: dict) -> dict[str, torch.Tensor]:
     from mibench.models.base import build_classifier
 
     out = {}
-    original = tl_dmi.pretrain_on_public
-    tl_dmi.pretrain_on_public = lambda *args, **kwargs: None
-    try:
+    with replaced(tl_dmi, pretrain_on_public=lambda *args, **kwargs: None):
         for name in SPLITS:
             net = build_classifier(name, {}, num_classes=CLASSES, in_channels=3, image_size=64)
             tl_dmi.TLDMI(tl_dmi.TLDMIParams(pretrain="public")).prepare(net, None, TrainSpec(), RunContext())
             trainable = {k: p.requires_grad for k, p in net.named_parameters()}
             names = type(net).from_official_names({n: n for n in golden[f"{name}.names"]})
             out[f"{name}.trainable"] = torch.tensor([trainable[names_key] for names_key in names])
-    finally:
-        tl_dmi.pretrain_on_public = original
     return out
 
 
@@ -45,20 +41,16 @@ def main() -> None:
     import torchvision
 
     path = official_checkout(REPO, COMMIT)
-    saved = torchvision.models.vgg16_bn
-    torchvision.models.vgg16_bn = lambda pretrained=False, **kw: saved(weights=None)
     golden, official = {}, {}
-    try:
-        with official_modules(path, "models", "utils", "dataloader", "losses", "metrics", "dnnlib"):
-            from models import classify
+    modules = ("models", "utils", "dataloader", "losses", "metrics", "dnnlib")
+    with without_download(torchvision.models, "vgg16_bn"), official_modules(path, *modules):
+        from models import classify
 
-            nets = {
-                "vgg16": classify.VGG16_TL(CLASSES, classify.VGG16(CLASSES), freeze_layers=SPLITS["vgg16"]),
-                "facenet64": classify.FaceNet64(CLASSES, freeze_layers=SPLITS["facenet64"]),
-                "ir152": classify.IR152(CLASSES, freeze_layers=SPLITS["ir152"]),
-            }
-    finally:
-        torchvision.models.vgg16_bn = saved
+        nets = {
+            "vgg16": classify.VGG16_TL(CLASSES, classify.VGG16(CLASSES), freeze_layers=SPLITS["vgg16"]),
+            "facenet64": classify.FaceNet64(CLASSES, freeze_layers=SPLITS["facenet64"]),
+            "ir152": classify.IR152(CLASSES, freeze_layers=SPLITS["ir152"]),
+        }
     for name, net in nets.items():
         params = list(net.named_parameters())
         golden[f"{name}.names"] = [n for n, _ in params]

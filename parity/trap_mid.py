@@ -10,10 +10,8 @@ after the step: the target's weights and BatchNorm statistics, the triggers, the
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import types
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -25,6 +23,7 @@ from parity._harness import (
     official_checkout,
     official_modules,
     on_cpu,
+    replaced,
     seeded,
     stub_modules,
     write_golden,
@@ -116,19 +115,6 @@ def run_official(path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             torch.manual_seed(TARGET_SEED)
             engine.train(args, target, nn.CrossEntropyLoss(), optimizer, loader, loader, 1, triggers=triggers)
     return after(target, disc, triggers)
-
-
-@contextlib.contextmanager
-def replaced(module: object, **attributes: object) -> Iterator[None]:
-    """Set attributes of a module for the block (mibench's sources of randomness, replaced by the golden's draws)."""
-    saved = {name: getattr(module, name) for name in attributes}
-    for name, value in attributes.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
 
 
 def ours(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
