@@ -19,10 +19,9 @@ the official code.
   fp16 path only and does not change the function.
 
 Checkpoints (`mibench.gan.stylegan2_files`): `load_stylegan2` reads either a converted file
-(`{'config': ..., 'state_dict': ...}` or a bare state
-dict, with `torch.load(weights_only=True)`) or NVIDIA's network pickle directly through
-`mibench.gan.nvidia_pickle`, which extracts tensors and constructor arguments without executing the code stored in
-the pickle.
+(`{'config': ..., 'state_dict': ...}` or a bare state dict, with `torch.load(weights_only=True)`) or NVIDIA's network
+pickle directly through `mibench.gan.nvidia_pickle`, which extracts tensors and constructor arguments without
+executing the code stored in the pickle. Parity with NVIDIA's own code: `tests/goldens/stylegan2.pt`.
 """
 
 from __future__ import annotations
