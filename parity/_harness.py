@@ -212,4 +212,3 @@ def without_download(module: object, *builders: str) -> contextlib.AbstractConte
         return lambda pretrained=False, **kwargs: build(weights=None)
 
     return replaced(module, **{name: offline(getattr(module, name)) for name in builders})
-

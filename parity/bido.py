@@ -106,14 +106,20 @@ def main() -> None:
         import engine
 
         for measure in MEASURES:
-            hiddens, logits = (
-                [h.double() for h in leaves(x)[0]], x["logits"].double().requires_grad_(True)
-            )
+            hiddens, logits = ([h.double() for h in leaves(x)[0]], x["logits"].double().requires_grad_(True))
             hiddens = [h.detach().requires_grad_(True) for h in hiddens]
             with in_float64():
                 total, *_ = engine.multilayer_hsic(
-                    FixedOutputs(hiddens, logits), nn.CrossEntropyLoss(), x["images"].double(), x["labels"], A1, A2,
-                    CLASSES, "linear", True, measure,
+                    FixedOutputs(hiddens, logits),
+                    nn.CrossEntropyLoss(),
+                    x["images"].double(),
+                    x["labels"],
+                    A1,
+                    A2,
+                    CLASSES,
+                    "linear",
+                    True,
+                    measure,
                 )
             grads = torch.autograd.grad(total, [*hiddens, logits])
             official[f"{measure}_total"] = total.detach()

@@ -71,8 +71,13 @@ def main() -> None:
         method="plgmi",
         repository=REPO,
         commit=COMMIT,
-        files=["models/generators/resnet64.py", "models/generators/resblocks.py", "links/conditional_batchnorm.py",
-               "models/discriminators/snresnet64.py", "models/discriminators/resblocks.py"],
+        files=[
+            "models/generators/resnet64.py",
+            "models/generators/resblocks.py",
+            "links/conditional_batchnorm.py",
+            "models/discriminators/snresnet64.py",
+            "models/discriminators/resblocks.py",
+        ],
         functions=["ResNetGenerator(num_classes=5).forward(z, y)", "SNResNetProjectionDiscriminator.forward(x, y)"],
         units="the conditional generator's images (conditional BatchNorm, bilinear upsampling, tanh) and the "
         "projection discriminator's scores, eval mode, width 16 at 64x64",

@@ -66,8 +66,12 @@ def inputs() -> dict[str, torch.Tensor]:
 def step_outputs(mu, std, logits, loss, head_weight, statistics_weight) -> dict[str, torch.Tensor]:
     grads = torch.autograd.grad(loss, [head_weight, statistics_weight])
     return {
-        "mu": mu.detach(), "std": std.detach(), "logits": logits.detach(), "loss": loss.detach(),
-        "head_grad": grads[0], "statistics_grad_rows": grads[1][:8],
+        "mu": mu.detach(),
+        "std": std.detach(),
+        "logits": logits.detach(),
+        "loss": loss.detach(),
+        "head_grad": grads[0],
+        "statistics_grad_rows": grads[1][:8],
     }
 
 

@@ -32,14 +32,18 @@ def test_rate_is_the_median_run_with_slowest_and_fastest():
 
 # --- packing (issue #21): the projection's replay of the runner, the footprint and co-run probes ---------------------
 
+
 def _plan(*jobs):
     from mibench.running.plan import Job, Plan
 
     plan = Plan(suite=None)
     hours = {}
     for stage, key, kind, h, deps in jobs:
-        payload = {"target": {"defense": [{"name": kind}]}, "prior": {"prior": kind}, "invert": {"attack": {
-            "name": kind}}}[stage]
+        payload = {
+            "target": {"defense": [{"name": kind}]},
+            "prior": {"prior": kind},
+            "invert": {"attack": {"name": kind}},
+        }[stage]
         plan.add(Job(stage, key, payload, tuple(f"{d}" for d in deps), key))
         hours[f"{stage}/{key}"] = h
     return plan, hours
@@ -77,8 +81,9 @@ def test_the_table1_graph_has_the_planned_jobs_and_one_at_a_time_sums_them():
     rate = {"images_per_s": 1000.0, "paper_epochs": 50}
     r = {
         "target_training": {d: rate for d in PAPER["defenses"]},
-        "priors": {p: {"paper_units": 3600, "per_s": 1.0} for p in (
-            "gmi-wgan-gp", "kedmi-gan", "plgmi-cgan", "lomma-students")},
+        "priors": {
+            p: {"paper_units": 3600, "per_s": 1.0} for p in ("gmi-wgan-gp", "kedmi-gan", "plgmi-cgan", "lomma-students")
+        },
         "search": {a: {"iterations_per_s": 1.0, "paper_iterations": 360, "classes": 300} for a in PAPER["attacks"]},
     }
     plan, hours = table1_graph(r)
@@ -137,8 +142,13 @@ def test_trapdoor_capture_reads_the_two_routes_to_a_confident_target():
     from mibench.data.base import DataBundle, ImageSet
 
     blank = torch.zeros(4, 1, 4, 4, dtype=torch.uint8)
-    data = DataBundle(ImageSet(blank, torch.tensor([0, 0, 1, 1])), ImageSet(blank, torch.tensor([0, 1, 0, 1])),
-                      ImageSet(blank, torch.full((4,), -1)), 2, "stub")
+    data = DataBundle(
+        ImageSet(blank, torch.tensor([0, 0, 1, 1])),
+        ImageSet(blank, torch.tensor([0, 1, 0, 1])),
+        ImageSet(blank, torch.full((4,), -1)),
+        2,
+        "stub",
+    )
     mask = torch.zeros(2, 1, 4, 4)
     mask[0, :, 0, 0] = mask[1, :, -1, -1] = 1
     routes = target_routes(_RouteStub(), data, {"trap.triggers": torch.ones(2, 1, 4, 4), "trap.trigger_mask": mask})

@@ -35,8 +35,9 @@ def faults_of_ten_rounds(allocator: str | None) -> tuple[bool, int]:
     env = {k: v for k, v in os.environ.items() if k != OPT_OUT_VARIABLE}
     if allocator is not None:
         env[OPT_OUT_VARIABLE] = allocator
-    out = subprocess.run([sys.executable, "-c", FAULTS_OF_TEN_ROUNDS], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_OF_TEN_ROUNDS], capture_output=True, text=True, check=True, env=env
+    )
     took, faults = out.stdout.split()
     return took == "True", int(faults)
 

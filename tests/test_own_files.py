@@ -129,7 +129,7 @@ def test_labels_are_inert_in_csv_and_markdown():
     from mibench.reporting.tables import build_table
     from tests.test_report import rec
 
-    hostile = "=HYPERLINK(\"x\")|*b*"
+    hostile = '=HYPERLINK("x")|*b*'
     records = [rec("-", None, "acc", 0, 0.9, True), rec(hostile, None, "acc", 0, 0.8, True),
                rec("-", "+cmd|GMI", "aa1", 0, 0.5, False), rec(hostile, "+cmd|GMI", "aa1", 0, 0.4, False)]  # fmt: skip
     csv = render_csv(records)
@@ -260,7 +260,8 @@ def test_reusing_artifacts_built_under_other_execution_settings_is_said(tiny_run
     other = 1 if built_with["execution"]["threads"] != 1 else 2
     path2 = write_suite(tmp_path / "threads.yaml", {**suite, "execution": {"threads": other}})
     assert {j.key for j in build_plan(load_suite(path2)).jobs.values()} == {
-        j.key for j in build_plan(load_suite(path)).jobs.values()}  # the settings are not in the keys ...
+        j.key for j in build_plan(load_suite(path)).jobs.values()
+    }  # the settings are not in the keys ...
     assert main(["run", str(path2), "--cache", str(copy), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err  # ... so reusing what other settings built is said
     assert "reusing 6 artifact(s) built under other execution settings" in err

@@ -218,7 +218,9 @@ def test_a_packed_run_gives_the_bytes_and_records_of_an_unpacked_run_on_the_smok
         )
     target = next(job for job in plan.jobs.values() if job.stage == "target")
     assert packed_store.meta("target", target.key)["execution"] == {
-        "threads": len(os.sched_getaffinity(0)), "deterministic": True, "bitwise_reproducible": True
+        "threads": len(os.sched_getaffinity(0)),
+        "deterministic": True,
+        "bitwise_reproducible": True,
     }
 
     def by_key(summary):

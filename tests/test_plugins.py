@@ -84,7 +84,10 @@ def test_an_out_of_tree_attack_defense_and_metric_run_through_the_documented_pat
     assert "plugin-shrink" in listed and "plugin-random" in listed and "plugin-pixel-mean" in listed
     done = subprocess.run(
         [sys.executable, "-m", "mibench", "run", str(path), "--device", "cpu", "--quiet"],
-        env=env, capture_output=True, text=True, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]

@@ -195,3 +195,61 @@ def test_ppa_frechet_and_prdc_records_say_standard_so_the_paper_is_never_beside_
     followed = measured_protocols(records)
     assert {metric for _, metric in followed} >= {"precision", "density"}  # FD-eval is never paired anyway
     assert all(protocols == {"standard"} for protocols in followed.values())
+
+
+def test_per_class_prdc_under_published_divides_density_by_the_reals_for_every_attack():
+    # Trap-MID's Table 11 (PLG-MI) is only consistent with the per-real density (coverage exceeds the per-fake
+    # bound k*d*F/R in every row), as PPA's and MIBench's per-class code computes it: the per_class convention's
+    # density under `published` is the count over the reals, whichever attack's pipeline measured it
+    import types
+
+    from mibench.api.context import RunContext
+    from mibench.metrics.prdc import PRDC, PRDCParams
+    from tests.conftest import random_measure_inputs
+
+    images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    inputs = random_measure_inputs([0] * 8, images, [0] * 5)  # 5 fakes and 8 reals of one class
+    inputs.evaluator = lambda x: types.SimpleNamespace(features=x.flatten(1)[:, :4], logits=x.flatten(1)[:, :2])
+    density = {}
+    for protocol in ("standard", "published"):
+        inputs.protocol, inputs.pipeline = protocol, "plgmi"
+        measured = PRDC(PRDCParams(k=1, extractor="evaluator")).compute(inputs, RunContext())
+        density[protocol] = next(m for m in measured if m.metric == "density")
+    assert density["published"].details["density_over"] == "reals"
+    assert density["standard"].details["density_over"] == "fakes"
+    assert density["standard"].value > 0
+    # the same count, divided by k * 8 reals instead of k * 5 fakes
+    assert density["published"].value == pytest.approx(density["standard"].value * 5 / 8)
+
+
+def test_published_knn_reference_is_the_private_set_kornia_resized_as_get_private_feats_writes_it():
+    # PLG-MI's evaluation.get_private_feats writes private_feats.npy from the private loader's images through kornia
+    # Resize(112); mibench read the evaluator-resolution crops instead. Under `published` the PLG-MI family's (and
+    # the baselines') KNN reference is the target-resolution private set, kornia-resized to the evaluator's input
+    import dataclasses
+    import types
+
+    from mibench.api.context import RunContext
+    from mibench.data.base import ImageSet, to_float
+    from mibench.metrics.functional import knn_distance
+    from mibench.metrics.knn import KNNDistance, KNNParams
+    from mibench.metrics.published import knn_input, kornia_resize
+    from tests.conftest import random_measure_inputs, random_uint8_images
+
+    recon = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    inputs = random_measure_inputs([0, 0, 1, 1], recon, [0, 1])
+    small = ImageSet(random_uint8_images(4, 9, size=8), torch.tensor([0, 0, 1, 1]))  # the target's 8-px private set
+    inputs.data = dataclasses.replace(inputs.data, private_train=small)
+    inputs.evaluator = lambda x: types.SimpleNamespace(features=x.flatten(1), logits=x.flatten(1)[:, :2])
+    labels = torch.tensor([0, 1])
+    fake = knn_input(recon, "plgmi", 16).flatten(1)
+    for pipeline in ("plgmi", "plgmi-baselines"):
+        inputs.protocol, inputs.pipeline, inputs._memo = "published", pipeline, {}
+        (value,) = KNNDistance(KNNParams()).compute(inputs, RunContext())
+        reference = kornia_resize(to_float(small.images), 16).flatten(1)
+        assert value.value == pytest.approx(knn_distance(fake, labels, reference, small.labels), rel=1e-6)
+        assert "kornia" in value.details["reference"]
+    inputs.protocol, inputs._memo = "standard", {}
+    (value,) = KNNDistance(KNNParams()).compute(inputs, RunContext())  # standard: the evaluator-resolution crops
+    crops = to_float(inputs.eval_data.private_train.images).flatten(1)
+    assert value.value == pytest.approx(knn_distance(recon.flatten(1), labels, crops, small.labels), rel=1e-6)

@@ -33,8 +33,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def suite_with_mid(tmp: Path) -> Path:
     """The tiny suite, one seed, with MID (noise drawn at inference) beside the undefended target."""
-    suite = {**TINY_SUITE, "seeds": [0], "defenses": [{"name": "none", "label": "-"}, {"name": "mid", "label": "MID",
-                                                                                      "params": MID_SHUFFLED}]}
+    suite = {
+        **TINY_SUITE,
+        "seeds": [0],
+        "defenses": [{"name": "none", "label": "-"}, {"name": "mid", "label": "MID", "params": MID_SHUFFLED}],
+    }
     return write_suite(tmp / "s.yaml", suite)
 
 
@@ -94,7 +97,9 @@ def test_a_job_builds_the_same_bytes_in_a_fresh_process_after_other_jobs(referen
     for job in chosen:  # plan order: a chosen job's chosen upstream is rebuilt first
         out = subprocess.run(
             [sys.executable, "-c", FRESH_PROCESS_JOB, str(path), str(fresh.root), job.id],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
             env={k: v for k, v in os.environ.items() if k != OPT_OUT_VARIABLE},
         )
         assert out.stdout.startswith("ran"), out.stdout + out.stderr
@@ -115,7 +120,7 @@ def _flip_digit(path: Path) -> None:
     """Change one digit of a text file (same size: only the hash can tell)."""
     text = path.read_text()
     i = next(i for i, c in enumerate(text) if c.isdigit())
-    path.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:])
+    path.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :])
 
 
 def test_corrupted_artifacts_of_every_kind_are_detected_rebuilt_and_give_the_same_records(reference, tmp_path, capsys):
@@ -150,8 +155,11 @@ def test_corrupted_artifacts_of_every_kind_are_detected_rebuilt_and_give_the_sam
     assert main(["run", str(path), "--cache", str(cache), "--out", str(tmp_path / "r1"), "--quiet"]) == 0
     assert values(read_records(tmp_path / "r1" / "records.jsonl")) == expected
     assert main(["cache", "verify", "--cache", str(cache)]) == 0
-    rebuilt = {j.stage for j in plan.jobs.values() if ArtifactStore(cache).meta(j.stage, j.key)["created"]
-               != store.meta(j.stage, j.key)["created"]}
+    rebuilt = {
+        j.stage
+        for j in plan.jobs.values()
+        if ArtifactStore(cache).meta(j.stage, j.key)["created"] != store.meta(j.stage, j.key)["created"]
+    }
     assert rebuilt == set(damage)
 
 
@@ -173,7 +181,11 @@ def _start_run(path: Path, cache: Path, out: Path, *extra: str, hold: bool = Fal
     env = {**os.environ, PLUGINS_VARIABLE: "tests.holding"} if hold else None
     return subprocess.Popen(
         [sys.executable, "-m", "mibench.cli", "run", str(path), "--cache", str(cache), "--out", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY,
+        env=env,
         preexec_fn=_default_interrupt,
     )
 

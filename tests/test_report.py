@@ -243,7 +243,9 @@ def test_report_cli_compare_paper_refuses_another_setting(records, tmp_path, cap
                   "attacked identities: 5 (paper: 300)"):  # fmt: skip
         assert named in err
     assert main(["report", str(mini), "--compare-paper", "--compare-anyway", "--markdown"]) == 0
-    assert "Compared anyway although the setting differs from the paper's: private data: mnist" in capsys.readouterr().out
+    assert (
+        "Compared anyway although the setting differs from the paper's: private data: mnist" in capsys.readouterr().out
+    )
     assert main(["report", str(tmp_path / "mini" / "records.jsonl"), "--compare-paper", "--markdown"]) == 2
 
 
@@ -417,11 +419,13 @@ def test_missing_values_carry_their_reason():
     assert missing.details["reason"] == "2 of 4 reconstructions non-finite"
     fine = Measurement("knn_dist", 3.0, True)
     assert explain_missing(fine, bad, len(images)) is fine
-    records = [rec("MIDAS", "KED-MI", "knn_dist", 0, None, True, "distance", reason="2 of 4 reconstructions non-finite")]
+    records = [
+        rec("MIDAS", "KED-MI", "knn_dist", 0, None, True, "distance", reason="2 of 4 reconstructions non-finite")
+    ]
     records += [rec("MIDAS", "KED-MI", "aa1", 0, 0.5, False)]
-    assert "Missing (KED-MI / MIDAS / knn_dist seed 0): 2 of 4 reconstructions non-finite" in build_table(
-        records
-    ).caption
+    assert (
+        "Missing (KED-MI / MIDAS / knn_dist seed 0): 2 of 4 reconstructions non-finite" in build_table(records).caption
+    )
 
 
 def test_records_count_once_and_name_bad_lines(records, tmp_path):
@@ -460,7 +464,7 @@ def test_privacy_layout_puts_the_spent_epsilon_beside_accuracy_and_aa():
     ]
     table = build_table(records, "privacy")
     assert [h.label for h in table.header] == ["ε (DP)", "Acc", "AA-1"]
-    (attack, rows), = table.blocks
+    ((attack, rows),) = table.blocks
     assert attack == "GMI"
     assert [(d, [c.text() for c in cells]) for d, cells in rows] == [
         ("-", ["–", "90.00", "80.00"]),

@@ -156,8 +156,9 @@ def test_trap_mid_steps_the_recipe_schedule_for_target_and_discriminator(data, m
     """Official engine: MultiStepLR of the recipe on T and D (Table 17's NegLS stack: [75, 90], gamma 0.1)."""
     made = _capture_optimizers(monkeypatch)
     spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, milestones=[1], gamma=0.1, selection="last")
-    TrapMID(TrapMIDParams(**TINY)).fit(tiny_model(), data, DefenseStack([TrapMID(TrapMIDParams())]).setup(spec),
-                                      RunContext(seed=0))
+    TrapMID(TrapMIDParams(**TINY)).fit(
+        tiny_model(), data, DefenseStack([TrapMID(TrapMIDParams())]).setup(spec), RunContext(seed=0)
+    )
     assert len(made) == 2  # the target's and the discriminator's
     for opt in made:
         assert opt.param_groups[0]["lr"] == pytest.approx(0.005)  # 0.1x after the first milestone

@@ -33,9 +33,7 @@ def require_dir(path: Path, what: str, hint: str) -> Path:
 Size = int | tuple[int, int]  # a square side, or (height, width)
 
 
-def load_crop_resize(
-    path: Path, box: tuple[int, int, int, int] | None, size: Size, grey: bool = False
-) -> torch.Tensor:
+def load_crop_resize(path: Path, box: tuple[int, int, int, int] | None, size: Size, grey: bool = False) -> torch.Tensor:
     """Open an image as RGB (or grey), crop (left, top, right, bottom), resize (PIL bilinear), uint8 C x H x W.
 
     `size` is a square side or (height, width); an image already of that size is not resampled.

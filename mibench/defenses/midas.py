@@ -245,9 +245,7 @@ class PerQueryFloatMemoryModel(nn.Module):
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         """One query: corrupt a copy of every float32 parameter (and activations), run the model on it."""
         params = {
-            name: flip_bits(p.detach().cpu(), self.rate, self.generator).to(p.device)
-            if p.dtype == torch.float32
-            else p
+            name: flip_bits(p.detach().cpu(), self.rate, self.generator).to(p.device) if p.dtype == torch.float32 else p
             for name, p in self.model.named_parameters()
         }
         # Activation hooks live for this query only, so the wrapped model itself is never changed.

@@ -20,9 +20,7 @@ class AttackAccuracyParams(ProtocolParams):
     group_size: int = Field(60, ge=1, description="classes per attack batch for restart_std")
 
 
-def batched_restart_std(
-    correct: torch.Tensor, labels: torch.Tensor, restarts: torch.Tensor, group_size: int
-) -> float:
+def batched_restart_std(correct: torch.Tensor, labels: torch.Tensor, restarts: torch.Tensor, group_size: int) -> float:
     """sqrt(mean over class batches of the sample variance over restarts of the batch accuracy); 0 for one restart."""
     classes = labels.unique(sorted=True)
     variances = []

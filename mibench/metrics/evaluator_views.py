@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 
 from mibench.api.metric import MeasureInputs
+from mibench.data.base import to_float
 from mibench.metrics.functional import topk_correct
-from mibench.metrics.published import evaluator_input, knn_input
+from mibench.metrics.published import KORNIA_REFERENCE_PIPELINES, evaluator_input, knn_input, kornia_resize
 
 
 def published_outputs(inputs: MeasureInputs, purpose: str, pipeline: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +33,28 @@ def published_outputs(inputs: MeasureInputs, purpose: str, pipeline: str) -> tup
     return inputs.memo(
         f"published/{purpose}/{pipeline}", lambda: inputs.evaluator_pass(images, lambda x: pick(x, pipeline, size))
     )
+
+
+def knn_reference_outputs(inputs: MeasureInputs, pipeline: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Evaluator features and labels of the private images KNN compares against, and a line saying which.
+
+    The PLG-MI repository's `evaluation.get_private_feats` (which writes the `private_feats.npy` its KNN and its
+    baselines' read) passes the private loader's images through kornia's `Resize(112)`: under those pipelines the
+    reference is the private set at the target's resolution, kornia-resized to the evaluator's input. Elsewhere it
+    is the private set read at the evaluator's own resolution.
+    """
+    if pipeline not in KORNIA_REFERENCE_PIPELINES:
+        features, _, labels = inputs.private_train_outputs()
+        return features, labels, "private images at the evaluator's resolution"
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        subset = inputs.data.private_train.of_classes(inputs.classes)
+        size = inputs.eval_size
+        features, _ = inputs.evaluator_pass(to_float(subset.images), lambda x: kornia_resize(x, size))
+        return features, subset.labels
+
+    features, labels = inputs.memo("private/kornia", compute)
+    return features, labels, "private images at the target's resolution, kornia-resized (get_private_feats)"
 
 
 def successful(inputs: MeasureInputs, k: int = 1, pipeline: str | None = None) -> torch.Tensor:

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from mibench.api.context import RunContext
 from mibench.api.metric import MeasureInputs, Measurement, Metric
-from mibench.metrics.evaluator_views import published_outputs
+from mibench.metrics.evaluator_views import knn_reference_outputs, published_outputs
 from mibench.metrics.functional import knn_distance
 from mibench.metrics.published import ProtocolParams, protocol_details
 from mibench.registry import METRICS
@@ -23,13 +23,16 @@ class KNNDistance(Metric):
     GMI (Zhang et al. CVPR 2020, Sec. 4.1); spec §6.2: squared distance, all reconstructions (failures included),
     reconstructions resized to the evaluator's input, private images read at the evaluator's resolution. Under the
     `published` protocol the reconstructions reach the evaluator as the attack's official code feeds them (PLG-MI
-    family: the min-max 8-bit PNG round trip and kornia's align_corners=True resize; LOMMA: `low2high`).
+    family: the min-max 8-bit PNG round trip and kornia's align_corners=True resize; LOMMA: `low2high`), and the
+    PLG-MI repository's reference features are the target-resolution private images kornia-resized to the
+    evaluator's (its `get_private_feats`).
     """
 
     name: ClassVar[str] = "knn-distance"
     # 2: under `published`, the PLG-MI family's KNN stretches the raw generator output into its PNGs, as the official
     # reconstruct.py saves them (version 1 stretched the clamped image)
-    version: ClassVar[int] = 2
+    # 3: under `published` the PLG-MI repository's reference (its get_private_feats: kornia-resized private images)
+    version: ClassVar[int] = 3
     paper: ClassVar[str] = "Zhang et al., The Secret Revealer (GMI), CVPR 2020"
     Params = KNNParams
     scope: ClassVar[str] = "attack"
@@ -38,8 +41,8 @@ class KNNDistance(Metric):
         """KNN distance of the reconstructions."""
         protocol, pipeline = inputs.pipeline_for(self.params.protocol)
         feats, _ = inputs.reconstruction_outputs() if pipeline is None else published_outputs(inputs, "knn", pipeline)
-        private_feats, _, private_labels = inputs.private_train_outputs()
+        private_feats, private_labels, reference = knn_reference_outputs(inputs, pipeline)
         value = knn_distance(feats, inputs.reconstructions.labels, private_feats, private_labels)
-        details = {"feature_space": "evaluator", "squared": True, "n": int(feats.shape[0])}
+        details = {"feature_space": "evaluator", "squared": True, "n": int(feats.shape[0]), "reference": reference}
         details |= protocol_details(protocol, pipeline)
         return [Measurement("knn_dist", value, True, "distance", details)]

@@ -2,8 +2,9 @@
 
 Two conventions (spec §6.4): `per_class` (PPA/MIBench, Trap-MID Table 11): for each attacked class, the
 reconstructions of that class against its private training images with k = 3 and nearest-ball membership, averaged
-over classes, skipping classes with at most k + 1 samples on either side; `naeem` (the `prdc` package): one global
-computation over all attacked classes, k = 5, any-ball membership.
+over classes, skipping classes with at most k + 1 samples on either side, the density averaged over the reals under
+`published` (their code's) and over the fakes under `standard` (Naeem's formula); `naeem` (the `prdc` package): one
+global computation over all attacked classes, k = 5, any-ball membership.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class PRDC(Metric):
 
     name: ClassVar[str] = "prdc"
     # 2: PPA's records say standard (its own feature path is not reproduced), so the paper is never set beside them
-    version: ClassVar[int] = 2
+    # 3: the per_class density under `published` is averaged over the reals for every attack (Table 11's PLG-MI too)
+    version: ClassVar[int] = 3
     paper: ClassVar[str] = "Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020"
     Params = PRDCParams
     scope: ClassVar[str] = "attack"
@@ -52,8 +54,10 @@ class PRDC(Metric):
         fake_labels = inputs.reconstructions.labels
         k = p.k or (3 if p.variant == "per_class" else 5)
         protocol, pipeline = inputs.pipeline_for(p.protocol)
-        # PPA's code averages the per-class density over the real images (published); Naeem's over the fakes.
-        density_over = "reals" if pipeline == "ppa" else "fakes"
+        # The per-class code behind the published tables (PPA's, MIBench's) averages the density over the real images;
+        # Trap-MID's Table 11 is only consistent with that (its coverage exceeds the per-fake bound in every row).
+        # Naeem's formula averages over the fakes.
+        density_over = "reals" if protocol == "published" and p.variant == "per_class" else "fakes"
         labels = feature_protocol_details(protocol, pipeline)
         details = {"variant": p.variant, "k": k, **extractor_details(p)[1], **labels}
         details["density_over"] = density_over

@@ -73,6 +73,10 @@ def protocol_details(protocol: str, pipeline: str | None) -> dict[str, str]:
 
 # Pipelines whose own feature-space path (FID, PRDC) mibench does not reproduce: the Fréchet and PRDC records of their
 # attacks say standard, so `--compare-paper` never sets the paper's values beside them.
+# Pipelines whose KNN reference features come from the PLG-MI repository's get_private_feats (kornia Resize(112) of
+# the private loader's images)
+KORNIA_REFERENCE_PIPELINES = frozenset({"plgmi", "plgmi-baselines"})
+
 FEATURE_PATH_NOT_REPRODUCED = {
     "ppa": "PPA's own FID/PRDC path, fresh unclamped 299 renders into pytorch-fid's Inception, is not reproduced",
 }

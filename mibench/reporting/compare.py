@@ -136,9 +136,11 @@ def measured_protocols(records: list[Record]) -> dict[tuple[str, str], set[str]]
     for r in records:
         if r.metric in PROTOCOL_METRICS and r.attack:
             pipeline = str(r.details.get("pipeline", "standard"))
-            followed = "published" if r.details.get("protocol") == "published" and not pipeline.startswith(
-                "standard"
-            ) else "standard"
+            followed = (
+                "published"
+                if r.details.get("protocol") == "published" and not pipeline.startswith("standard")
+                else "standard"
+            )
             out.setdefault((r.attack, r.metric), set()).add(followed)
     return out
 

@@ -121,9 +121,7 @@ class ArtifactLock:
             write_atomic(self.info_path, json.dumps(holder_record(self.what)))
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.info_path.unlink(missing_ok=True)
         self._lock.release()
 

@@ -146,7 +146,9 @@ def report_other_settings(
         threads, deterministic = resolved_execution(job.runtime.get("execution", {}))
         device_type = str(meta.get("device", device.type)).split(":")[0]
         if built and (built.get("threads"), built.get("deterministic"), device_type) != (
-            threads, deterministic, device.type
+            threads,
+            deterministic,
+            device.type,
         ):
             other.append((job_id, built))
     if other:
@@ -206,8 +208,7 @@ def running_note(run_dir: Path) -> str | None:
     if holder_gone(holder):
         return f"{run_dir}: a run ({holder_text(holder)}) stopped before finishing; its records may be incomplete"
     return (
-        f"{run_dir}: a run is writing this folder now ({holder_text(holder)}); the records shown may be from before "
-        "it"
+        f"{run_dir}: a run is writing this folder now ({holder_text(holder)}); the records shown may be from before it"
     )
 
 

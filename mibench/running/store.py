@@ -341,8 +341,9 @@ class ArtifactStore:
         """An inter-process lock for building this artifact, naming its holder (see `locks.ArtifactLock`)."""
         path = self.lock_path(stage, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return ArtifactLock(path, what=f"{stage}/{key}" + (f" ({label})" if label else ""), report=report,
-                            timeout=timeout)
+        return ArtifactLock(
+            path, what=f"{stage}/{key}" + (f" ({label})" if label else ""), report=report, timeout=timeout
+        )
 
     @contextmanager
     def build(self, stage: str, key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
