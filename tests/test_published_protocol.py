@@ -253,3 +253,27 @@ def test_published_knn_reference_is_the_private_set_kornia_resized_as_get_privat
     (value,) = KNNDistance(KNNParams()).compute(inputs, RunContext())  # standard: the evaluator-resolution crops
     crops = to_float(inputs.eval_data.private_train.images).flatten(1)
     assert value.value == pytest.approx(knn_distance(recon.flatten(1), labels, crops, small.labels), rel=1e-6)
+
+
+def test_brepmi_under_published_feeds_the_evaluator_low2high_and_measures_nothing_else_as_official():
+    # BREP-MI's decision_Evaluator passes the generator's 64-px output through utils.low2high (8-bit truncation, PIL
+    # bilinear to 112); its code measures the evaluator's top-1 only, so KNN and FID stay standard and say why
+    import types
+
+    from mibench.api.context import RunContext
+    from mibench.metrics.attack_accuracy import AttackAccuracy, AttackAccuracyParams
+    from mibench.metrics.knn import KNNDistance, KNNParams
+    from mibench.metrics.published import evaluator_input, low2high
+    from tests.conftest import random_measure_inputs
+
+    recon = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(evaluator_input(recon, "brepmi", 16), low2high(recon, 16))
+    inputs = random_measure_inputs([0, 1], recon, [0, 1, 1])
+    inputs.protocol, inputs.pipeline = "published", "brepmi"
+    seen = []
+    inputs.evaluator = lambda x: seen.append(x) or types.SimpleNamespace(features=x.flatten(1), logits=x.flatten(1))
+    (aa1, *_) = AttackAccuracy(AttackAccuracyParams()).compute(inputs, RunContext())
+    assert aa1.details["pipeline"] == "brepmi"
+    assert torch.equal(seen[0], low2high(recon, 16))
+    (knn,) = KNNDistance(KNNParams()).compute(inputs, RunContext())
+    assert knn.details["pipeline"].startswith("standard (") and "BREP-MI" in knn.details["pipeline"]

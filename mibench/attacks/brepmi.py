@@ -72,6 +72,7 @@ class BREPMI(UsesGMIGAN):
     paper: ClassVar[str] = "Kahla et al., Label-Only Model Inversion Attacks via Boundary Repulsion, CVPR 2022"
     official: ClassVar[str | None] = "m-kahla/Label-Only-Model-Inversion-Attacks-via-Boundary-Repulsion @ 8a2e200"
     access: ClassVar[Access] = Access.LABELS
+    published_pipeline: ClassVar[str | None] = "brepmi"  # its evaluator input is low2high (decision_Evaluator)
     # 2: the +1/-1 expansion rule, failures without expansion, official defaults; 3: the step of an expanding round
     # is divided by the grown radius, as the official code does (parity: tests/goldens/brepmi.pt)
     version: ClassVar[int] = 3

@@ -8,7 +8,7 @@ from mibench.api.context import RunContext
 from mibench.api.metric import MeasureInputs, Measurement, Metric
 from mibench.metrics.evaluator_views import knn_reference_outputs, published_outputs
 from mibench.metrics.functional import knn_distance
-from mibench.metrics.published import ProtocolParams, protocol_details
+from mibench.metrics.published import KNN_PATH_MISSING, ProtocolParams, protocol_details
 from mibench.registry import METRICS
 
 
@@ -40,9 +40,14 @@ class KNNDistance(Metric):
     def compute(self, inputs: MeasureInputs, ctx: RunContext) -> list[Measurement]:
         """KNN distance of the reconstructions."""
         protocol, pipeline = inputs.pipeline_for(self.params.protocol)
-        feats, _ = inputs.reconstruction_outputs() if pipeline is None else published_outputs(inputs, "knn", pipeline)
-        private_feats, private_labels, reference = knn_reference_outputs(inputs, pipeline)
+        missing = KNN_PATH_MISSING.get(pipeline)  # an official pipeline without a KNN distance: measured standard
+        followed = None if missing else pipeline
+        feats, _ = inputs.reconstruction_outputs() if followed is None else published_outputs(inputs, "knn", followed)
+        private_feats, private_labels, reference = knn_reference_outputs(inputs, followed)
         value = knn_distance(feats, inputs.reconstructions.labels, private_feats, private_labels)
         details = {"feature_space": "evaluator", "squared": True, "n": int(feats.shape[0]), "reference": reference}
-        details |= protocol_details(protocol, pipeline)
+        if missing:
+            details |= {"protocol": protocol, "pipeline": f"standard ({missing})"}
+        else:
+            details |= protocol_details(protocol, pipeline)
         return [Measurement("knn_dist", value, True, "distance", details)]

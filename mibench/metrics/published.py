@@ -19,9 +19,12 @@ reproduces, per attack, the pipeline behind the Trap-MID paper's rows (issue #20
 * `ppa` (LukasStruppek/Plug-and-Play-Attacks @ 3087a4f): the per-class PRDC density averages over the real images
   (`metrics/prcd.py` sums the fake counts per real ball and takes the mean over reals); the evaluator already sees
   PPA's fresh renders in both protocols.
+* `brepmi` (m-kahla/Label-Only-Model-Inversion-Attacks-via-Boundary-Repulsion @ 8a2e200): the evaluator sees
+  `low2high` (`brep_mi_utils.decision_Evaluator`); its code measures nothing else, so KNN and the feature-space
+  metrics stay standard and their records say why.
 
-Attacks without a published pipeline (MI-Face, BREP-MI, the inversion network) are measured as in `standard`, and
-their records say so.
+Attacks without a published pipeline (MI-Face, the inversion network) are measured as in `standard`, and their
+records say so.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ PIPELINES = {
     "plgmi": "PLG-MI rows: PLG-MI repository",
     "lomma": "LOMMA rows: Re-thinking_MI / Trap-MID lomma",
     "ppa": "PPA rows: Plug-and-Play-Attacks",
+    "brepmi": "BREP-MI rows: the m-kahla repository (evaluator input only)",
 }
 
 FID_BATCH = 100  # PLG-MI's `calc_fid(..., batch_size=100)`
@@ -77,9 +81,13 @@ def protocol_details(protocol: str, pipeline: str | None) -> dict[str, str]:
 # the private loader's images)
 KORNIA_REFERENCE_PIPELINES = frozenset({"plgmi", "plgmi-baselines"})
 
+BREPMI_MEASURES_ACCURACY_ONLY = "BREP-MI's code measures only the evaluator's accuracy"
 FEATURE_PATH_NOT_REPRODUCED = {
     "ppa": "PPA's own FID/PRDC path, fresh unclamped 299 renders into pytorch-fid's Inception, is not reproduced",
+    "brepmi": BREPMI_MEASURES_ACCURACY_ONLY,
 }
+# Pipelines whose official code has no KNN distance: their KNN records say standard, with the reason.
+KNN_PATH_MISSING = {"brepmi": BREPMI_MEASURES_ACCURACY_ONLY}
 
 
 def feature_protocol_details(protocol: str, pipeline: str | None) -> dict[str, str]:
@@ -141,7 +149,7 @@ def evaluator_input(images: torch.Tensor, pipeline: str, size: int | tuple[int, 
     """What the evaluation model sees of reconstructions under a published pipeline."""
     if pipeline == "plgmi":
         return kornia_resize(images, size)
-    if pipeline in ("plgmi-baselines", "lomma"):
+    if pipeline in ("plgmi-baselines", "lomma", "brepmi"):
         return low2high(images, size)
     raise ValueError(f"no published evaluator input for pipeline {pipeline!r}")
 
