@@ -451,3 +451,34 @@ def test_train_mode_scores_and_midas_work_on_a_mid_target_after_a_forward():
     oracle = TargetOracle(freeze(model), Access.WHITE_BOX, num_classes=5, image_shape=(3, 16, 16))
     probs = oracle.train_mode_probabilities(torch.rand(8, 3, 16, 16))
     torch.testing.assert_close(probs.sum(1), torch.ones(8))
+
+
+def test_midas_takes_its_step_from_the_first_fc_layer_the_model_uses_not_an_unused_one():
+    # Stacked on MID, the backbone's own head (fc_layer) is never used: the bottleneck reads its feature and its own
+    # Linear layers classify. The notebooks' W1 is the first weight matrix the network computes with; mibench took
+    # the first nn.Linear in module order, the unused head, whose scale set a wrong step for the trained layers.
+    from mibench.defenses.mid import VIBClassifier
+    from mibench.models.base import ClassifierOutput
+
+    class Backbone(torch.nn.Module):
+        in_channels, image_size, num_classes = 3, 8, 4
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+            self.fc_layer = torch.nn.Linear(72, 4)  # the unused head, much larger than the trained layers
+            torch.nn.init.constant_(self.fc_layer.weight, 5.0)
+
+        def forward(self, x):
+            features = self.conv(x).flatten(1)
+            return ClassifierOutput(features, self.fc_layer(features))
+
+    torch.manual_seed(0)
+    model = freeze(VIBClassifier(Backbone(), 72, 4, k=6, sample_at_test=False))
+    deployed = MIDAS(MIDASParams(bit_error_rate=2.0**-6)).deploy(model, torch.Generator().manual_seed(0))
+    assert deployed.midas_fixed_exponent == fixed_point_exponent(model.statistics.weight.detach(), 12)
+    assert deployed.midas_fixed_exponent != fixed_point_exponent(model.backbone.fc_layer.weight.detach(), 12)
+    # the unused head is not in approximate memory; both trained Linear layers are
+    assert torch.equal(deployed.backbone.fc_layer.weight, model.backbone.fc_layer.weight)
+    assert not torch.equal(deployed.statistics.weight, model.statistics.weight)
+    assert not torch.equal(deployed.head.weight, model.head.weight)

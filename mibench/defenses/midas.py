@@ -9,7 +9,8 @@ As the official notebooks do it (katekemu/model_inversion_defense @ 1f32327, `MI
 
 * weights are stored as `bits`-bit sign-magnitude fixed point (12: one sign bit and 11 magnitude bits) with one
   step 2^e for the whole model, e = ceil(log2(max W1 / (2^11 - 1))) + 1 where W1 is the first corrupted layer's
-  weight matrix (its signed maximum, as the notebooks); magnitudes are truncated toward zero and wrap beyond 11 bits;
+  weight matrix the logits depend on (its signed maximum, as the notebooks); magnitudes are truncated toward zero
+  and wrap beyond 11 bits;
 * every stored bit flips independently with probability `bit_error_rate`;
 * the flips are drawn **once per trial**: `deploy` returns one corrupted copy, seeded from the target's key, that
   serves the whole accuracy test and the whole inversion (several trials are several seeds);
@@ -37,6 +38,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mibench.api.defense import Defense
+from mibench.data.base import height_width
 from mibench.models.base import ClassifierOutput, clone_model
 from mibench.params import Params
 from mibench.registry import DEFENSES
@@ -147,18 +149,42 @@ def flip_fixed_point(
 
 
 def approximate_memory_tensors(model: nn.Module, layers: str) -> list[tuple[str, torch.Tensor]]:
-    """The (name, tensor) pairs stored in approximate memory.
+    """The (name, tensor) pairs stored in approximate memory, in module order.
 
     The weights and biases of the fully connected layers, or (`all`) of the fully connected and convolutional layers,
-    as the deep notebook's per-layer conv study corrupts them (normalisation layers stay exact).
+    as the deep notebook's per-layer conv study corrupts them (normalisation layers stay exact). Layers the logits
+    never depend on (a backbone's own head under MID's bottleneck) are not part of the deployed network.
     """
     kinds = (nn.Linear,) if layers == "linear" else (nn.Linear, nn.modules.conv._ConvNd)
-    return [
+    tensors = [
         (f"{name}.{pname}" if name else pname, p)
         for name, module in model.named_modules()
         if isinstance(module, kinds)
         for pname, p in module.named_parameters(recurse=False)
     ]
+    used = parameters_reaching_logits(model)
+    return [(name, t) for name, t in tensors if used is None or name in used]
+
+
+def parameters_reaching_logits(model: nn.Module) -> set[str] | None:
+    """Names of the parameters the model's logits depend on, by one probe pass on a copy (None: no probe possible).
+
+    The probe is a zero batch of the input shape the architecture declares (`in_channels`, `image_size`), run in
+    eval mode on a copy (a forward may leave state behind, as MID's KL) without touching the global random stream.
+    """
+    declared = next((m for m in model.modules() if hasattr(m, "image_size") and hasattr(m, "in_channels")), None)
+    parameters = list(model.parameters())
+    if declared is None or not parameters:
+        return None
+    probe_model = clone_model(model).eval()
+    names, tensors = zip(*probe_model.named_parameters(), strict=True)
+    height, width = height_width(declared.image_size)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        for t in tensors:
+            t.requires_grad_(True)  # a frozen target too
+        probe = torch.zeros(2, declared.in_channels, height, width, device=parameters[0].device)
+        grads = torch.autograd.grad(probe_model(probe).logits.sum(), tensors, allow_unused=True)
+    return {name for name, grad in zip(names, grads, strict=True) if grad is not None}
 
 
 def corrupt_once(model: nn.Module, params: MIDASParams, generator: torch.Generator) -> nn.Module:
@@ -167,7 +193,8 @@ def corrupt_once(model: nn.Module, params: MIDASParams, generator: torch.Generat
     tensors = approximate_memory_tensors(corrupted, params.layers)
     if not tensors:
         raise ValueError(f"MIDAS: the model has no {params.layers!r} layers to store in approximate memory")
-    # The step comes from the first FC weight matrix (the notebooks' W1), also when every layer is corrupted.
+    # The step comes from the first FC weight matrix the network uses (the notebooks' W1), also when every layer is
+    # corrupted.
     linear = approximate_memory_tensors(corrupted, "linear")
     reference = next(t for name, t in linear or tensors if name.endswith("weight"))
     exponent = fixed_point_exponent(reference.detach(), params.bits)
@@ -265,7 +292,9 @@ class MIDAS(Defense):
     name: ClassVar[str] = "midas"
     paper: ClassVar[str] = "Xu, Arafin, Qu, An Approximate Memory based Defense against MI Attacks, IEEE TETC 2022"
     official: ClassVar[str | None] = "katekemu/model_inversion_defense @ 1f32327"
-    version: ClassVar[int] = 2  # 2: fixed-point storage, errors drawn once per trial, FC layers only
+    # 2: fixed-point storage, errors drawn once per trial, FC layers only
+    # 3: only layers the logits depend on, the step from the first of them (an unused head under MID set it before)
+    version: ClassVar[int] = 3
     Params = MIDASParams
     deploy_only: ClassVar[bool] = True  # served from the undefended target's weights, as the notebooks do
 
