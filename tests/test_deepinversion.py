@@ -108,3 +108,18 @@ def test_a_purified_target_keeps_its_own_batchnorm_prior(bn_target):
         None, oracle, torch.arange(6), RunContext(seed=0)
     )
     assert recon.images.shape == (6, 3, 16, 16)
+
+
+def test_the_default_keeps_the_last_iterate_as_the_cited_command_does_and_records_the_kept_phase(bn_target):
+    # The README command mibench cites passes no --store_best_images: its images are the last iterates (the
+    # lowest-loss images are that flag's). The phase a kept image comes from is recorded: the global lowest-loss
+    # rule can keep a half-resolution image whose detail within each 2x2 block is still the start noise.
+    assert DeepInversionParams().selection == "last"
+    oracle = TargetOracle(bn_target, Access.WHITE_BOX, num_classes=6, image_shape=(3, 16, 16))
+    shares = {}
+    for selection in ("last", "lowest-loss"):
+        params = DeepInversionParams(restarts=1, iterations=12, batch_size=6, lr=0.1, warmup=2, selection=selection)
+        recon = DeepInversion(params).invert(None, oracle, torch.arange(6), RunContext(seed=0))
+        shares[selection] = recon.stats["kept_from_half_resolution"]
+    assert shares["last"] == 0.0
+    assert 0.0 <= shares["lowest-loss"] <= 1.0

@@ -14,7 +14,8 @@ toolbox (`attack/losses.py` `DeepInversionBatchNormPriorLoss`) uses the same sta
 README's ImageNet command (`--r_feature 0.01 --lr 0.25 --setting_id 0 --do_flip`, tv_l2 1e-4, l2 1e-5, first BN
 x10): setting 0 runs 2,000 steps at half resolution (2x2 average pooling of the images) then 1,000 at full
 resolution, each phase with Adam (betas 0.5, 0.9) under a cosine schedule with a 100-step warm-up, the images clipped
-to the valid range after every step, and the images of the lowest total loss kept.
+to the valid range after every step, and the last iterates kept (the command passes no `--store_best_images`; that
+flag's global lowest-loss images are `selection: lowest-loss`, and the records say which phase they came from).
 
 In mibench's terms: targets take [0, 1] images, so the optimisation variable is the image itself and the losses that
 the official code computes on ImageNet-normalised inputs (TV, L2, the random start N(0, 1)) are computed on the
@@ -68,7 +69,11 @@ class DeepInversionParams(Params):
     flip: bool = True
     batch_size: int = Field(84, ge=1, description="images optimised together (their BatchNorm statistics are shared)")
     batchnorm_1d: bool = Field(False, description="also match BatchNorm1d statistics (not in the official prior)")
-    selection: Literal["lowest-loss", "last"] = "lowest-loss"
+    selection: Literal["last", "lowest-loss"] = Field(
+        "last",
+        description="last: the last iterate, what the cited README command keeps; lowest-loss: the global lowest-loss "
+        "images over both phases, what --store_best_images writes",
+    )
 
 
 class BatchNormStatistics:
@@ -142,6 +147,8 @@ class DeepInversion(Attack):
     paper: ClassVar[str] = "Yin et al., Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion, CVPR 2020"
     official: ClassVar[str | None] = "NVlabs/DeepInversion @ 2413af1"
     access: ClassVar[Access] = Access.WHITE_BOX
+    # 2: the last iterates by default, as the cited command (version 1 kept the lowest-loss images, --store_best_images)
+    version: ClassVar[int] = 2
     Params = DeepInversionParams
     needs_batchnorm: ClassVar[bool] = True
 
@@ -159,22 +166,30 @@ class DeepInversion(Attack):
             )
         labels = classes.repeat(p.restarts)  # restart-major: every batch mixes classes
         restarts = torch.arange(p.restarts).repeat_interleave(len(classes))
-        images, losses = [], []
+        images, losses, half_resolution = [], [], []
         try:
             with ctx.reporter.bar("DeepInversion", math.ceil(len(labels) / p.batch_size) * p.iterations) as advance:
                 for chunk in in_chunks(len(labels), p.batch_size):
-                    best, loss = self._optimise(
+                    best, loss, factor = self._optimise(
                         oracle, hooks, labels[chunk], restarts[chunk], chunk.start, ctx, advance
                     )
                     images.append(best)
                     losses.append(loss)
+                    half_resolution += [factor == 2] * len(best)
         finally:
             hooks.close()
-        stats = {"mean_best_loss": float(torch.tensor(losses).mean())}
+        stats = {
+            "mean_best_loss": float(torch.tensor(losses).mean()),
+            # the share of images kept from the half-resolution phase (only `lowest-loss` can keep one)
+            "kept_from_half_resolution": sum(half_resolution) / max(len(half_resolution), 1),
+        }
         return Reconstructions(torch.cat(images), labels, restarts, None, stats)
 
-    def _optimise(self, oracle, hooks, labels, restarts, batch: int, ctx, advance) -> tuple[torch.Tensor, float]:
-        """One mixed-class batch: each start from (class, restart), the batch's jitter from its position."""
+    def _optimise(self, oracle, hooks, labels, restarts, batch: int, ctx, advance) -> tuple[torch.Tensor, float, int]:
+        """One mixed-class batch: each start from (class, restart), the batch's jitter from its position.
+
+        Returns the kept images, their loss and the pooling factor of the phase they come from (2: half resolution).
+        """
         p: DeepInversionParams = self.params
         device = ctx.device
         c, h, w = oracle.image_shape
@@ -189,7 +204,7 @@ class DeepInversion(Attack):
         y = labels.to(device)
         shifts = ctx.generator("jitter", batch)
         low = round(p.iterations * p.low_resolution_share)
-        best, best_loss = x.detach().clone(), math.inf
+        best, best_loss, best_factor = x.detach().clone(), math.inf, 1
         for steps, factor in ((low, 2), (p.iterations - low, 1)):
             if steps == 0:
                 continue
@@ -220,9 +235,9 @@ class DeepInversion(Attack):
                 with torch.no_grad():
                     x.clamp_(0, 1)  # the official `clip` to the valid image range
                 if p.selection == "last" or loss.item() < best_loss:
-                    best, best_loss = x.detach().clone(), loss.item()
+                    best, best_loss, best_factor = x.detach().clone(), loss.item(), factor
                 advance(1)
-        return best.cpu(), best_loss
+        return best.cpu(), best_loss, best_factor
 
 
 def _imagenet_stats(channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
