@@ -103,3 +103,36 @@ def test_secretgen_search_descends_the_identity_loss_and_pseudo_labels_beat_chan
     assert pseudo.stats["label_agreement"] >= 1 / 6 + 0.3  # chance is 1/6
     # pseudo-labels average the fill and its 16 grid cutouts in every initial round
     assert pseudo.stats["target_queries"] == n * SMALL["init_rounds"] * 17 + n * SMALL["iterations"] + n
+
+
+def test_stage1_diversity_reads_the_train_mode_body_output_and_leaves_the_target_untouched():
+    # stage1.py never puts the target in eval mode, and noise_loss reads the first output of SecretGen's VGG16: the
+    # raw flattened conv output (no BN1d). mibench read the eval-mode exposed feature (after the BN1d head).
+    from mibench.attacks.secretgen import diversity_features
+    from mibench.models.base import build_classifier, freeze
+
+    torch.manual_seed(0)
+    target = freeze(build_classifier("vgg16", {}, num_classes=4, in_channels=3, image_size=64))
+    with torch.no_grad():  # running statistics far from any batch's, so eval and train modes differ
+        for m in target.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.fill_(0.3)
+                m.running_var.fill_(4.0)
+    before = {name: b.clone() for name, b in target.named_buffers()}
+    oracle = TargetOracle(target, Access.WHITE_BOX, num_classes=4, image_shape=(3, 64, 64))
+    images = torch.rand(3, 3, 64, 64, requires_grad=True)
+    official = diversity_features(oracle, images, InpaintingGANParams())
+    assert InpaintingGANParams().diversity_feature == "body-train-mode"
+    target.train()
+    expected = target.feature(images).flatten(1)  # the body's batch statistics, before the BN1d
+    target.eval()
+    for name, b in target.named_buffers():
+        b.copy_(before[name])
+    torch.testing.assert_close(official, expected, rtol=1e-5, atol=1e-6)
+    assert official.shape == (3, 2048)
+    official.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # white-box: gradients reach the fills
+    assert all(torch.equal(b, before[name]) for name, b in target.named_buffers())  # running statistics restored
+    assert not target.training
+    old = diversity_features(oracle, images, InpaintingGANParams(diversity_feature="features-eval-mode"))
+    assert not torch.allclose(old, expected)  # the eval-mode BN1d feature version 1 read

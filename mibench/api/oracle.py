@@ -152,6 +152,24 @@ class TargetOracle:
             model.eval()
         return torch.softmax(logits.detach(), dim=1)
 
+    def train_mode_body_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The target's body output in training mode, with gradients to `x` (white-box only).
+
+        The architecture's `bottleneck_input` (VGG16: the raw flattened 2,048-d conv output, before the BN1d head;
+        elsewhere the penultimate feature) on each batch's own BatchNorm statistics, as SecretGen's stage 1 reads a
+        target it never puts in eval mode. The running statistics the pass updates are restored afterwards, so no
+        other query or job sees them.
+        """
+        self._require(Access.WHITE_BOX, "train-mode features")
+        self._count(x)
+        body = _BodyOutput(self.__model)
+        buffers = {f"model.{name}": b.clone() for name, b in self.__model.named_buffers()}
+        body.train()
+        try:
+            return functional_call(body, buffers, (x,))
+        finally:
+            body.eval()
+
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax scores, detached (probabilities access or more)."""
         self._require(Access.PROBABILITIES, "confidence scores")
@@ -208,3 +226,16 @@ class TargetOracle:
             images = select_private(train, test, indices[start : start + batch_size]).images
             out.append(torch.softmax(self._scores(to_float(images, device), Access.PROBABILITIES), dim=1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+
+
+class _BodyOutput(nn.Module):
+    """A model's `bottleneck_input` (else its exposed feature) as a forward, so `functional_call` can swap buffers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The body output of `x`."""
+        reader = getattr(self.model, "bottleneck_input", None)
+        return reader(x) if reader is not None else self.model(x).features

@@ -8,9 +8,11 @@ Stage 1 (the prior, per target): an inpainting generator G(visible, mask, z) and
 on whole images and a local one on a random half-side patch, are trained on public images with the centre mask
 (hidden pixels shown as the public mean pixel value). Per batch: a local critic step, a global critic step (gradient
 penalty 10 each), then a generator step on (-D_local - D_global) / 2 - 0.5 x diversity, where diversity is the mean
-absolute difference of the target's penultimate features of two fills of the same images (z1, z2) divided by the
-mean |z1 - z2| (a mode-seeking term: white-box). Adam lr 0.004, betas (0.5, 0.999), batch 64, 100 epochs. Only the
-hidden region of G's output is kept (composite with the visible pixels).
+absolute difference of the target's body outputs of two fills of the same images (z1, z2) divided by the
+mean |z1 - z2| (a mode-seeking term: white-box); the official target is never put in eval mode, so the body runs on
+each batch's BatchNorm statistics, and its VGG16's first output is the raw conv output (no BN1d after it). Adam
+lr 0.004, betas (0.5, 0.999), batch 64, 100 epochs. Only the hidden region of G's output is kept (composite with
+the visible pixels).
 
 Stage 2 (`labels: pseudo`, SecretGen's white-box attack `ini-wb`; `known`: the variant given the true label, `full`):
 1. 200 rounds of z ~ N(0, I) clamped to [-1, 1] fill each victim; the target labels each fill, with its top-1
@@ -71,6 +73,11 @@ class InpaintingGANParams(Params):
     betas: tuple[float, float] = (0.5, 0.999)
     gp_weight: float = Field(10.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
+    diversity_feature: Literal["body-train-mode", "features-eval-mode"] = Field(
+        "body-train-mode",
+        description="the target feature the diversity term compares: the body output in train mode (official) or "
+        "the exposed feature in eval mode",
+    )
     max_steps: int | None = Field(None, ge=1, description="cap on batches (budget override for smoke runs)")
 
 
@@ -116,6 +123,18 @@ def _critic_step(critic, optimiser, real, fake, p: InpaintingGANParams, mix) -> 
     optimiser.step()
 
 
+def diversity_features(oracle: TargetOracle, images: torch.Tensor, p: InpaintingGANParams) -> torch.Tensor:
+    """The target feature stage 1's diversity term compares (`diversity_feature`).
+
+    `body-train-mode` (official: `stage1.py` never puts the target in eval mode, and `noise_loss` reads the first
+    output of SecretGen's VGG16, the raw flattened conv output with no BN1d after it); `features-eval-mode`: the
+    exposed feature of the eval-mode target (mibench version 1).
+    """
+    if p.diversity_feature == "body-train-mode":
+        return oracle.train_mode_body_features(images)
+    return oracle(images).features
+
+
 def train_inpainting_gan(
     prior: InpaintingPrior, public: ImageSet, oracle: TargetOracle, p: InpaintingGANParams, ctx: RunContext
 ) -> None:
@@ -158,8 +177,8 @@ def train_inpainting_gan(
                 gan_loss = (-prior.local_critic(crop1).mean() - prior.global_critic(out1).mean()) / 2
                 loss = gan_loss
                 if p.diversity_weight > 0:
-                    difference = (oracle(out1).features - oracle(out2).features).abs().mean()
-                    loss = loss - p.diversity_weight * difference / (z1 - z2).abs().mean()
+                    difference = (diversity_features(oracle, out1, p) - diversity_features(oracle, out2, p)).abs()
+                    loss = loss - p.diversity_weight * difference.mean() / (z1 - z2).abs().mean()
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
@@ -182,6 +201,8 @@ class SecretGen(GenerativeAttack):
     )
     official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     access: ClassVar[Access] = Access.WHITE_BOX
+    # 2: stage 1's diversity term reads the train-mode body output (version 1: the eval-mode exposed feature)
+    version: ClassVar[int] = 2
     observes_victims: ClassVar[bool] = True
     prior_name: ClassVar[str] = "secretgen-inpainting"
     prior_uses_target: ClassVar[bool] = True  # the diversity term reads the target's features
