@@ -82,3 +82,55 @@ def test_c2fmi_from_scores_only_beats_chance_with_the_stated_query_count(attack_
     assert hit_rate(target, recon.images, recon.labels) >= 0.5  # chance is 1/6; measured 0.67
     per_class = 16 + 200 * 2 * 16 + 16  # coarse selection, parents and children per generation, the final population
     assert oracle.queries - mapping_queries == 6 * per_class
+
+
+def test_renders_draw_fresh_noise_from_the_jobs_stream_as_the_official_generator_does():
+    # The official C2FMI generator renders with randomize_noise=True: every fitness is a sample. mibench rendered
+    # with the stored constant noise. The draw comes from the job's stream, never the global one.
+    from mibench.gan.style_prior import render, repeat_w
+    from mibench.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    assert C2FMIParams().noise_mode == "random"
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(StyleGAN2Config(8, 8, 16, 3, 2, 64, 16)).eval()
+    with torch.no_grad():
+        for name, parameter in g.named_parameters():
+            if name.endswith("noise_strength"):
+                parameter.fill_(0.5)  # trained generators use their noise; a new one has strength 0
+        ws = repeat_w(g, g.mapping(torch.randn(2, 8))[:, 0])
+        before = torch.get_rng_state()
+        first = render(g, ws, 16, 1.0, noise=torch.Generator().manual_seed(0))
+        again = render(g, ws, 16, 1.0, noise=torch.Generator().manual_seed(0))
+        other = render(g, ws, 16, 1.0, noise=torch.Generator().manual_seed(1))
+        constant = render(g, ws, 16, 1.0)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(first, again)  # a function of the job's stream
+    assert not torch.allclose(first, other) and not torch.allclose(first, constant)
+
+
+@pytest.mark.parametrize("attack_name", ["c2fmi", "mirror-b", "mirror-w"])
+def test_the_evaluator_sees_a_fresh_render_at_its_own_size_not_the_target_render_upsampled(
+    attack_name, tiny_style_prior
+):
+    # Mirror saves the 256-px render and C2FMI the 128-px one, and their evaluations resize those to the evaluation
+    # model's input; mibench upsampled the target-sized reconstruction
+    from mibench.api.attack import Reconstructions
+    from mibench.gan.style_prior import render, repeat_w, truncated_ws
+    from mibench.registry import ATTACKS
+
+    cls = ATTACKS.get(attack_name)
+    gan, crop = StyleGANParams(**TINY_STYLE_GAN), 0.75
+    extra = {} if attack_name == "c2fmi" else {"truncation_psi": 0.7, "truncation_cutoff": None}
+    attack = cls(cls.Params(gan=gan, center_crop=crop, **extra))
+    g = tiny_style_prior.generator.eval()
+    latents = g.mapping(torch.randn(3, g.z_dim, generator=torch.Generator().manual_seed(0)))[:, 0].detach()
+    to_ws = (lambda w: repeat_w(g, w)) if attack_name == "c2fmi" else (lambda w: truncated_ws(g, w, 0.7, None))
+    with torch.no_grad():
+        small = render(g, to_ws(latents), 16, crop)
+        expected = render(g, to_ws(latents), 32, crop)
+    recon = Reconstructions(small, torch.tensor([0, 1, 2]), torch.zeros(3, dtype=torch.long), latents)
+    priors = {"style-gan": tiny_style_prior} if attack_name == "c2fmi" else tiny_style_prior
+    rendered = attack.evaluation_images(priors, recon, 32, RunContext(seed=0))
+    torch.testing.assert_close(rendered, expected)
+    upsampled = torch.nn.functional.interpolate(small, size=32, mode="bilinear", antialias=True)
+    assert not torch.allclose(rendered, upsampled, atol=1e-3)

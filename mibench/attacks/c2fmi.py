@@ -26,7 +26,7 @@ its input size by mibench's antialiased resize.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from mibench.api.context import RunContext
 from mibench.api.oracle import Access, TargetOracle
 from mibench.api.recipe import TrainSpec
 from mibench.data.base import ImageSet, iterate_batches, resize_images, to_float
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, repeat_w, sample_pool
+from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, render_latents, repeat_w, sample_pool
 from mibench.inversion.evolution import differential_evolution, extend_population
 from mibench.inversion.search import in_chunks
 from mibench.models.base import build_classifier, freeze
@@ -78,17 +78,31 @@ class C2FMIParams(Params):
     keep: int = Field(1, ge=1, description="fittest latents returned per class (official: 1; toolbox: 5)")
     center_crop: float = Field(1.0, gt=0, le=1, description="crop side / render side (official: the whole render)")
     batch_size: int = Field(64, ge=1, description="renders per forward pass (memory only)")
+    noise_mode: Literal["random", "const"] = Field(
+        "random",
+        description="random: fresh per-pixel noise at every render, from the job's stream (the official generator's "
+        "randomize_noise default: every fitness is a sample); const: the generator's stored noise",
+    )
 
 
 @torch.no_grad()
 def class_confidence(
-    generator: nn.Module, oracle: TargetOracle, w: torch.Tensor, labels: torch.Tensor, batch: int, crop: float
+    generator: nn.Module,
+    oracle: TargetOracle,
+    w: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    crop: float,
+    noise: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The target's probability of each latent's class for its (untruncated) render, on the CPU."""
+    """The target's probability of each latent's class for its (untruncated) render, on the CPU.
+
+    With `noise`, every render draws fresh per-pixel noise from it, so each score is a sample, as the official DE's.
+    """
     size, device = oracle.image_shape[-1], next(generator.parameters()).device
     scores = []
     for c in in_chunks(len(w), batch):
-        probs = oracle.probabilities(render(generator, repeat_w(generator, w[c].to(device)), size, crop))
+        probs = oracle.probabilities(render(generator, repeat_w(generator, w[c].to(device)), size, crop, noise=noise))
         scores.append(probs.gather(1, labels[c].to(device).view(-1, 1)).squeeze(1).cpu())
     return torch.cat(scores)
 
@@ -121,6 +135,8 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
     paper: ClassVar[str] = "Ye et al., C2FMI: Corse-to-Fine Black-box Model Inversion Attack, IEEE TDSC 2023"
     official: ClassVar[str | None] = "MiLabHITSZ/2022YeC2FMI @ ca5142a"
     access: ClassVar[Access] = Access.PROBABILITIES
+    # 2: fresh render noise by default (the official generator's), the evaluator sees a fresh render at its size
+    version: ClassVar[int] = 2
     Params = C2FMIParams
 
     def needs_public_identities(self) -> bool:
@@ -155,7 +171,9 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         """The style GAN inside the dict of priors."""
         return prior[self.prior_name] if isinstance(prior, dict) else prior
 
-    def coarse(self, generator, embed, mapping, pool: torch.Tensor, classes: torch.Tensor, oracle, ctx) -> torch.Tensor:
+    def coarse(
+        self, generator, embed, mapping, pool: torch.Tensor, classes: torch.Tensor, oracle, ctx, noise=None
+    ) -> torch.Tensor:
         """Classes x selected latents: the embedding-space descent, then the target's most confident."""
         p: C2FMIParams = self.params
         device, k = ctx.device, oracle.num_classes
@@ -171,13 +189,15 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
             prediction[torch.arange(len(labels)), labels] = 1e18
             with torch.no_grad():
                 wanted = mapping(F.normalize(prediction, dim=1))
-            logits = embed(render(generator, repeat_w(generator, w), p.embedding.input_size, p.center_crop)).logits
+            rendered = render(generator, repeat_w(generator, w), p.embedding.input_size, p.center_crop, noise=noise)
+            logits = embed(rendered).logits
             loss = F.mse_loss(logits, wanted)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         w = w.detach()
-        score = class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop).view(len(classes), -1)
+        score = class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop, noise)
+        score = score.view(len(classes), -1)
         top = score.topk(min(p.selected, p.coarse_latents), dim=1).indices.cpu()
         w = w.view(len(classes), p.coarse_latents, -1).cpu()
         return w.gather(1, top.unsqueeze(2).expand(-1, -1, w.shape[2]))
@@ -190,7 +210,8 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         learnt = prior[MAPPING] if isinstance(prior, dict) else prior
         embed, mapping = freeze(learnt.embedding).to(device), freeze(learnt.mapping).to(device)
         pool = sample_pool(generator, p.pool, ctx)
-        start = self.coarse(generator, embed, mapping, pool, classes, oracle, ctx)
+        noise = self.noise_stream(ctx, "render-noise")
+        start = self.coarse(generator, embed, mapping, pool, classes, oracle, ctx, noise)
         fresh_gen = ctx.generator("fresh")
 
         def fresh(n: int) -> torch.Tensor:  # the official `get_rand_w`: the mean of three mapped w
@@ -201,7 +222,7 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         population = extend_population(start, p.population, fresh, ctx.generator("extend"))
 
         def confidence(w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop)
+            return class_confidence(generator, oracle, w, labels, p.batch_size, p.center_crop, noise)
 
         with ctx.reporter.bar("C2FMI differential evolution", p.generations) as advance:
             final, fitness = differential_evolution(
@@ -211,18 +232,33 @@ class C2FMI(StyleGANPrior, GenerativeAttack):
         keep = min(p.keep, p.population)
         order = fitness.argsort(dim=1, descending=True)[:, :keep]
         latents = final.gather(1, order.unsqueeze(2).expand(-1, -1, final.shape[2])).reshape(-1, final.shape[2])
+        to_ws = lambda w: repeat_w(generator, w)  # noqa: E731
         size = oracle.image_shape[-1]
-        with torch.no_grad():
-            chunks = in_chunks(len(latents), p.batch_size)
-            images = torch.cat(
-                [render(generator, repeat_w(generator, latents[c].to(device)), size, p.center_crop) for c in chunks]
-            )
+        images = render_latents(generator, latents, to_ws, size, p.center_crop, p.batch_size, device, noise=noise)
         stats = {
             "target_queries": float(oracle.queries),
             "mean_best_confidence": float(fitness.max(dim=1).values.mean()),
         }
         labels, ranks = classes.repeat_interleave(keep), torch.arange(keep).repeat(len(classes))
         return Reconstructions(images.cpu(), labels, ranks, latents, stats)
+
+    def noise_stream(self, ctx: RunContext, name: str) -> torch.Generator | None:
+        """The job's stream for fresh render noise (`noise_mode: random`), else None (constant noise)."""
+        return ctx.generator(name) if self.params.noise_mode == "random" else None
+
+    def evaluation_images(
+        self, prior, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
+    ) -> torch.Tensor:
+        """Fresh clamped renders of the kept latents at the evaluator's input size (the official evaluation).
+
+        The official attack saves its full-resolution render (`utils/DE.py`) and `eva_accuracy.py` resizes that
+        to the evaluation model's input, not the target-sized image upsampled; with random noise, another draw.
+        """
+        p: C2FMIParams = self.params
+        generator = self.style_generator(prior, ctx)
+        to_ws = lambda w: repeat_w(generator, w)  # noqa: E731
+        latents, noise = reconstructions.latents, self.noise_stream(ctx, "evaluation-noise")
+        return render_latents(generator, latents, to_ws, size, p.center_crop, p.batch_size, ctx.device, noise=noise)
 
 
 class _MappingKey(Params):

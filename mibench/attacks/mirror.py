@@ -39,7 +39,14 @@ from torch import nn
 from mibench.api.attack import GenerativeAttack, Reconstructions
 from mibench.api.context import RunContext
 from mibench.api.oracle import Access, TargetOracle
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, render, sample_pool, truncated_ws
+from mibench.gan.style_prior import (
+    StyleGANParams,
+    StyleGANPrior,
+    render,
+    render_latents,
+    sample_pool,
+    truncated_ws,
+)
 from mibench.inversion.genetic import genetic_search
 from mibench.inversion.search import in_chunks
 from mibench.params import Params
@@ -102,8 +109,27 @@ def p_space_bounds(pool: torch.Tensor, latent_space: str, std_ce: float) -> tupl
     return back(mean - std_ce * std), back(mean + std_ce * std), std
 
 
+class MirrorEvaluationRenders(StyleGANPrior):
+    """Mirror's evaluation: the kept w rendered afresh at the evaluator's input size (both variants).
+
+    The official scripts save the full-resolution render (`my_whitebox_mirror_helper.py`, 256 px) and resize it to
+    the evaluation model's input (`my_test_confidence.py`), not the target-sized image upsampled. Saved images are
+    8-bit, so the render is clamped.
+    """
+
+    def evaluation_images(
+        self, prior: nn.Module | None, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
+    ) -> torch.Tensor:
+        """Fresh clamped renders of the kept w (truncated at render) at the evaluator's input size."""
+        p = self.params
+        generator = self.style_generator(prior, ctx)
+        to_ws = lambda w: truncated_ws(generator, w, p.truncation_psi, p.truncation_cutoff)  # noqa: E731
+        batch = getattr(p, "batch_size", p.gan.batch_size)  # the black-box search renders in GAN-sized batches
+        return render_latents(generator, reconstructions.latents, to_ws, size, p.center_crop, batch, ctx.device)
+
+
 @ATTACKS.register
-class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
+class MirrorBlackBox(MirrorEvaluationRenders, GenerativeAttack):
     """Genetic search in W from confidence scores (see module docstring)."""
 
     name: ClassVar[str] = "mirror-b"
@@ -112,7 +138,9 @@ class MirrorBlackBox(StyleGANPrior, GenerativeAttack):
     )
     official: ClassVar[str | None] = "njuaplusplus/mirror @ 2730a14"
     access: ClassVar[Access] = Access.PROBABILITIES
-    version: ClassVar[int] = 2  # 2: untruncated pool and search, truncation at every render (official)
+    # 2: untruncated pool and search, truncation at every render (official)
+    # 3: the evaluator sees a fresh render at its input size (the official evaluation), not the target's upsampled
+    version: ClassVar[int] = 3
     Params = MirrorParams
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:

@@ -33,8 +33,8 @@ from pydantic import Field
 from mibench.api.attack import GenerativeAttack, Reconstructions
 from mibench.api.context import RunContext
 from mibench.api.oracle import Access, TargetOracle
-from mibench.attacks.mirror import mirror_renderer, p_space_bounds, pool_log_confidence
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, sample_pool
+from mibench.attacks.mirror import MirrorEvaluationRenders, mirror_renderer, p_space_bounds, pool_log_confidence
+from mibench.gan.style_prior import StyleGANParams, sample_pool
 from mibench.inversion.losses import cross_entropy_identity
 from mibench.inversion.search import in_chunks, zero_nonfinite_grads
 from mibench.params import Params
@@ -70,7 +70,7 @@ def projector_lr(lr: float, step: int, steps: int, rampdown: float, rampup: floa
 
 
 @ATTACKS.register
-class MirrorWhiteBox(StyleGANPrior, GenerativeAttack):
+class MirrorWhiteBox(MirrorEvaluationRenders, GenerativeAttack):
     """Adam on W from the pool's most confident latents, p-space clipped (see module docstring)."""
 
     name: ClassVar[str] = "mirror-w"
@@ -79,6 +79,7 @@ class MirrorWhiteBox(StyleGANPrior, GenerativeAttack):
     )
     official: ClassVar[str | None] = "njuaplusplus/mirror @ 2730a14"
     access: ClassVar[Access] = Access.WHITE_BOX
+    version: ClassVar[int] = 2  # 2: the evaluator sees a fresh render at its input size (the official evaluation)
     Params = MirrorWhiteParams
 
     def invert(self, prior, oracle: TargetOracle, classes: torch.Tensor, ctx: RunContext) -> Reconstructions:

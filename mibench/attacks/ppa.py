@@ -40,7 +40,14 @@ from torch import nn
 from mibench.api.attack import GenerativeAttack, Reconstructions
 from mibench.api.context import RunContext
 from mibench.api.oracle import Access, TargetOracle
-from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, render, repeat_w
+from mibench.gan.style_prior import (
+    StyleGANParams,
+    StyleGANPrior,
+    initial_candidates,
+    render,
+    render_latents,
+    repeat_w,
+)
 from mibench.inversion.losses import poincare_identity
 from mibench.inversion.search import in_chunks
 from mibench.params import Params
@@ -87,17 +94,12 @@ class PPA(StyleGANPrior, GenerativeAttack):
         self, prior: nn.Module | None, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
     ) -> torch.Tensor:
         """Fresh unclamped renders of the kept latents at the evaluator's input size (the official evaluation)."""
-        if not isinstance(size, int):
-            raise ValueError(f"PPA renders square images; the evaluator takes {size}")
         generator = self.style_generator(prior, ctx)
-        latents, crop = reconstructions.latents, self.params.center_crop
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    render(generator, self._ws(generator, latents[c].to(ctx.device)), size, crop, clip=False)
-                    for c in in_chunks(len(latents), self.params.batch_size)
-                ]
-            ).cpu()
+        p = self.params
+        return render_latents(
+            generator, reconstructions.latents, lambda w: self._ws(generator, w), size, p.center_crop, p.batch_size,
+            ctx.device, clip=False,
+        )  # fmt: skip
 
     def _ws(self, generator: nn.Module, w: torch.Tensor) -> torch.Tensor:
         return repeat_w(generator, w) if self.params.single_w else w

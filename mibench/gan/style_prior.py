@@ -101,9 +101,60 @@ def initial_candidates(
     return ws[top.flatten()], classes.repeat_interleave(top.shape[1])
 
 
-def render(generator: nn.Module, ws: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:
-    """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`."""
-    return to_target(generator.synthesis(ws), size, crop, clip)
+def render(
+    generator: nn.Module,
+    ws: torch.Tensor,
+    size: int,
+    crop: float,
+    clip: bool = True,
+    noise: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Synthesis, centre crop, antialiased resize to `size`, mapped from [-1, 1] to [0, 1], clamped if `clip`.
+
+    `noise`: fresh per-pixel noise for this render, drawn from that generator (NVIDIA's `noise_mode='random'`,
+    rosinality's `randomize_noise=True`); None renders with the generator's stored constant noise. Generators
+    without noise inputs (the tiny style generator) ignore it.
+    """
+    return to_target(synthesize(generator, ws, noise), size, crop, clip)
+
+
+def synthesize(generator: nn.Module, ws: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [-1, 1] from styles, with constant noise, or fresh noise seeded from `noise` (see `render`)."""
+    if noise is None or not getattr(generator, "has_noise_inputs", False):
+        return generator.synthesis(ws)
+    # The port draws random noise with torch.randn; a seed taken from the job's stream makes that draw a function
+    # of the job's key, and fork_rng keeps the global stream as it was.
+    seed = int(torch.randint(0, 2**62, (), generator=noise))
+    with torch.random.fork_rng(devices=[ws.device] if ws.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return generator.synthesis(ws, noise_mode="random")
+
+
+@torch.no_grad()
+def render_latents(
+    generator: nn.Module,
+    latents: torch.Tensor,
+    to_ws,
+    size: int | tuple[int, int],
+    crop: float,
+    batch_size: int,
+    device: torch.device,
+    clip: bool = True,
+    noise: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fresh renders of kept latents at `size` (the evaluator's input), in batches, on the CPU.
+
+    What the official code evaluates when it re-renders, or saves the generator's full-resolution output, instead
+    of the target-sized reconstructions upsampled. `to_ws` turns a batch of latents into the attack's styles.
+    """
+    if not isinstance(size, int):
+        raise ValueError(f"style generators render square images; the evaluator takes {size}")
+    return torch.cat(
+        [
+            render(generator, to_ws(latents[c].to(device)), size, crop, clip, noise).cpu()
+            for c in in_chunks(len(latents), batch_size)
+        ]
+    )
 
 
 def to_target(images: torch.Tensor, size: int, crop: float, clip: bool = True) -> torch.Tensor:

@@ -280,6 +280,8 @@ class StyleGAN2Config:
 class StyleGAN2Generator(nn.Module):
     """z -> `mapping` -> w (N x num_ws x w_dim) -> `synthesis` -> images in [-1, 1]; the PPA generator interface."""
 
+    has_noise_inputs = True  # `synthesis(ws, noise_mode="random")` draws fresh per-pixel noise
+
     def __init__(self, config: StyleGAN2Config = StyleGAN2Config()):
         super().__init__()
         if config.resolution < 4 or config.resolution & (config.resolution - 1):
