@@ -127,3 +127,33 @@ def test_a_later_start_block_searches_from_that_blocks_features(attack_setting, 
     with pytest.raises(ValueError, match="exceed"):
         too_many = IFGMI(attack.params.model_copy(update={"steps": [1] * 3, "start_block": 2}))
         too_many.invert(prior, white_box(target), torch.tensor([0]), RunContext(seed=1))
+
+
+def test_official_batch_shared_crops_and_unclamped_evaluation(attack_setting, ifgmi_prior, monkeypatch):
+    # intermediate_attack.py pins 3 GPUs and multiplies the per-GPU batch of 4 (effective 12); its torchvision crop
+    # is applied to the batch tensor (one draw per batch); its evaluation reads the raw, unclamped render
+    import mibench.attacks.ifgmi as ifgmi_module
+    from mibench.training.augmentation import AffineAugmentParams, random_affine_augment
+
+    assert IFGMIParams().batch_size == 12
+    images = torch.rand(1, 3, 16, 16).expand(3, -1, -1, -1).contiguous()  # three copies of one image
+    aug = AffineAugmentParams(crop_scale=(0.5, 0.6), crop_ratio=(1.0, 1.0), crop_p=1.0, flip_p=0.0, rotation_p=0.0)
+    shared = random_affine_augment(images, aug, torch.Generator().manual_seed(0), shared=True)
+    assert torch.equal(shared[0], shared[1]) and torch.equal(shared[0], shared[2])
+    apart = random_affine_augment(images, aug, torch.Generator().manual_seed(0))
+    assert not torch.equal(apart[0], apart[1])
+
+    calls = []
+    original = ifgmi_module.random_affine_augment
+    monkeypatch.setattr(ifgmi_module, "random_affine_augment", lambda *a, **k: calls.append(k) or original(*a, **k))
+    target, _ = attack_setting
+    attack, prior = ifgmi_prior
+    small = IFGMI(attack.params.model_copy(update={"steps": [2, 2], "candidates": 1}))
+    recon = small.invert(prior, white_box(target), torch.arange(2), RunContext(seed=3))
+    assert calls and all(k.get("shared") for k in calls)
+    assert recon.unclamped is not None and torch.equal(recon.unclamped.clamp(0, 1), recon.images)
+    rendered = small.evaluation_images(prior, recon, 32, RunContext())
+    assert rendered.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(
+        rendered, torch.nn.functional.interpolate(recon.unclamped, size=32, mode="bilinear", antialias=True)
+    )

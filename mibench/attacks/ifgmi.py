@@ -40,6 +40,7 @@ from torch import nn
 from mibench.api.attack import GenerativeAttack, Reconstructions
 from mibench.api.context import RunContext
 from mibench.api.oracle import Access, TargetOracle
+from mibench.data.base import resize_images
 from mibench.gan.style_prior import StyleGANParams, StyleGANPrior, initial_candidates, repeat_w, to_target
 from mibench.inversion.constraints import project_l1_ball
 from mibench.inversion.losses import poincare_identity
@@ -66,7 +67,9 @@ class IFGMIParams(Params):
     center_crop: float = Field(800 / 1024, gt=0, le=1)
     attack_crop_scale: tuple[float, float] = (0.9, 1.0)
     output_stage: int | None = Field(None, ge=0, description="the stage whose images are returned (None: the last)")
-    batch_size: int = Field(4, ge=1, description="candidates optimised together (the official per-GPU 4)")
+    batch_size: int = Field(
+        12, ge=1, description="candidates optimised together (official: 4 per GPU x the 3 GPUs the script pins)"
+    )
 
     @model_validator(mode="after")
     def _one_radius_per_stage(self) -> IFGMIParams:
@@ -94,6 +97,8 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
     )
     official: ClassVar[str | None] = "final-solution/IF-GMI @ e792ef1"
     access: ClassVar[Access] = Access.WHITE_BOX
+    # 2: unclamped evaluation renders, one crop per batch, the official effective batch of 12
+    version: ClassVar[int] = 2
     published_pipeline: ClassVar[str | None] = "ppa"  # IF-GMI's evaluation is PPA's
     Params = IFGMIParams
 
@@ -117,7 +122,8 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
         gen = ctx.generator("augment", k)
         for _ in range(p.steps[k]):
             x = _render(generator, w, block, features, size, p.center_crop)
-            loss = poincare_identity(oracle.logits(random_affine_augment(x, aug, gen)), y).mean()
+            # one crop for the whole batch: the official torchvision transform is applied to the batch tensor
+            loss = poincare_identity(oracle.logits(random_affine_augment(x, aug, gen, shared=True)), y).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             zero_nonfinite_grads(variables)
@@ -146,7 +152,7 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
         )  # fmt: skip
         w_all = ws[:, 0]
         out = len(p.steps) - 1 if p.output_stage is None else p.output_stage
-        images, latents = [], []
+        images, unclamped, latents = [], [], []
         confidence = torch.zeros(len(p.steps))
         chunks = in_chunks(len(w_all), p.batch_size)
         with ctx.reporter.bar("IF-GMI intermediate search", sum(p.steps) * len(chunks)) as advance:
@@ -160,13 +166,30 @@ class IFGMI(StyleGANPrior, GenerativeAttack):
                     w, features = self.stage(generator, oracle, w, features, y, k, ctx)
                     advance(p.steps[k])
                     with torch.no_grad():
-                        x = _render(generator, w, block, features, size, p.center_crop).clamp(0, 1)
+                        raw = _render(generator, w, block, features, size, p.center_crop)
+                        x = raw.clamp(0, 1)
                         confidence[k] += oracle.probabilities(x).gather(1, y.view(-1, 1)).sum().cpu()
                         if k == out:
                             images.append(x.cpu())
+                            unclamped.append(raw.cpu())
                             latents.append(w.cpu())
                         features = generator.block_features(repeat_w(generator, w), block, features)
         rank = torch.arange(len(labels) // len(classes)).repeat(len(classes))
         stats = {"target_queries": float(oracle.queries)}
         stats |= {f"stage{k}_mean_confidence": float(confidence[k] / len(labels)) for k in range(len(p.steps))}
-        return Reconstructions(torch.cat(images), labels, rank, torch.cat(latents), stats)
+        return Reconstructions(
+            torch.cat(images), labels, rank, torch.cat(latents), stats, unclamped=torch.cat(unclamped)
+        )
+
+    def evaluation_images(
+        self, prior, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
+    ) -> torch.Tensor | None:
+        """The unclamped renders, resized to the evaluator's input.
+
+        The official evaluation crops and resizes the raw render (`metrics/classification_acc.py` on `origin_imgs`).
+        The searched features are too large to keep for a fresh render at the evaluator's size, so the target-sized
+        render is resized.
+        """
+        if reconstructions.unclamped is None:
+            return None
+        return resize_images(reconstructions.unclamped, size, antialias=True)

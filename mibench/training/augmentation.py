@@ -30,9 +30,16 @@ class AffineAugmentParams(Params):
     rotation_p: float = Field(0.5, ge=0, le=1)
 
 
-def random_affine_augment(images: torch.Tensor, p: AffineAugmentParams, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch (N x C x H x W, square images) with independent random crop, flip and rotation per sample."""
-    n = images.shape[0]
+def random_affine_augment(
+    images: torch.Tensor, p: AffineAugmentParams, generator: torch.Generator, shared: bool = False
+) -> torch.Tensor:
+    """Augment a batch (N x C x H x W, square images) with random crop, flip and rotation.
+
+    Independent draws per sample, or with `shared` one draw for the whole batch (a torchvision transform applied to
+    a batch tensor, as IF-GMI's attack transformations are).
+    """
+    batch = images.shape[0]
+    n = 1 if shared else batch
 
     def draw(prob: float) -> torch.Tensor:
         return torch.rand(n, generator=generator) < prob
@@ -59,6 +66,7 @@ def random_affine_augment(images: torch.Tensor, p: AffineAugmentParams, generato
     theta[:, 1, 0] = height * flip * sin
     theta[:, 1, 1] = height * cos
     theta[:, :, 2] = centre
+    theta = theta.expand(batch, -1, -1)
     grid = F.affine_grid(to_device(theta, images.device).to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
