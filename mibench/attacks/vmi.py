@@ -7,22 +7,25 @@ reference), and the reconstructions are images of samples of q_y. Official code:
 the toolbox's version (ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f, `attack/VMI`, `examples/.../vmi.py`) was
 read too.
 
-As the official code: q_y is a flow (`mibench.inversion.flows`: 10 steps of actnorm, shuffle and additive coupling
-with 100 hidden ELU units, as the released run script: K 10, shuffle, additive, actnorm); each iteration draws a batch
-of 64 z from q_y, takes the mean negative log-softmax of the target for y on G(z), adds lambda (1e-3) times a
-Monte-Carlo KL estimate from a second batch of 64 samples (mean of log q(z) - log N(z)), and takes an SGD step
-(momentum 0.9, lr 2e-4, `attack_dcgan.py`'s defaults); an epoch is 10,000 / 64 rounded up = 157 iterations; the
-reconstructions are `samples` images of q_y (the official evaluation draws 100).
+As the official code: q_y is a flow (`mibench.inversion.flows`: 10 Glow steps of actnorm, shuffle and additive
+coupling whose network has 100 hidden ELU units with hidden actnorms and a learned output scale, every actnorm
+data-initialised, samples drawn through the reverse flow; pinned to the official modules by the `vmi` parity
+golden), as the released run script (`neurips2021-celeba-stylegan-flow.sh`: K 10, shuffle, additive, actnorm,
+lr 1e-4, lambda_kl 1e-3, patience 1000, i.e. no early stopping); each iteration draws a batch of 64 z from q_y,
+takes the mean negative log-softmax of the target for y on G(z), adds lambda_kl times a Monte-Carlo KL estimate from
+a second batch of 64 samples (mean of log q(z) - log N(z)), and takes an SGD step (momentum 0.9); an epoch is
+10,000 / 64 rounded up = 157 iterations; training stops after 20 epochs and `samples` (50) images of q_y per class
+are the reconstructions, as the released sampler (`generate_vmi_attack_samples.py`) loads `miner_20` (saved
+before epoch 20 runs: 20 epochs trained) and draws 50 per identity.
 
 The prior is GMI's public-data WGAN-GP (shared with GMI, LOMMA-GMI and BREP-MI), as the Trap-MID protocol's
 attacks; the VMI paper trains its own DCGAN/StyleGAN on the public split. Classes are trained together as
 independent flows (one batched module, summed losses, per-class random streams), not as one process per class.
 
-Differences: the official loop stops early when the *evaluation model's* accuracy on samples stops improving
-(patience 20 epochs); an attacker has no evaluation model, so mibench runs a fixed number of epochs (30: the run
-script saves the miners at epochs 10, 20, 30 and the toolbox trains 30). The StyleGAN variant's layered flows (one
-flow per style layer, `l_identity`) and Glow's multi-scale levels (`flow_L`) are not built; on a flat DCGAN latent
-they have no counterpart. The MineGAN (full-covariance Gaussian) and Gaussian-mixture miners are not built.
+Differences: the StyleGAN variant's layered flows (one flow per style layer, `l_identity`) and Glow's multi-scale
+levels (`flow_L` 3: 30 steps with two learned Split2d priors, sampling from a quarter of the noise dimensions) are
+not built; on a flat DCGAN latent the first has no counterpart. The MineGAN (full-covariance Gaussian) and
+Gaussian-mixture miners are not built.
 """
 
 from __future__ import annotations
@@ -47,19 +50,19 @@ from mibench.registry import ATTACKS
 
 
 class VMIParams(Params):
-    """The released flow configuration with `attack_dcgan.py`'s optimiser (see module docstring)."""
+    """The released run script's flow and optimiser, the released sampler's epoch and samples (module docstring)."""
 
     gan: WGANGPParams = Field(default_factory=WGANGPParams)
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(20, ge=1, description="the released sampler's miner_20: 20 epochs trained")
     iterations_per_epoch: int = Field(157, ge=1, description="official: range(0, 10000, batch 64)")
     batch_size: int = Field(64, ge=1, description="samples of q_y per class and iteration")
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, description="the released run script's (2e-4 is attack_dcgan.py's default)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     kl_weight: float = Field(1e-3, ge=0, description="lambda_kl of the released run script")
     flow_steps: int = Field(10, ge=1)
     flow_hidden: int = Field(100, ge=1)
-    samples: int = Field(100, ge=1, description="reconstructions per class, drawn from q_y")
+    samples: int = Field(50, ge=1, description="reconstructions per class, drawn from q_y (the released sampler's)")
     class_batch: int = Field(10, ge=1, description="classes trained together (memory only; results do not change)")
 
 
@@ -71,6 +74,9 @@ class VMI(UsesGMIGAN, GenerativeAttack):
     paper: ClassVar[str] = "Wang et al., Variational Model Inversion Attacks, NeurIPS 2021"
     official: ClassVar[str | None] = "wangkua1/vmi @ f308752"
     access: ClassVar[Access] = Access.WHITE_BOX
+    # 2: Glow's coupling network (hidden actnorms, learned output scale), data-initialised actnorms, samples through
+    # the reverse flow; the released run script's lr 1e-4, the released sampler's epoch 20 and 50 samples
+    version: ClassVar[int] = 2
     Params = VMIParams
 
     def fit_flows(
