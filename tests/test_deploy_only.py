@@ -80,3 +80,25 @@ def test_deploy_only_targets_train_nothing_and_serve_the_base_weights(tmp_path, 
     assert any(k.startswith("0.purifier.") for k in extras)
     records = {(r.defense, r.metric): r.value for r in summary.records}
     assert records[("Purifier", "acc")] is not None and torch.isfinite(torch.tensor(records[("MIDAS", "acc")]))
+
+
+def test_attacks_train_their_priors_on_the_clean_classifier_behind_midas_as_its_deep_notebook(tmp_path):
+    # MIDAS_deep.ipynb trains the inversion network's decoder on the clean classifier and corrupts the weights only
+    # for the victims' queries: the prior job reads the undefended target, the inversion the deployed MIDAS copy.
+    # `attacker_training: deployed` trains through the corrupted copy; output purifiers are an API: through them.
+    defenses = [
+        {"name": "none", "label": "-"},
+        {"name": "midas", "label": "MIDAS"},
+        {"name": "midas", "label": "MIDAS-d", "params": {"attacker_training": "deployed"}},
+        {"name": "conditional-purifier", "label": "Purifier", "params": {"epochs": 1}},
+    ]
+    suite = {**TINY_SUITE, "seeds": [0], "defenses": defenses, "metrics": ["test-accuracy"],
+             "attacks": [{"name": "inversion-network", "params": {"epochs": 1}}]}  # fmt: skip
+    plan = build_plan(load_suite(write_suite(tmp_path / "s.yaml", suite)))
+    targets = {j.label.split()[1]: j for j in plan.by_stage()["target"]}
+    priors = {j.payload["target"]: j for j in plan.by_stage()["prior"]}
+    inverts = {j.payload["target"]: j for j in plan.by_stage()["invert"]}
+    clean, midas, deployed, purifier = (targets[k] for k in ("-", "MIDAS", "MIDAS-d", "Purifier"))
+    assert set(priors) == {clean.key, deployed.key, purifier.key}  # MIDAS shares the undefended target's decoder
+    assert priors[clean.key].id in inverts[midas.key].deps and inverts[midas.key].payload["target"] == midas.key
+    assert priors[deployed.key].id in inverts[deployed.key].deps

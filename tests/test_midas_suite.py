@@ -69,6 +69,13 @@ def test_midas_suite_runs_on_an_att_shaped_fixture(tmp_path, monkeypatch, capsys
     assert main(["report", str(tmp_path / "run"), "--markdown"]) == 0
     table = capsys.readouterr().out
     assert "PCC" in table and "MIDAS 2^-3" in table
+    # the deep notebook's PCC ratio to the clean baseline (cell 35) beside PCC
+    from mibench.reporting.tables import with_pcc_ratio
+
+    ratio = {r.defense: r.value for r in with_pcc_ratio(records) if r.metric == "pcc_ratio"}
+    assert ratio["-"] == 1.0
+    assert ratio["MIDAS 2^-3"] == pytest.approx(value[("MIDAS 2^-3", "pcc")] / value[("-", "pcc")])
+    assert "PCC / clean" in table
 
 
 def test_pcc_and_pixel_mse_pair_each_reconstruction_with_its_victim():

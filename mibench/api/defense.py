@@ -138,6 +138,16 @@ class Defense:
     def __init__(self, params: Params):
         self.params = params
 
+    def attackers_train_before_deployment(self) -> bool:
+        """Whether attacks train target-dependent priors on the model as it was before this deploy-only defense.
+
+        Priors such as a decoder or a GAN's pseudo-labels then learn from the undeployed model, and only the
+        inversions query the deployed one. MIDAS's deep notebook trains the inversion network's decoder on the clean
+        classifier and corrupts the weights only for the victims' queries; output purifiers are an API, so attackers
+        train through them (default False).
+        """
+        return False
+
     def prepare(self, model: nn.Module, data: DataBundle, spec: TrainSpec, ctx: RunContext) -> nn.Module:
         """Training-time initialisation of the bare architecture before `wrap` (default: unchanged).
 

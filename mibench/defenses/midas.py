@@ -60,6 +60,11 @@ class MIDASParams(Params):
     bits: int = Field(12, ge=2, le=24, description="fixed-point word: one sign bit and bits - 1 magnitude bits")
     layers: Literal["linear", "all"] = Field("linear", description="which layers sit in approximate memory")
     activations: bool = Field(False, description="float32-per-query only: flip activation bits too")
+    attacker_training: Literal["clean", "deployed"] = Field(
+        "clean",
+        description="what attacks' target-dependent priors are trained on: the clean classifier (the deep notebook "
+        "trains the inversion network's decoder before corrupting the weights) or the deployed, corrupted copy",
+    )
 
     @model_validator(mode="after")
     def _activations_need_float_model(self) -> MIDASParams:
@@ -293,10 +298,15 @@ class MIDAS(Defense):
     paper: ClassVar[str] = "Xu, Arafin, Qu, An Approximate Memory based Defense against MI Attacks, IEEE TETC 2022"
     official: ClassVar[str | None] = "katekemu/model_inversion_defense @ 1f32327"
     # 2: fixed-point storage, errors drawn once per trial, FC layers only
-    # 3: only layers the logits depend on, the step from the first of them (an unused head under MID set it before)
+    # 3: only layers the logits depend on, the step from the first of them (an unused head under MID set it before);
+    # attacks' target-dependent priors train on the clean classifier (`attacker_training`), as the deep notebook
     version: ClassVar[int] = 3
     Params = MIDASParams
     deploy_only: ClassVar[bool] = True  # served from the undefended target's weights, as the notebooks do
+
+    def attackers_train_before_deployment(self) -> bool:
+        """The deep notebook's protocol by default: decoders learn from the clean classifier (`attacker_training`)."""
+        return self.params.attacker_training == "clean"
 
     def deploy(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         """Serve the model from approximate memory (one corrupted copy, or per-query float32 flips)."""

@@ -45,7 +45,12 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
     ),
     "table18": (Column(("acc",), "Acc"), Column(("initial_rounds",), "Init. iterations"), Column(("aa1",), "AA-1")),
     # MIDAS (Xu et al. 2022): utility and inversion success against the bit-error rate (one row per rate).
-    "midas": (Column(("acc",), "Acc"), Column(("aa1",), "AA-1"), Column(("pcc",), "PCC")),
+    "midas": (
+        Column(("acc",), "Acc"),
+        Column(("aa1",), "AA-1"),
+        Column(("pcc",), "PCC"),
+        Column(("pcc_ratio",), "PCC / clean"),
+    ),
     # Defenses with a privacy budget (DP-SGD's spent epsilon) or a frozen share (TL-DMI) beside utility and attacks.
     "privacy": (
         Column(("dp_epsilon",), "ε (DP)"),

@@ -165,12 +165,39 @@ def extreme_runs(records: list[Record], by: str = "aa1", worst_for: tuple[str, .
     return out
 
 
+def with_pcc_ratio(records: list[Record]) -> list[Record]:
+    """MIDAS's PCC ratio beside PCC: each row's PCC over its clean baseline's, per attack and seed (`pcc_ratio`).
+
+    The deep notebook reports how far bit errors bring an inversion's PCC down from the same network without them
+    (`MIDAS_deep.ipynb`, cell 35). A row's baseline is the row of the same methods without MIDAS (the undefended
+    target for MIDAS alone, Trap-MID for Trap-MID + MIDAS), read from the records' method versions.
+    """
+
+    def methods(r: Record) -> frozenset[str]:
+        return frozenset(r.versions.get("methods", {}))
+
+    pcc = [r for r in records if r.metric == "pcc" and r.value is not None]
+    baselines = {}
+    for r in pcc:
+        if "midas" not in methods(r):
+            baselines.setdefault((r.attack, r.seed, methods(r)), r)
+    derived = []
+    for r in pcc:
+        base = baselines.get((r.attack, r.seed, methods(r) - {"midas"}))
+        if base is None or not base.value:
+            continue
+        details = {"baseline": base.defense, "baseline_pcc": base.value}
+        derived.append(r.model_copy(update={"metric": "pcc_ratio", "value": r.value / base.value, "details": details}))
+    return records + derived
+
+
 # Layouts that select records before aggregating, and the caption that says so.
 RECORD_SELECTIONS = {
     "table10": (
         extreme_runs,
         "Single runs: per attack, the best of each defense's seeds and the worst of Trap-MID's, by AA-1",
     ),
+    "midas": (with_pcc_ratio, "PCC / clean: each row's PCC over the same network's without MIDAS, per seed"),
 }
 
 

@@ -290,6 +290,17 @@ def _plan_target(plan: Plan, rs: ResolvedSuite, defense: ResolvedDefense, seed: 
     return plan.add(_job("target", payload, (base.id,), f"target {defense.label} seed={seed}", runtime))
 
 
+def _training_target(plan: Plan, target: Job, defense: ResolvedDefense) -> Job:
+    """The target job whose model attacks train their target-dependent priors on (see `_plan_attack`)."""
+    trained = trained_prefix([m.cls for m in defense.members])
+    if "base" not in target.payload or trained is None:
+        return target
+    deployed = [m.cls(m.params) for m in defense.members[trained:]]
+    if not all(d.attackers_train_before_deployment() for d in deployed):
+        return target
+    return plan.jobs[f"target/{target.payload['base']}"]
+
+
 def _plan_attack(
     plan: Plan,
     rs: ResolvedSuite,
@@ -307,6 +318,9 @@ def _plan_attack(
     instance = attack.cls(attack.params)
     prior_keys: dict[str, str] = {}
     deps = [target.id]
+    # The model target-dependent priors learn from: the target before its deploy-only defenses when they all say
+    # attackers train before deployment (MIDAS's deep notebook), else the deployed target.
+    trained_on = _training_target(plan, target, defense)
     for spec in instance.priors():
         prior_params = spec.params.model_dump(mode="json") if spec.params is not None else {}
         prior_files = keyed_files(weight_files(prior_params), f"attacks[{attack.label}].params.")
@@ -318,12 +332,12 @@ def _plan_attack(
                     "version": spec.version,
                     "params": prior_params,
                     "data": data,
-                    "target": target.key if spec.uses_target else None,
+                    "target": trained_on.key if spec.uses_target else None,
                     "seed": derive_seed(seed if spec.uses_target else rs.suite.seed, "prior", spec.name),
                     **prior_files[0],
                 },
-                (target.id,) if spec.uses_target else (),
-                f"prior {spec.name}" + (f" for {target.label}" if spec.uses_target else ""),
+                (trained_on.id,) if spec.uses_target else (),
+                f"prior {spec.name}" + (f" for {trained_on.label}" if spec.uses_target else ""),
                 # Any attack naming this prior builds the same module, so which one builds it is not part of the key.
                 {**runtime, "builder": _method(attack), **prior_files[1]},
             )
