@@ -16,10 +16,10 @@ from mibench.gan.conditional import SNAuxiliaryClassifierDiscriminator
 from mibench.models.base import NetworkSpec
 from tests.conftest import hit_rate
 
-# CPU budget: 600 discriminator steps instead of 105,000, the class losses from step 50, lr 1e-3 (not 2e-4) to make
-# up for it; two tiny surrogates on 60 generated images per class; 100 search steps.
+# CPU budget: 600 discriminator steps instead of 100,000, the class losses from step 50, lr 1e-3 (not 2e-4) to make
+# up for it; two tiny surrogates on 60 generated images per class, one pass per epoch; 100 search steps.
 GAN = {"ch": 16, "z_dim": 32, "iterations": 600, "batch_size": 32, "class_start": 50, "lr": 1e-3}
-SURROGATE_TRAINING = {"per_class": 60, "epochs": 5, "batch_size": 32, "lr": 0.05}
+SURROGATE_TRAINING = {"per_class": 60, "epochs": 5, "batch_size": 32, "lr": 0.05, "epoch_images": None}
 
 
 def labels_only(target) -> TargetOracle:
@@ -41,14 +41,66 @@ def test_endless_batches_cover_every_index_once_per_pass():
     assert not torch.equal(drawn[:10], drawn[10:])  # each pass reshuffled
 
 
-def test_default_params_are_the_toolbox_recipe():
+def test_default_params_are_the_authors_recipe_and_the_toolbox_a_named_preset():
+    # ngoc-nguyen-0/LOKT_neurips2023: train_tacgan.py (batch 128, 19,000 + 1,000 iterations of one G and 5 D steps,
+    # class losses after iteration 1,000), train_surrogate_model.py (SGD 0.1, wd 5e-4, batch 256, 200 epochs of
+    # int(30000/256) batches, clean + augmented views), classifier.py (DenseNets with the head on the flattened map)
     p = LOKTParams()
-    assert (p.gan.z_dim, p.gan.batch_size, p.gan.iterations, p.gan.n_dis) == (128, 256, 105000, 5)
-    assert (p.gan.lr, p.gan.beta1, p.gan.beta2, p.gan.class_weight, p.gan.class_start) == (2e-4, 0.0, 0.9, 1.5, 5000)
+    g, t = p.gan, p.surrogate_training
+    assert (g.z_dim, g.batch_size, g.iterations, g.n_dis, g.generator_first) == (128, 128, 100_000, 5, True)
+    assert (g.lr, g.beta1, g.beta2, g.class_weight, g.class_start) == (2e-4, 0.0, 0.9, 1.5, 5000)
     assert [s.architecture for s in p.surrogates] == ["densenet121", "densenet161", "densenet169"]
-    t = p.surrogate_training
-    assert (t.per_class, t.epochs, t.batch_size, t.lr, t.momentum) == (500, 10, 128, 0.01, 0.9)
+    assert all(s.params["pool"] is False for s in p.surrogates)
+    assert (t.per_class, t.epochs, t.epoch_images, t.batch_size, t.lr, t.momentum, t.weight_decay, t.two_views) == (
+        500, 200, 30_000, 256, 0.1, 0.9, 5e-4, True,
+    )  # fmt: skip
+    assert (t.augment.crop_p, t.augment.jitter_p, t.augment.flip_p, t.augment.rotation_p) == (1.0, 0.5, 0.5, 0.5)
     assert (p.iterations, p.lr, p.restarts, p.views) == (600, 0.1, 5, 2)
+    # the toolbox's FaceScrub scripts, version 1's defaults, under whatever a suite sets
+    tb = LOKTParams(preset="toolbox", surrogate_training={"epochs": 3})
+    assert (tb.gan.batch_size, tb.gan.iterations, tb.gan.generator_first) == (256, 105_000, False)
+    t = tb.surrogate_training
+    assert (t.epochs, t.epoch_images, t.batch_size, t.lr, t.weight_decay, t.two_views, t.augment_p) == (
+        3, None, 128, 0.01, 0.0, False, 0.5,
+    )  # fmt: skip
+    assert all(s.params["pool"] is True for s in tb.surrogates)
+
+
+def test_the_authors_densenet_surrogates_read_the_flattened_map():
+    # classifier.py: nn.Sequential(*densenet.children()[:-1]) (features up to norm5: no ReLU, no pooling), flattened,
+    # then Linear(feat_dim, n) with feat_dim 4096 / 8832 / 6656 at 64x64
+    from mibench.models.base import build_classifier
+
+    for depth, width in ((121, 4096), (161, 8832), (169, 6656)):
+        net = build_classifier(f"densenet{depth}", {"pool": False}, num_classes=7, in_channels=3, image_size=64)
+        x = torch.rand(2, 3, 64, 64)
+        out = net(x)
+        assert out.features.shape == (2, width) and net.fc.in_features == width
+        expected = net.body.features((x - 0.5) / 0.5).flatten(1)  # no ReLU: signed features
+        torch.testing.assert_close(out.features, expected)
+        assert (out.features < 0).any()
+
+
+def test_surrogate_training_takes_both_views_for_the_authors_number_of_batches():
+    from mibench.attacks.lokt import SurrogateTrainParams, train_surrogate
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+
+        def forward(self, x):
+            calls.append(len(x))
+            logits = self.net(x)
+            return type("Out", (), {"logits": logits})()
+
+    generator = lambda z, y: torch.sigmoid(z.view(-1, 3, 8, 8))  # noqa: E731
+    data = (torch.randn(40, 192), torch.arange(40) % 3, torch.arange(40) % 3)
+    p = SurrogateTrainParams(per_class=1, epochs=2, epoch_images=100, batch_size=16)
+    train_surrogate(Counting(), generator, data, p, RunContext(seed=0), "test")
+    assert calls == [16] * (2 * 2 * (100 // 16))  # 2 epochs x int(100 / 16) batches x (clean, augmented)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +123,9 @@ def lokt_prior(attack_setting):
 
 def test_lokt_prior_queries_only_labels_by_its_budget_formula(lokt_prior):
     _, prior, queries = lokt_prior
-    # labels of every fake batch from discriminator step class_start + 1 on, then of the generated set
-    expected = GAN["batch_size"] * (GAN["iterations"] - GAN["class_start"] - 1) + 6 * SURROGATE_TRAINING["per_class"]
+    # labels of every fake batch from discriminator step class_start on (the authors' iteration n_uncond + 1), then
+    # of the generated set
+    expected = GAN["batch_size"] * (GAN["iterations"] - GAN["class_start"]) + 6 * SURROGATE_TRAINING["per_class"]
     assert queries == expected == float(prior.target_queries)
 
 

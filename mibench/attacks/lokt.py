@@ -1,15 +1,18 @@
 """LOKT: "Label-Only Model Inversion Attacks via Knowledge Transfer" (Nguyen et al., NeurIPS 2023).
 
-A label-only attack in three steps, all before any inversion (the MI toolbox's LOKT scripts: `gan_training/lokt.py`,
-`dataset_preprocess/lokt_generation.py`, `classifier_training/lokt_*.py`, `mibench/attacks/lokt.py`; the authors' own
-repository could not be read here):
+A label-only attack in three steps, all before any inversion. Defaults follow the authors' repository
+(ngoc-nguyen-0/LOKT_neurips2023 @ b751417: `train_tacgan.py`, `create_dataset.py`, `train_surrogate_model.py`,
+`plg_tacgan.py`, `models/classifiers/classifier.py`); `preset: toolbox` gives the MI toolbox's FaceScrub scripts
+(`gan_training/lokt.py`, `dataset_preprocess/lokt_generation.py`, `classifier_training/lokt_*.py`, `attacks/lokt.py`),
+which version 1 followed:
 
 1. A target-aware AC-GAN (T-ACGAN) on the public images: PLG-MI's conditional generator G(z, y) and a spectral-norm
    discriminator with a real/fake head and a class head. Binary cross-entropy for real/fake; after `class_start`
    discriminator steps the class head also learns the target's top-1 labels of the fakes (the only target output
    LOKT uses), and the generator learns to make the class head answer y for G(z, y), both weighted 1.5.
 2. Surrogates trained on generated data: `per_class` images G(z, c) for every class c, labelled by the target's
-   top-1 label, teach each surrogate network by cross-entropy (SGD, cosine schedule).
+   top-1 label, teach each surrogate network by cross-entropy (SGD, cosine schedule); the authors' surrogates are
+   ImageNet DenseNet-121/161/169 bodies whose linear head reads the flattened norm5 map (no ReLU, no pooling).
 3. PLG-MI's white-box search on the surrogates instead of the target: Adam on z of G(z, y), the max-margin loss of
    each surrogate on two independently augmented views, summed over surrogates.
 
@@ -20,11 +23,11 @@ not at all. Both counts go into the reconstructions' stats.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from mibench.api.attack import DataInfo, GenerativeAttack, Reconstructions
@@ -45,40 +48,72 @@ from mibench.training.augmentation import PLGAugmentParams, plg_augment
 
 
 class TACGANParams(Params):
-    """The toolbox's T-ACGAN training script (`LoktGanTrainConfig` and its example's settings)."""
+    """The authors' T-ACGAN training (`train_tacgan.py`: batch 128, 20,000 generator, 100,000 discriminator steps)."""
 
     ch: int = Field(64, ge=1)
     z_dim: int = Field(128, ge=1)
-    iterations: int = Field(105000, ge=1, description="discriminator steps; a generator step after every n_dis-th")
+    iterations: int = Field(100_000, ge=1, description="discriminator steps (authors: 20,000 iterations of n_dis)")
     n_dis: int = Field(5, ge=1)
-    batch_size: int = Field(256, ge=2)
+    batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-4, gt=0)
     beta1: float = 0.0
     beta2: float = 0.9
-    class_weight: float = Field(1.5, ge=0, description="weight of both class losses")
+    class_weight: float = Field(1.5, ge=0, description="weight of both class losses (README --alpha=1.5)")
     class_start: int = Field(5000, ge=0, description="the class losses join after this many discriminator steps")
+    generator_first: bool = Field(
+        True,
+        description="true: each iteration is a generator step, then n_dis discriminator steps (the authors'); "
+        "false: a discriminator step, and a generator step after every n_dis-th (the toolbox's)",
+    )
 
 
 class SurrogateTrainParams(Params):
-    """The toolbox's surrogate recipe: 500 generated images per class, SGD 0.01 with a 10-epoch cosine schedule."""
+    """The authors' surrogate recipe (`train_surrogate_model.py`).
+
+    SGD 0.1, weight decay 5e-4, batch 256, 200 epochs of int(30,000 / 256) batches, a clean and an augmented view of
+    each image.
+    """
 
     per_class: int = Field(500, ge=1, description="generated images per class, labelled by the target")
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(200, ge=1)
+    epoch_images: int | None = Field(
+        30_000,
+        ge=1,
+        description="images per epoch, int(epoch_images / batch_size) batches from an endless shuffled sampler (the "
+        "authors' 30,000); null: one pass over the generated set",
+    )
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    augment_p: float = Field(0.5, ge=0, le=1, description="probability that an image is augmented at all")
+    weight_decay: float = Field(5e-4, ge=0)
+    two_views: bool = Field(
+        True, description="loss 0.5 CE(clean) + 0.5 CE(augmented) (the authors'); false: one view, augmented by chance"
+    )
+    augment_p: float = Field(1.0, ge=0, le=1, description="one view only: probability that an image is augmented")
     augment: PLGAugmentParams = Field(
-        default_factory=lambda: PLGAugmentParams(jitter_p=0.5, rotation_p=1.0),
-        description="crop 0.8-1 always, colour jitter with p 0.5, flip with p 0.5, rotation up to 5 degrees always",
+        default_factory=lambda: PLGAugmentParams(jitter_p=0.5, rotation_p=0.5),
+        description="kornia's pipeline as the authors build it: crop 0.8-1 always, colour jitter, flip and rotation "
+        "up to 5 degrees each with p 0.5, drawn per image",
     )
     label_batch: int = Field(200, ge=1, description="images generated and labelled together (memory only)")
 
 
-def _toolbox_surrogates() -> list[NetworkSpec]:
-    # Unnormalised [0, 1] inputs, as the toolbox's torchvision wrapper; its ImageNet weights are named in a suite.
-    plain = {"input_mean": 0.0, "input_std": 1.0}
+def _surrogates(pool: bool) -> list[NetworkSpec]:
+    # Unnormalised [0, 1] inputs, as both codes feed the generator's output; ImageNet weights are named in a suite.
+    plain = {"input_mean": 0.0, "input_std": 1.0, "pool": pool}
     return [NetworkSpec(architecture=f"densenet{depth}", params=plain) for depth in (121, 161, 169)]
+
+
+# The MI toolbox's LOKT scripts (FaceScrub examples: `gan_training/lokt.py`, `classifier_training/lokt_*.py`), kept
+# as a named preset: `preset: toolbox` fills whatever a suite does not set from these.
+TOOLBOX_PRESET: dict[str, Any] = {
+    "gan": {"iterations": 105_000, "batch_size": 256, "generator_first": False},
+    "surrogate_training": {
+        "epochs": 10, "epoch_images": None, "batch_size": 128, "lr": 0.01, "weight_decay": 0.0, "two_views": False,
+        "augment_p": 0.5, "augment": {"jitter_p": 0.5, "rotation_p": 1.0},
+    },
+    "surrogates": [spec.model_dump() for spec in _surrogates(pool=True)],
+}  # fmt: skip
 
 
 class LOKTPriorParams(Params):
@@ -90,10 +125,13 @@ class LOKTPriorParams(Params):
 
 
 class LOKTParams(Params):
-    """The toolbox's LOKT attack: PLG-MI's search (600 Adam steps at 0.1, 5 per class, 2 views) on the surrogates."""
+    """The authors' LOKT (ngoc-nguyen-0/LOKT_neurips2023): T-ACGAN, surrogates, PLG-MI's search on them."""
 
+    preset: Literal["authors", "toolbox"] = Field(
+        "authors", description="authors: their repository's recipe; toolbox: the MI toolbox's FaceScrub scripts"
+    )
     gan: TACGANParams = Field(default_factory=TACGANParams)
-    surrogates: list[NetworkSpec] = Field(default_factory=_toolbox_surrogates, min_length=1)
+    surrogates: list[NetworkSpec] = Field(default_factory=lambda: _surrogates(pool=False), min_length=1)
     surrogate_training: SurrogateTrainParams = Field(default_factory=SurrogateTrainParams)
     iterations: int = Field(600, ge=1)
     lr: float = Field(0.1, gt=0)
@@ -101,6 +139,21 @@ class LOKTParams(Params):
     views: int = Field(2, ge=1, description="independently augmented views per surrogate and step")
     augment: PLGAugmentParams = Field(default_factory=PLGAugmentParams)
     batch_size: int = Field(100, ge=1, description="latents optimised together (memory only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """`preset: toolbox` supplies the toolbox's values under whatever the suite sets itself."""
+        if not isinstance(data, dict) or data.get("preset") != "toolbox":
+            return data
+        filled = dict(data)
+        for key, value in TOOLBOX_PRESET.items():
+            given = filled.get(key)
+            if given is None:
+                filled[key] = value
+            elif isinstance(value, dict) and isinstance(given, dict):
+                filled[key] = {**value, **given}
+        return filled
 
 
 class LOKTPrior(nn.Module):
@@ -124,10 +177,12 @@ def train_tacgan(
     generator: nn.Module, discriminator: nn.Module, public: ImageSet, oracle: TargetOracle, p: TACGANParams,
     ctx: RunContext,
 ) -> None:  # fmt: skip
-    """Step 1 in place (the toolbox's `LoktGanTrainer`).
+    """Step 1 in place.
 
-    One discriminator step per iteration and a generator step after every n_dis-th; the class losses from iteration
-    class_start + 1 on (counting from 0, as the official `iters > start`).
+    Counted in discriminator steps. `generator_first` (the authors' `train_tacgan.py`): a generator step, then n_dis
+    discriminator steps, the class losses from the class_start-th discriminator step (their iteration n_uncond + 1)
+    on. Otherwise the toolbox's `LoktGanTrainer`: a discriminator step per iteration and a generator step after
+    every n_dis-th, the class losses after class_start steps (`iters > start`).
     """
     device, k = ctx.device, oracle.num_classes
     g, d = generator.to(device).train(), discriminator.to(device).train()
@@ -139,9 +194,21 @@ def train_tacgan(
     def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
         return sample_conditional(g, p.batch_size, p.z_dim, k, gens, device)
 
+    def generator_step(with_class: bool) -> None:
+        fake, y = fake_batch()
+        logit, cls = d(fake)
+        g_loss = _real_fake_loss(logit, True)
+        if with_class:
+            g_loss = g_loss + p.class_weight * F.cross_entropy(cls, y)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+
     with ctx.reporter.bar("T-ACGAN (LOKT)", p.iterations) as advance:
         for step in range(p.iterations):
-            with_class = step > p.class_start
+            with_class = step >= p.class_start if p.generator_first else step > p.class_start
+            if p.generator_first and step % p.n_dis == 0:
+                generator_step(with_class)
             with torch.no_grad():
                 fake, _ = fake_batch()
             fake_logit, fake_class = d(fake)
@@ -152,15 +219,8 @@ def train_tacgan(
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            if step % p.n_dis == 0:
-                fake, y = fake_batch()
-                logit, cls = d(fake)
-                g_loss = _real_fake_loss(logit, True)
-                if with_class:
-                    g_loss = g_loss + p.class_weight * F.cross_entropy(cls, y)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
+            if not p.generator_first and step % p.n_dis == 0:
+                generator_step(with_class)
             advance(1)
     g.eval()
     d.eval()
@@ -189,24 +249,36 @@ def train_surrogate(
 ) -> None:  # fmt: skip
     """Step 2: cross-entropy on the target's labels of the regenerated images.
 
-    Each image is augmented with probability augment_p; SGD with momentum, its learning rate cosine-annealed to 0
-    over the epochs (stepped per epoch).
+    The authors' recipe: each batch's clean images and an augmented view of each, 0.5 CE + 0.5 CE, SGD with momentum
+    and weight decay, epochs of a fixed number of batches from an endless shuffled sampler, the learning rate
+    cosine-annealed to 0 over the epochs (stepped per epoch). The toolbox's: one view, augmented with probability
+    augment_p, one pass over the generated set per epoch.
     """
     device = ctx.device
     z, asked, labels = data
     model = surrogate.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum)
+    opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
     shuffle, augment = ctx.generator("shuffle"), ctx.generator("augment")
-    steps = p.epochs * -(-len(labels) // p.batch_size)
-    with ctx.reporter.bar(description, steps) as advance:
+    if p.epoch_images is None:
+        per_epoch = -(-len(labels) // p.batch_size)
+        epoch_batches = lambda: iterate_batches(len(labels), p.batch_size, generator=shuffle)  # noqa: E731
+    else:
+        per_epoch = max(1, p.epoch_images // p.batch_size)  # the authors' int(30000 / batch_size)
+        endless = endless_batches(len(labels), p.batch_size, shuffle)
+        epoch_batches = lambda: (next(endless) for _ in range(per_epoch))  # noqa: E731
+    with ctx.reporter.bar(description, p.epochs * per_epoch) as advance:
         for _ in range(p.epochs):
-            for idx in iterate_batches(len(labels), p.batch_size, generator=shuffle):
+            for idx in epoch_batches():
+                y = labels[idx].to(device)
                 with torch.no_grad():
                     x = generator(z[idx].to(device), asked[idx].to(device))
-                    chosen = to_device(torch.rand(len(idx), generator=augment) < p.augment_p, device)
-                    x = torch.where(chosen[:, None, None, None], plg_augment(x, p.augment, augment), x)
-                loss = F.cross_entropy(model(x).logits, labels[idx].to(device))
+                    if p.two_views:
+                        views = [x, plg_augment(x, p.augment, augment)]
+                    else:
+                        chosen = to_device(torch.rand(len(idx), generator=augment) < p.augment_p, device)
+                        views = [torch.where(chosen[:, None, None, None], plg_augment(x, p.augment, augment), x)]
+                loss = sum(F.cross_entropy(model(v).logits, y) for v in views) / len(views)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -221,8 +293,10 @@ class LOKT(GenerativeAttack):
 
     name: ClassVar[str] = "lokt"
     paper: ClassVar[str] = "Nguyen et al., Label-Only Model Inversion Attacks via Knowledge Transfer, NeurIPS 2023"
-    official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
+    official: ClassVar[str | None] = "ngoc-nguyen-0/LOKT_neurips2023 @ b751417"
     access: ClassVar[Access] = Access.LABELS
+    # 2: the authors' recipe (T-ACGAN budget and order, surrogate recipe and unpooled heads); preset: toolbox is v1's
+    version: ClassVar[int] = 2
     Params = LOKTParams
     prior_name: ClassVar[str] = "lokt"
     prior_uses_target: ClassVar[bool] = True

@@ -88,8 +88,42 @@ class _ResNet(_TorchvisionClassifier):
         return [self.body.layer1, self.body.layer2, self.body.layer3, self.body.layer4]
 
 
+class DenseNetParams(ImageNetParams):
+    """ImageNetParams, and whether the head reads the pooled feature or the flattened feature map."""
+
+    pool: bool = Field(
+        True,
+        description="false: a linear head on the flattened norm5 map (no final ReLU, no global pooling), as LOKT's "
+        "authors' surrogates (`nn.Sequential(*children()[:-1])`, 4096-d for DenseNet-121 at 64x64)",
+    )
+
+
+def densenet_map_side(image_size: int) -> int:
+    """Side of a DenseNet's last feature map: conv0 (7x7, stride 2, pad 3), max-pool (3x3, 2, 1), 3 x avg-pool 2."""
+    side = (image_size - 1) // 2 + 1
+    side = (side - 1) // 2 + 1
+    for _ in range(3):
+        side //= 2
+    return side
+
+
 class _DenseNet(_TorchvisionClassifier):
+    Params = DenseNetParams
     head: ClassVar[str] = "classifier"
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, params: DenseNetParams):
+        super().__init__(num_classes, in_channels, image_size, params)
+        if not params.pool:
+            channels = self.fc.in_features
+            self.fc = nn.Linear(channels * densenet_map_side(image_size) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:
+        """Pooled features (or, with `pool: false`, the flattened norm5 map) and logits of [0, 1] images."""
+        p: DenseNetParams = self.params
+        if p.pool:
+            return super().forward(x)
+        features = self.body.features((x - p.input_mean) / p.input_std).flatten(1)
+        return ClassifierOutput(features, self.fc(features))
 
     def hidden_layers(self) -> list[nn.Module]:
         """The four dense blocks."""
