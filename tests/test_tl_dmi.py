@@ -86,3 +86,22 @@ def test_public_pretraining_needs_public_identities(defense_data):
     unlabelled = replace(defense_data, public_identities=None)
     with pytest.raises(MibenchError, match="needs identity labels of the public images"):
         TLDMI(TLDMIParams.model_validate(SHORT)).prepare(tiny_model(), unlabelled, SPEC, RunContext())
+
+
+def test_auto_on_facenet64_starts_from_random_weights_as_the_official_code(defense_data, tmp_path):
+    # get_classifier loads the MS-Celeb backbone only for FaceNet, FaceNet_all, FaceNet_64, IR50 and IR152; the run
+    # is named FaceNet64, so its backbone is never loaded and its frozen units stay random. `architecture` keeps it.
+    torch.manual_seed(0)
+    donor = build_classifier("facenet64", {}, num_classes=4, in_channels=3, image_size=64)
+    path = tmp_path / "backbone.pt"
+    torch.save({k.removeprefix("feature."): v for k, v in donor.state_dict().items() if k.startswith("feature.")}, path)
+    spec = TrainSpec(epochs=1, batch_size=8, lr=0.01, selection="last")
+    frozen = {}
+    for route in ("auto", "architecture"):
+        model = build_classifier("facenet64", {"pretrained": str(path)}, num_classes=4, in_channels=3, image_size=64)
+        torch.manual_seed(1)
+        TLDMI(TLDMIParams(pretrain=route, **SHORT)).prepare(model, defense_data, spec, RunContext())
+        frozen[route] = model.feature.body[0].res_layer[1].weight.detach().clone()
+    loaded = donor.feature.body[0].res_layer[1].weight
+    assert torch.equal(frozen["architecture"], loaded)
+    assert not torch.allclose(frozen["auto"], loaded)

@@ -17,7 +17,10 @@ As the official code does it:
   Data sets the official code can also pre-train on (FaceScrub, PubFig) are public images with identity labels:
   `pretrain: public` trains a copy of the network on the bundle's public split and keeps everything but the head
   (mibench's route for test models, which have no released weights). `auto` takes the architecture's weights when
-  it has them, else the public pre-training.
+  it has them, else the public pre-training, except on FaceNet64: the official `get_classifier` loads a backbone only
+  for the names `FaceNet`, `FaceNet_all`, `FaceNet_64`, `IR50` and `IR152`, so the run named `FaceNet64` trains a
+  randomly initialised IR-50 whose front units are frozen at random values; `auto` follows the code there
+  (`pretrain: none`, random weights even when the suite gives a backbone), `architecture` what it meant.
 * Frozen BatchNorm layers still update their running statistics during private training (the whole network is in
   train mode, as in the official loop); their weights do not change.
 * Recipe (classify.json, VGG16): SGD lr 0.08, momentum 0.9, weight decay 1e-4, batch 64, 200 epochs, no schedule
@@ -65,9 +68,18 @@ class TLDMIParams(Params):
         None, ge=0, description="last frozen index of the architecture's layer list; default: its published split"
     )
     freeze_input_layer: bool = Field(False, description="also freeze the IR nets' input layer (the official typo)")
-    pretrain: Literal["auto", "architecture", "public"] = "auto"
+    pretrain: Literal["auto", "architecture", "public", "none"] = Field(
+        "auto",
+        description="auto: the architecture's weights, else public pre-training; on FaceNet64 `none`, as the official "
+        "code (its backbone is never loaded: a name typo); none: random initial weights",
+    )
     pretrain_epochs: int = Field(20, ge=1, description="epochs of `pretrain: public` (suite recipe otherwise)")
     recipe: TLDMIRecipe = Field(default_factory=TLDMIRecipe)
+
+
+# Where the official code's own behaviour overrides `auto`: `get_classifier` loads a backbone only for the names
+# FaceNet, FaceNet_all, FaceNet_64, IR50 and IR152 (models/classify.py:1006-1011); the configured name is FaceNet64.
+OFFICIAL_ROUTES = {"facenet64": "none"}
 
 
 @DEFENSES.register
@@ -77,6 +89,8 @@ class TLDMI(Defense):
     name: ClassVar[str] = "tl-dmi"
     paper: ClassVar[str] = "Ho et al., Model Inversion Robustness: Can Transfer Learning Help? (TL-DMI), CVPR 2024"
     official: ClassVar[str | None] = "hosytuyen/TL-DMI @ e3495df"
+    # 2: `auto` on FaceNet64 starts from random weights, as the official code (its backbone load never runs)
+    version: ClassVar[int] = 2
     Params = TLDMIParams
 
     def __init__(self, params: TLDMIParams):
@@ -96,7 +110,9 @@ class TLDMI(Defense):
             )
         p: TLDMIParams = self.params
         has_weights = bool(getattr(model.params, "pretrained", None))
-        route = ("architecture" if has_weights else "public") if p.pretrain == "auto" else p.pretrain
+        route = p.pretrain
+        if route == "auto":
+            route = OFFICIAL_ROUTES.get(model.name) or ("architecture" if has_weights else "public")
         if route == "architecture" and not has_weights:
             raise MibenchError(
                 f"tl-dmi: pretrain: architecture, but {model.name!r} has no `pretrained` weights in "
@@ -104,6 +120,10 @@ class TLDMI(Defense):
             )
         if route == "public":
             pretrain_on_public(model, data, spec.model_copy(update={"epochs": p.pretrain_epochs}), ctx)
+        elif route == "none":  # every layer back to its initialisation (the runner seeds it from the job key)
+            for module in model.modules():
+                if module is not model and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         split = p.freeze_until if p.freeze_until is not None else model.transfer_split
         layers = model.transfer_layers()
         if split is None or split >= len(layers):
