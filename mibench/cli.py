@@ -112,7 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     fmt = report.add_mutually_exclusive_group()
     for name in FORMATS:
         fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name)
-    report.add_argument("--layout", default=None, help="table layout (default: the suite's report.layout)")
+    report.add_argument(
+        "--layout",
+        default=None,
+        help="table layout (default: the suite's report.layout); frontier: attack accuracy at matched accuracy",
+    )
+    report.add_argument(
+        "--accuracy-drops",
+        default=None,
+        metavar="P,Q,...",
+        help="with --layout frontier: accuracy drops from the undefended target, in points (default: 1,2,5)",
+    )
     report.add_argument("--out", type=Path, help="write to a file instead of stdout")
     report.add_argument(
         "--compare-paper",
@@ -215,9 +225,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from mibench.api.progress import Reporter
     from mibench.fileio import write_atomic
+    from mibench.reporting.frontier import table_for_layout
     from mibench.reporting.headline import headline
     from mibench.reporting.render import render_latex, render_markdown
-    from mibench.reporting.tables import build_table
     from mibench.running.execution import default_device
     from mibench.running.executors import SequentialExecutor
     from mibench.running.plan import build_plan
@@ -257,7 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         rebuild=not args.no_rebuild,
     )
-    table = build_table(summary.records, rs.suite.report.layout, rs.suite.report.caption)
+    table = table_for_layout(
+        summary.records, rs.suite.model_dump(mode="json"), rs.suite.report.layout, rs.suite.report.caption
+    )
     write_atomic(run_dir / "table.md", render_markdown(table))
     write_atomic(run_dir / "table.tex", render_latex(table))
     reporter.log(
@@ -283,16 +295,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Write the trade-off plot and one reconstruction grid per attack."""
-    from mibench.reporting.figures import reconstruction_grid, slug, tradeoff_plot
+    from mibench.reporting.figures import frontier_figure, reconstruction_grid, save_figure, slug, tradeoff_plot
     from mibench.reporting.tables import load_run_records
     from mibench.running.runner import load_plan_info
     from mibench.running.store import ArtifactStore
+    from mibench.suite.sweeps import sweep_rows
 
     if not (args.run_dir / "plan.json").is_file():
         raise MibenchError(f"{args.run_dir}: not a run folder (no plan.json); figures need a run made by mibench run")
     out = args.out or args.run_dir / "figures"
-    written = tradeoff_plot(load_run_records(args.run_dir), out / "tradeoff")
+    records = load_run_records(args.run_dir)
+    written = tradeoff_plot(records, out / "tradeoff")
     info = load_plan_info(args.run_dir)
+    if sweep_rows(info["suite"]):  # defenses swept over their strength: their frontiers too
+        fig = frontier_figure(records, info["suite"])
+        for suffix in (".png", ".pdf"):
+            save_figure(fig, out / f"frontier{suffix}")
+            written.append(out / f"frontier{suffix}")
     store = ArtifactStore(Path(info["cache"]))
     attacks = args.attack or list(dict.fromkeys(a["label"] for a in info["suite"]["attacks"]))
     for attack in attacks:

@@ -134,6 +134,9 @@ class Defense:
     # output purifiers): its target reuses the weights trained without it (the undefended target of the same seed,
     # or the stack's members before it) instead of training a copy.
     deploy_only: ClassVar[bool] = False
+    # The parameter(s) that set how strongly the defense protects, in the order a suite's `sweep: [values]` gives them
+    # (Trap-MID's beta, MIDAS's bit-error rate, BiDO's two lambdas); empty when it has none.
+    strength: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Params):
         self.params = params

@@ -121,6 +121,7 @@ class BiDO(Defense):
     # normalised HSIC is determined only to ~1e-3; parity with the official code, tests/goldens/bido.pt)
     version: ClassVar[int] = 3
     Params = BiDOParams
+    strength: ClassVar[tuple[str, ...]] = ("lambda_x", "lambda_y")
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Record the architecture's hidden layers during training (no change to the network)."""

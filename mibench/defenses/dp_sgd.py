@@ -93,6 +93,7 @@ class DPSGD(Defense):
     paper: ClassVar[str] = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (through Opacus)"
     official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
     Params = DPSGDParams
+    strength: ClassVar[tuple[str, ...]] = ("epsilon",)
     defines_fit: ClassVar[bool] = True
     requires: ClassVar[dict[str, str]] = {"opacus": "dp"}
     removes_batchnorm: ClassVar[bool] = True

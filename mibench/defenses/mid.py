@@ -98,6 +98,7 @@ class MID(Defense):
     official: ClassVar[str | None] = "Jiachen-T-Wang/mi-defense @ 23dc853"
     version: ClassVar[int] = 2  # 2: VGG16_vib's raw-feature bottleneck and exposed feature, identity sampler, IR k 512
     Params = MIDParams
+    strength: ClassVar[tuple[str, ...]] = ("beta",)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Replace the head with the bottleneck (sizes read from the model's own bottleneck input)."""

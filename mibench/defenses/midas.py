@@ -302,6 +302,7 @@ class MIDAS(Defense):
     # attacks' target-dependent priors train on the clean classifier (`attacker_training`), as the deep notebook
     version: ClassVar[int] = 3
     Params = MIDASParams
+    strength: ClassVar[tuple[str, ...]] = ("bit_error_rate",)
     deploy_only: ClassVar[bool] = True  # served from the undefended target's weights, as the notebooks do
 
     def attackers_train_before_deployment(self) -> bool:

@@ -78,6 +78,7 @@ class NegLS(Defense):
     paper: ClassVar[str] = "Struppek et al., Be Careful What You Smooth For (NegLS), ICLR 2024"
     official: ClassVar[str | None] = "LukasStruppek/Plug-and-Play-Attacks @ 3087a4f"
     Params = NegLSParams
+    strength: ClassVar[tuple[str, ...]] = ("smoothing",)
 
     def configure(self, setup: TrainingSetup) -> TrainingSetup:
         """Apply the recipe, then replace the criterion with the scheduled smoothing loss."""

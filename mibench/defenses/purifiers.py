@@ -159,6 +159,7 @@ class ConditionalPurifier(_Purifier):
     paper: ClassVar[str] = "Yang et al., Purifier, AAAI 2023 (the MI toolbox's conditional purifier, 2024)"
     official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     Params = ConditionalPurifierParams
+    strength: ClassVar[tuple[str, ...]] = ("mse_weight",)
 
     def build(self, num_classes: int, data_shape: tuple[int, int, int]) -> nn.Module:
         """The MLP for this class count."""
@@ -245,6 +246,7 @@ class AdversarialPurifier(_Purifier):
     paper: ClassVar[str] = "Wen et al., Defending against MI by Adversarial Examples, CSR 2021 (the MI toolbox's)"
     official: ClassVar[str | None] = "ffhibnese/Model-Inversion-Attack-ToolBox @ d9ad48f"
     Params = AdversarialPurifierParams
+    strength: ClassVar[tuple[str, ...]] = ("eps",)
 
     def build(self, num_classes: int, data_shape: tuple[int, int, int]) -> nn.Module:
         """The perturbation module around a decoder at the data's resolution."""

@@ -92,6 +92,7 @@ class TLDMI(Defense):
     # 2: `auto` on FaceNet64 starts from random weights, as the official code (its backbone load never runs)
     version: ClassVar[int] = 2
     Params = TLDMIParams
+    strength: ClassVar[tuple[str, ...]] = ("freeze_until",)
 
     def __init__(self, params: TLDMIParams):
         super().__init__(params)

@@ -90,6 +90,7 @@ class TrapMID(Defense):
     paper: ClassVar[str] = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     official: ClassVar[str | None] = "ntuaislab/Trap-MID @ 3d59377"
     Params = TrapMIDParams
+    strength: ClassVar[tuple[str, ...]] = ("beta",)
     version: ClassVar[int] = 2  # 2: the recipe's LR schedule is applied (TeD and TeD+ inherit it)
     defines_fit: ClassVar[bool] = True
 

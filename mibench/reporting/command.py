@@ -65,6 +65,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.compare_paper is not None:
             raise MibenchError("--compare-paper renders a table: use --latex or --markdown")
         text = render_csv(records, planned)
+    elif layout == "frontier":
+        from mibench.reporting.frontier import parse_drops, suite_frontier_table
+
+        table = suite_frontier_table(records, suite, parse_drops(args.accuracy_drops))
+        text = render_latex(table) if fmt == "latex" else render_markdown(table)
     else:
         table = build_table(records, layout, caption, planned_seeds=planned)
         short = partial_cells(table)
@@ -190,13 +195,16 @@ def _html_paper(args: argparse.Namespace, info: dict | None) -> dict:
 
 def _html_figures(run_dir: Path, records: list, info: dict | None) -> dict:
     """The trade-off plot and the reconstruction grids as PNG bytes (whatever the run and cache allow)."""
-    from mibench.reporting.figures import grid_figure, tradeoff_figure
+    from mibench.reporting.figures import frontier_figure, grid_figure, tradeoff_figure
     from mibench.reporting.html import figure_png
     from mibench.running.store import ArtifactStore
+    from mibench.suite.sweeps import sweep_rows
 
     out: dict = {"grids": {}}
     try:
-        out["tradeoff"] = figure_png(tradeoff_figure(records))
+        swept = info is not None and sweep_rows(info["suite"])
+        figure = frontier_figure(records, info["suite"]) if swept else tradeoff_figure(records)
+        out["tradeoff"] = figure_png(figure)
     except MibenchError:
         out["tradeoff"] = None
     if info is None:

@@ -20,11 +20,13 @@ from mibench.api.attack import Reconstructions
 from mibench.api.records import Record
 from mibench.errors import MibenchError
 from mibench.fileio import write_atomic
+from mibench.reporting.frontier import DEFAULT_DROPS, baseline_label, frontiers
 from mibench.reporting.tables import NO_ATTACK, summarize
 from mibench.running.plan import build_plan
 from mibench.running.stages import load_data
 from mibench.running.store import ArtifactStore
 from mibench.suite import resolve_suite
+from mibench.suite.sweeps import sweep_rows
 
 
 def slug(text: str) -> str:
@@ -83,6 +85,48 @@ def tradeoff_figure(records: list[Record], attack_metric: str = "aa1") -> Figure
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
     fig.tight_layout(rect=(0, 0.6 / (3.0 * nrows + 0.6) + 0.04, 1, 1))
+    return fig
+
+
+def frontier_figure(records: list[Record], suite: dict, drops: tuple[float, ...] = DEFAULT_DROPS) -> Figure:
+    """Privacy-utility frontiers, one panel per attack.
+
+    Each defense's sweep is a line of (Acc, AA-1) means with ±1 std bars, the undefended target a star, the Pareto
+    front dashed, and dotted lines mark the matched accuracies.
+    """
+    rows, baseline = sweep_rows(suite), baseline_label(suite)
+    found = frontiers(records, rows, baseline, drops=drops)
+    if not found:
+        raise MibenchError("a frontier figure needs test-accuracy and attack-accuracy records")
+    ncols = min(3, len(found))
+    nrows = -(-len(found) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.7))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(found) :]:
+        ax.set_visible(False)
+    for ax, frontier in zip(axes.flat, found, strict=False):
+        families = dict.fromkeys(p.family for p in frontier.points)
+        for family in families:
+            mine = sorted((p for p in frontier.points if p.family == family), key=lambda p: p.acc)
+            star = family == baseline
+            ax.errorbar(
+                [100 * p.acc for p in mine], [100 * p.attack_accuracy for p in mine],
+                xerr=[100 * p.acc_std for p in mine], yerr=[100 * p.attack_accuracy_std for p in mine],
+                fmt="*" if star else "o-", markersize=10 if star else 4, capsize=2, label=family,
+            )  # fmt: skip
+        front = sorted((p for p in frontier.points if p.on_front), key=lambda p: p.acc)
+        ax.plot([100 * p.acc for p in front], [100 * p.attack_accuracy for p in front], "k--", lw=0.8, alpha=0.6)
+        base = next((p for p in frontier.points if p.label == baseline), None)
+        if base is not None:
+            for drop in drops:
+                ax.axvline(100 * base.acc - drop, color="grey", ls=":", lw=0.8)
+        ax.set_title(frontier.attack)
+        ax.set_xlabel("test accuracy (%) →")
+        ax.set_ylabel("AA-1 (%) ↓")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0.7 / (3.4 * nrows + 0.7) + 0.04, 1, 1))
     return fig
 
 

@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 
 from mibench.api.records import Record
+from mibench.errors import MibenchError
 from mibench.reporting.compare import paper_values
 from mibench.reporting.tables import LAYOUTS, NO_ATTACK, Cell, Table, build_table, method_key, summarize
+from mibench.suite.sweeps import sweep_rows
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -175,6 +177,14 @@ def run_page(
     planned = len(suite.get("seeds", [])) or None
     paper = paper_values(paper_table, architecture=architecture) if paper_table else None
     sections = []
+    if preferred == "frontier" or (suite and sweep_rows(suite)):
+        from mibench.reporting.frontier import baseline_label, frontier_table
+
+        try:
+            table = frontier_table(records, sweep_rows(suite), baseline_label(suite))
+            sections.append(("Matched accuracy (frontier)", table_html(table, None)))
+        except MibenchError as exc:  # no undefended row or accuracy: the page says why instead of failing
+            sections.append(("Matched accuracy (frontier)", f'<p class="caption">{html.escape(str(exc))}</p>'))
     for layout in layouts_in(records, preferred):
         table = build_table(records, layout, planned_seeds=planned)
         if stats:

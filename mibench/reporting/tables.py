@@ -30,11 +30,12 @@ class Cell:
     bold: bool = False
     planned: int | None = None  # seeds planned, when more than the n this cell holds
     mark: str = ""  # significance marks († / ‡, `mibench report --stats`)
+    note: str = ""  # shown in place of an empty value (a frontier's "not reached", a range)
 
     def text(self, decimals: int = 2) -> str:
         """The cell text "mean ± std" (fractions as percentages), its marks, and "(n=k/N)" over too few seeds."""
         if self.mean is None:
-            return "–"
+            return self.note or "–"
         scale = 100.0 if self.unit == "fraction" else 1.0
         text = f"{self.mean * scale:.{decimals}f}"
         if self.std is not None and self.n >= 2:

@@ -17,7 +17,8 @@ from mibench.errors import ConfigError, unknown_name_message
 from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry
 from mibench.suite.checks import missing_packages, pairing_problems
 from mibench.suite.resolved import ResolvedDefense, ResolvedMethod, ResolvedSuite
-from mibench.suite.schema import DataSpec, MethodSpec, ModelSpec, Suite, scale_budget
+from mibench.suite.schema import DataSpec, DefenseSpec, MethodSpec, ModelSpec, Suite, scale_budget
+from mibench.suite.sweeps import apply_setting, point_label, sweep_settings
 from mibench.suite.text import bounded_yaml, expand_env, pydantic_problems
 
 
@@ -37,6 +38,21 @@ def load_suite(path: str | os.PathLike[str], budget: float | None = None) -> Res
     if budget is not None and isinstance(raw, dict):
         raw = {**raw, "attack_budget": budget}
     return resolve_suite(raw, source)
+
+
+def _sweep_points(spec: DefenseSpec, where: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, values) of each row a defense entry gives: itself, or one per value of its `sweep`."""
+    if spec.sweep is None:
+        return [(spec.display, {})]
+    knobs = DEFENSES.get(spec.name).strength if spec.name in DEFENSES else ()
+    settings, bad = sweep_settings(spec.sweep, knobs, where)
+    problems += bad
+    if spec.stack is not None:
+        members = {m.name for m in spec.stack}
+        for key in settings[0] if settings else {}:
+            if key.split(".")[0] not in members:
+                problems.append(f"{where}.sweep: {key!r} names no stack member; use member.param ({sorted(members)})")
+    return [(point_label(spec.display, setting), setting) for setting in settings]
 
 
 def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
@@ -73,13 +89,21 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
 
     defenses = []
     for i, spec in enumerate(suite.defenses):
-        if spec.stack is None:
-            members = [resolve(DEFENSES, MethodSpec(name=spec.name, params=spec.params), f"defenses[{i}]")]
-        else:
-            members = [resolve(DEFENSES, m, f"defenses[{i}].stack[{j}]") for j, m in enumerate(spec.stack)]
-        if all(m is not None for m in members):
-            defenses.append(ResolvedDefense(spec.display, members))
-            problems += [f"defenses[{i}]: {m}" for m in missing_packages(members)]
+        for label, setting in _sweep_points(spec, f"defenses[{i}]", problems):
+            where = f"defenses[{i}]" + (f" ({label})" if setting else "")
+            if spec.stack is None:
+                params = apply_setting(spec.params, setting)
+                members = [resolve(DEFENSES, MethodSpec(name=spec.name, params=params), where)]
+            else:
+                members = [
+                    resolve(DEFENSES, MethodSpec(name=m.name, params=apply_setting(m.params, setting, m.name)),
+                            f"{where}.stack[{j}]")
+                    for j, m in enumerate(spec.stack)
+                ]  # fmt: skip
+            if all(m is not None for m in members):
+                family = spec.display if setting else None
+                defenses.append(ResolvedDefense(label, members, family, tuple(setting.items())))
+                problems += [f"{where}: {m}" for m in missing_packages(members)]
         if spec.stack is not None:
             names = [m.name for m in spec.stack]
             if "none" in names:

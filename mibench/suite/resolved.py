@@ -30,6 +30,8 @@ class ResolvedDefense:
 
     label: str
     members: list[ResolvedMethod]
+    family: str | None = None  # the suite entry's label, for a row a sweep expanded (see `mibench.suite.sweeps`)
+    setting: tuple[tuple[str, Any], ...] = ()  # the swept values of that row
 
     @property
     def name(self) -> str:

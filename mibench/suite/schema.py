@@ -73,6 +73,11 @@ class DefenseSpec(Params):
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
     stack: list[MethodSpec] | None = Field(None, min_length=1)
+    sweep: list[Any] | dict[str, list[Any]] | None = Field(
+        None,
+        description="one row per value: a list sweeps the defense's strength knob, {param: [values]} names it "
+        "(`member.param` in a stack; several keys are zipped)",
+    )
 
     @field_validator("stack", mode="before")
     @classmethod
