@@ -9,6 +9,19 @@ from pydantic import Field
 from mibench.params import Params
 
 
+class RandomErasingSpec(Params):
+    """torchvision's `RandomErasing` of each training image: a rectangle of random area and place, filled."""
+
+    p: float = Field(1.0, ge=0, le=1, description="probability that an image is erased")
+    scale: tuple[float, float] = Field((0.1, 0.4), description="range of the erased share of the image's area")
+    ratio: tuple[float, float] = Field((1.0, 1.0), description="range of the rectangle's aspect ratio (square: 1)")
+    fill: list[float] = Field(
+        default_factory=lambda: [0.7425, 0.728, 0.703],
+        description="fill per channel in [0, 1] pixels (grey images: their mean); MIDRE's value [0.485, 0.456, "
+        "0.406] is given after its Normalize(0.5, 0.5), i.e. 0.5 + 0.5 v in pixels",
+    )
+
+
 class TrainSpec(Params):
     """Classifier training hyperparameters; defaults are the KED-MI/Trap-MID VGG16 recipe (spec §3)."""
 
@@ -27,6 +40,9 @@ class TrainSpec(Params):
     crop_ratio: tuple[float, float] = Field((1.0, 1.0), description="its aspect-ratio range (PPA's configs: square)")
     color_jitter: tuple[float, float, float, float] | None = Field(
         None, description="ColorJitter (brightness, contrast, saturation, hue), e.g. PPA's [0.2, 0.2, 0.1, 0.1]"
+    )
+    erasing: RandomErasingSpec | None = Field(
+        None, description="random erasing after the other augmentations (the random-erasing defense sets it)"
     )
     drop_last: bool = True
     sampler: Literal["shuffle", "identity"] = Field(

@@ -42,7 +42,13 @@ from mibench.data.base import DataBundle, ImageSet, to_float
 from mibench.errors import MibenchError
 from mibench.params import Params
 from mibench.registry import DEFENSES
-from mibench.training.classifier import evaluate_accuracy, flip_where, make_optimizer, make_scheduler
+from mibench.training.classifier import (
+    augment_batch,
+    evaluate_accuracy,
+    flip_where,
+    make_optimizer,
+    make_scheduler,
+)
 
 
 def opacus() -> Any:
@@ -92,6 +98,8 @@ class DPSGD(Defense):
     name: ClassVar[str] = "dp-sgd"
     paper: ClassVar[str] = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (through Opacus)"
     official: ClassVar[str | None] = None  # no official code (FIDELITY.md)
+    # 2: the recipe's crops, colour jitter and random erasing reach DP-SGD's own loop (version 1 applied flips only)
+    version: ClassVar[int] = 2
     Params = DPSGDParams
     strength: ClassVar[tuple[str, ...]] = ("epsilon",)
     defines_fit: ClassVar[bool] = True
@@ -154,7 +162,7 @@ class DPSGD(Defense):
         spec, device = setup.spec, ctx.device
         private, optimizer, loader, engine = self.private_training(model, data.private_train, spec, ctx)
         scheduler = make_scheduler(optimizer, spec)
-        flips = ctx.generator("hflip")
+        flips, augment = ctx.generator("hflip"), ctx.generator("augment")
         best_acc, best_epoch, best_state = -1.0, 0, None
         start = time.perf_counter()
         with ctx.reporter.bar("target (DP-SGD)", spec.epochs * len(loader)) as advance:
@@ -164,6 +172,8 @@ class DPSGD(Defense):
                     x = to_float(images, device)
                     if spec.hflip:
                         x = flip_where(x, (torch.rand(len(x), generator=flips) < 0.5).to(device))
+                    if len(x):  # the recipe's crops, jitter and erasing, as the shared loop applies them
+                        x = augment_batch(x, spec, augment)
                     terms = setup.step(private, x, labels.to(device), epoch)
                     optimizer.zero_grad(set_to_none=True)
                     terms["loss"].backward()

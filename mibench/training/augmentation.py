@@ -8,6 +8,7 @@ padding. Gradients flow to the images (Trap-MID optimises its triggers through i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -170,3 +171,37 @@ def plg_augment(images: torch.Tensor, p: PLGAugmentParams, generator: torch.Gene
     """Crop, colour jitter, flip and rotation, each drawn per sample."""
     jittered = color_jitter(images, p.brightness, p.contrast, p.jitter_p, generator)
     return random_affine_augment(jittered, p, generator)
+
+
+def random_erasing(
+    images: torch.Tensor,
+    p: float,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    fill: Sequence[float],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Torchvision's `RandomErasing`, drawn per image in its order (the same draws give the same pixels).
+
+    With probability p, a rectangle of area share s ~ U(scale) and aspect ratio r ~ logU(ratio)
+    (h = round(sqrt(s A r)), w = round(sqrt(s A / r))) at a uniform position where it fits (h < H and w < W; up to
+    10 tries, else the image is kept) is set to `fill` (one value per channel; grey images take the mean).
+    """
+    out = images.clone()
+    n, c, height, width = images.shape
+    values = torch.tensor(list(fill), dtype=images.dtype)
+    values = values.mean().view(1) if c == 1 and len(values) != 1 else values
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for k in range(n):
+        if float(torch.rand((), generator=generator)) >= p:
+            continue
+        for _ in range(10):
+            area = height * width * float(torch.empty(()).uniform_(*scale, generator=generator))
+            aspect = math.exp(float(torch.empty(()).uniform_(*log_ratio, generator=generator)))
+            h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if h < height and w < width:
+                i = int(torch.randint(0, height - h + 1, (), generator=generator))
+                j = int(torch.randint(0, width - w + 1, (), generator=generator))
+                out[k, :, i : i + h, j : j + w] = values.to(images.device).view(-1, 1, 1)
+                break
+    return out

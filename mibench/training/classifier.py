@@ -24,7 +24,12 @@ from mibench.api.context import RunContext
 from mibench.api.recipe import TrainSpec
 from mibench.data.base import ImageSet, identity_batches, iterate_batches, to_float
 from mibench.models.base import ClassifierOutput
-from mibench.training.augmentation import AffineAugmentParams, random_affine_augment, random_color_jitter
+from mibench.training.augmentation import (
+    AffineAugmentParams,
+    random_affine_augment,
+    random_color_jitter,
+    random_erasing,
+)
 
 # A training step: (model, images in [0, 1], labels, epoch) -> named loss terms, of which "loss" is optimised.
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
@@ -129,6 +134,9 @@ def augment_batch(images: torch.Tensor, spec: TrainSpec, generator: torch.Genera
         images = random_affine_augment(images, crop, generator)
     if spec.color_jitter is not None:
         images = random_color_jitter(images, spec.color_jitter, generator)
+    if spec.erasing is not None:  # after every other augmentation, as MIDRE's torchvision pipeline
+        e = spec.erasing
+        images = random_erasing(images, e.p, e.scale, e.ratio, e.fill, generator)
     return images
 
 
