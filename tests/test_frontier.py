@@ -165,3 +165,66 @@ def test_a_swept_suite_runs_and_reports_its_frontier_end_to_end(tmp_path, capsys
     assert main(["figures", str(run), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "frontier.png").stat().st_size > 1000
     assert main(["report", str(run), "--layout", "frontier", "--accuracy-drops", "x"]) == 2
+    # recipe parity: each target records its effective recipe and whose it is; NegLS's own (Adam) differs
+    from mibench.api.records import RECORDS_FILE, read_records
+
+    times = {r.defense: r.details for r in read_records(run / RECORDS_FILE) if r.metric == "train_time_s"}
+    assert times["-"]["recipe_source"] == "suite" and times["-"]["recipe"]["optimizer"] == "sgd"
+    assert times["NegLS smoothing=-0.3"]["recipe_source"] == "defense"
+    assert times["NegLS smoothing=-0.3"]["recipe"]["initialisation"] == "random"
+    capsys.readouterr()
+    assert main(["report", str(run), "--layout", "table1"]) == 0
+    assert "NegLS smoothing=-0.3 (" in capsys.readouterr().out
+
+
+def _target_record(defense: str, recipe: dict, acc: float = 0.9) -> list[Record]:
+    time_record = _record(defense, 0, "train_time_s", 1.0).model_copy(update={"details": {"recipe": recipe}})
+    return [time_record, _record(defense, 0, "acc", acc), _record(defense, 0, "aa1", 0.5, "GMI")]
+
+
+def test_every_caption_names_the_defenses_trained_with_another_recipe():
+    from mibench.reporting.tables import build_table
+
+    base = {"optimizer": "sgd", "lr": 0.01, "epochs": 50, "sampler": "shuffle", "milestones": []}
+    records = _target_record("-", base) + _target_record("MID", {**base, "sampler": "identity"})
+    records += _target_record("NegLS", {**base, "optimizer": "adam", "lr": 0.001, "milestones": [75, 90]})
+    records += _target_record("Trap-MID", dict(base))
+    caption = build_table(records, "table1").caption
+    assert (
+        "recipe other than the undefended target's: MID (sampler identity); NegLS (lr 0.001, milestones [75, 90], "
+        "optimizer adam)" in caption
+    )
+    assert "Trap-MID (" not in caption
+    assert "recipe other" not in build_table(_target_record("-", base) + _target_record("X", base), "table1").caption
+
+
+def test_recipe_baseline_trains_a_defense_with_the_suites_recipe():
+    defenses = [
+        {"name": "negls", "label": "NegLS"},
+        {"name": "negls", "label": "NegLS (baseline recipe)", "recipe": "baseline"},
+        {"label": "TM+NegLS", "stack": ["trap-mid", "negls"], "recipe": "baseline"},
+    ]
+    rows = {d.label: d for d in resolve_suite({**TINY_SUITE, "defenses": defenses}).defenses}
+    assert rows["NegLS"].members[0].params.recipe.optimizer == "adam"  # the paper's (Trap-MID's NegLS config)
+    baseline = rows["NegLS (baseline recipe)"].members[0].params
+    assert baseline.recipe.optimizer is None and baseline.recipe.lr is None and baseline.smoothing == -0.05
+    assert rows["TM+NegLS"].members[1].params.recipe.epochs is None
+
+
+def test_the_accuracy_card_warns_when_the_evaluator_or_the_target_is_off_the_paper():
+    from mibench.reporting.card import accuracy_card
+
+    evaluator = _record("-", 0, "evaluator_acc", 0.92).model_copy(
+        update={"attack": None, "defense": None, "details": {"architecture": "facenet"}}
+    )
+    records = [evaluator, _record("-", 0, "acc", 0.862)]
+    lines, warnings = accuracy_card(records, "table1")
+    assert (
+        lines[0] == "Evaluation model: 92.00% test accuracy, KED-MI's released FaceNet (Trap-MID Tables 1-18): 95.88%"
+    )
+    assert len(warnings) == 1 and "-3.88 points" in warnings[0]  # the target (86.20 vs 86.21) is within a point
+    assert lines[1] == "Undefended target: 86.20% test accuracy, the paper's 86.21%"
+    close = [evaluator.model_copy(update={"value": 0.955}), _record("-", 0, "acc", 0.80)]
+    lines, warnings = accuracy_card(close, "table1")
+    assert len(warnings) == 1 and "Table 1" in warnings[0] and "-6.21 points" in warnings[0]
+    assert accuracy_card(records, "frontier") == ([], [])  # not a paper table: no card

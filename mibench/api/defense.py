@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,7 @@ class TrainedTarget:
     best_epoch: int = 0
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: list[Measurement] = field(default_factory=list)  # recorded with the target (e.g. trapdoor success)
+    recipe: dict[str, Any] = field(default_factory=dict)  # the effective training recipe, after the defenses' own
 
 
 class Defense:

@@ -14,6 +14,7 @@ from mibench.fileio import write_atomic
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a run's records as a table."""
+    from mibench.reporting.card import accuracy_card
     from mibench.reporting.compare import with_paper_columns
     from mibench.reporting.render import render_csv, render_latex, render_markdown
     from mibench.reporting.stats import annotate_significance, comparisons_text
@@ -72,6 +73,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
     else:
         table = build_table(records, layout, caption, planned_seeds=planned)
+        card, warnings = accuracy_card(records, layout)
+        if card:  # the evaluator's and the undefended target's accuracy beside the paper's
+            table.caption = f"{table.caption.rstrip('.')}. {'. '.join(card)}."
+        for warning in warnings:
+            print(f"mibench: warning: {warning}", file=sys.stderr)
         short = partial_cells(table)
         if short:
             listing = "; ".join(short)

@@ -319,6 +319,38 @@ def _capped_walk_notes(records: list[Record]) -> list[str]:
     return [f"Walks stopped by the iteration cap (not in the official code), summed over seeds: {where}"]
 
 
+def recipe_differences(records: list[Record]) -> list[str]:
+    """Defenses whose effective training recipe differs from the undefended target's, with the differing fields.
+
+    Read from the target records' `recipe` details (`train_time_s`); empty when the run has no undefended row.
+    """
+    recipes: dict[str, dict] = {}
+    for r in records:
+        if r.metric == "train_time_s" and r.attack is None and isinstance(r.details.get("recipe"), dict):
+            recipes.setdefault(r.defense or "", r.details["recipe"])
+    base = next((recipe for label, recipe in recipes.items() if method_key(label) == "none"), None)
+    if base is None:
+        return []
+    out = []
+    for label, recipe in recipes.items():
+        changed = [
+            f"{key} {_text(recipe.get(key))}"
+            for key in sorted(set(base) | set(recipe))
+            if recipe.get(key) != base.get(key)
+        ]
+        if changed:
+            out.append(f"{label} ({', '.join(changed)})")
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _caption(records: list[Record], keys: list[str | None], prefix: str | None) -> str:
     seeds = sorted({r.seed for r in records if r.seed is not None})
     parts = [prefix] if prefix else []
@@ -341,6 +373,9 @@ def _caption(records: list[Record], keys: list[str | None], prefix: str | None) 
             "(BREP-MI's code prints the 0-based round index)"
         )
     parts += _capped_walk_notes(records)
+    differing = recipe_differences(records)
+    if differing:
+        parts.append("Trained with a recipe other than the undefended target's: " + "; ".join(differing))
     parts += _protocol_notes(records, keys)
     parts += _missing_notes(records, keys)
     parts.append("Best per attack in bold; arrows give the better direction for the defender")

@@ -295,6 +295,12 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
         trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
     precision = precision_label(TrainSpec(**p["train"]), ws.device) if not p.get("checkpoint") else "checkpoint"
     details = {"device": str(ws.device), "precision": precision}
+    if trained.recipe:  # the effective recipe (after the defenses' own) and where the weights started
+        start = p["architecture"]["params"].get("pretrained")
+        details["recipe"] = {**trained.recipe, "initialisation": Path(start).name if start else "random"}
+        details["recipe_source"] = (
+            "suite" if trained.recipe == TrainSpec(**p["train"]).model_dump(mode="json") else ("defense")
+        )
     values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", details)]
     values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}

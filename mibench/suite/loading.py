@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mibench.api.defense import RecipeParams
 from mibench.errors import ConfigError, unknown_name_message
 from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS, Registry
 from mibench.suite.checks import missing_packages, pairing_problems
@@ -38,6 +39,13 @@ def load_suite(path: str | os.PathLike[str], budget: float | None = None) -> Res
     if budget is not None and isinstance(raw, dict):
         raw = {**raw, "attack_budget": budget}
     return resolve_suite(raw, source)
+
+
+def _with_recipe(name: str | None, params: dict[str, Any], recipe: str) -> dict[str, Any]:
+    """`recipe: baseline`: a defense with a paper recipe of its own (`params.recipe`) keeps the suite's instead."""
+    if recipe != "baseline" or name not in DEFENSES or "recipe" not in DEFENSES.get(name).Params.model_fields:
+        return params
+    return {**params, "recipe": dict.fromkeys(RecipeParams.model_fields)}
 
 
 def _sweep_points(spec: DefenseSpec, where: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -92,12 +100,12 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
         for label, setting in _sweep_points(spec, f"defenses[{i}]", problems):
             where = f"defenses[{i}]" + (f" ({label})" if setting else "")
             if spec.stack is None:
-                params = apply_setting(spec.params, setting)
+                params = _with_recipe(spec.name, apply_setting(spec.params, setting), spec.recipe)
                 members = [resolve(DEFENSES, MethodSpec(name=spec.name, params=params), where)]
             else:
                 members = [
-                    resolve(DEFENSES, MethodSpec(name=m.name, params=apply_setting(m.params, setting, m.name)),
-                            f"{where}.stack[{j}]")
+                    resolve(DEFENSES, MethodSpec(name=m.name, params=_with_recipe(
+                        m.name, apply_setting(m.params, setting, m.name), spec.recipe)), f"{where}.stack[{j}]")
                     for j, m in enumerate(spec.stack)
                 ]  # fmt: skip
             if all(m is not None for m in members):

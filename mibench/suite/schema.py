@@ -73,6 +73,11 @@ class DefenseSpec(Params):
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
     stack: list[MethodSpec] | None = Field(None, min_length=1)
+    recipe: Literal["official", "baseline"] = Field(
+        "official",
+        description="official: the defense's paper recipe where it has one (its `params.recipe`); baseline: the "
+        "undefended target's recipe, only the defense's own loss and data added",
+    )
     sweep: list[Any] | dict[str, list[Any]] | None = Field(
         None,
         description="one row per value: a list sweeps the defense's strength knob, {param: [values]} names it "

@@ -85,6 +85,9 @@ class DefenseStack:
         else:
             trained = train_with_shared_loop(wrapped, data, setup, ctx)
         trained.stats = [*(m for d in self.defenses for m in d.preparation_stats()), *trained.stats]
+        # What the target was trained with after every defense's recipe: reports name where it differs from the
+        # undefended target's (recipe parity)
+        trained.recipe = setup.spec.model_dump(mode="json")
         owner = self.defenses.index(self.fitter)
         trained.extras = {f"{owner}.{k}": v for k, v in trained.extras.items()}
         extras, stats = self.finish(trained.model, data, ctx)
