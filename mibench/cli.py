@@ -340,15 +340,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         if methods:
             table.add_column("official code (FIDELITY.md)")
             table.add_column("version")
-        extra = "access" if kind == "attacks" else ("scope" if kind == "metrics" else None)
+        extra = {"attacks": "access", "metrics": "scope", "defenses": "strength (sweep: default)"}.get(kind)
         if extra:
             table.add_column(extra)
         for name, cls in registry:
             row = [name, cls.paper]
             if methods:
                 row += [cls.official or "none released", str(cls.version)]
-            if extra:
-                row.append(str(getattr(cls, extra).value if kind == "attacks" else cls.scope))
+            if kind == "attacks":
+                row.append(str(cls.access.value))
+            elif kind == "metrics":
+                row.append(str(cls.scope))
+            elif kind == "defenses":
+                defaults = cls.Params()
+                row.append(", ".join(f"{k}: {getattr(defaults, k)}" for k in cls.strength) or "-")
             table.add_row(*row)
         console.print(table)
     return 0
