@@ -23,6 +23,7 @@ FID_LIKE = ("fid", "fd_inception", "fd_effnet_lite0", "fd_evaluator")
 LAYOUTS: dict[str, tuple[Column, ...]] = {
     "table1": (
         Column(("acc",), "Acc"),
+        Column(("robust_acc",), "Robust Acc"),  # only where a suite measures it (robust-accuracy: AT-AT's view)
         Column(("aa1",), "AA-1"),
         Column(("aa5",), "AA-5"),
         Column(("knn_dist",), "KNN Dist"),
@@ -76,7 +77,7 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
 # (PPA at 224x224) adds the FaceNet feature distance; Table 20 is PPA's PRDC.
 for _number in (2, 4, 5, 6, 7, 8, 10, 12, 13, 14, 15, 16, 17):
     LAYOUTS[f"table{_number}"] = LAYOUTS["table1"]
-LAYOUTS["table19"] = (*LAYOUTS["table1"][:3], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][3:])
+LAYOUTS["table19"] = (*LAYOUTS["table1"][:4], Column(("facenet_dist",), "FaceNet Dist"), *LAYOUTS["table1"][4:])
 LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))
 
 # Columns whose values depend on the evaluation protocol (standard or published pipelines).

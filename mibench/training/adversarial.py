@@ -1,4 +1,7 @@
-"""Untargeted projected gradient descent (Madry et al., ICLR 2018) for the adversarial-detection metric.
+"""Projected gradient descent (Madry et al., ICLR 2018), untargeted and targeted.
+
+Untargeted for the adversarial-detection and robust-accuracy metrics; targeted for AT-AT's anti-adversarial
+examples.
 
 Trap-MID's Figure 3 attacks with AutoAttack `standard` (APGD-CE, APGD-T, FAB-T, Square), which is not on PyPI; mibench
 uses PGD with a random start and the same budgets (L-inf 8/255, L2 0.5). PGD is the weaker adversary, so detection
@@ -35,24 +38,32 @@ def pgd_attack(
     steps: int = 50,
     step_size: float | None = None,
     generator: torch.Generator | None = None,
+    targeted: bool = False,
+    random_start: bool = True,
 ) -> torch.Tensor:
     """Maximise the cross-entropy of `labels` within an `eps` ball (images stay in [0, 1]); returns the images.
 
     Steps: signed gradient (L-inf) or normalised gradient (L2) of size `step_size` (default 2.5 eps / steps), then
-    projection onto the ball and the [0, 1] box. A uniform (L-inf) or scaled-Gaussian (L2) random start.
+    projection onto the ball and the [0, 1] box. A uniform (L-inf) or scaled-Gaussian (L2) random start. `targeted`:
+    minimise the cross-entropy of `labels` instead (towards those classes), as torchattacks' targeted PGD.
+    The model is called in whatever mode it is in (AT-AT attacks its own training-mode network).
     """
     step_size = step_size or 2.5 * eps / steps
-    noise = (
-        torch.rand(images.shape, generator=generator) * 2 - 1
-        if norm == "linf"
-        else torch.randn(images.shape, generator=generator)
-    )
-    noise = noise.to(images.device)
-    delta = noise * eps if norm == "linf" else _project(_l2_normalise(noise) * eps * 0.5, norm, eps)
-    delta = ((images + delta).clamp(0, 1) - images).detach()
+    if random_start:
+        noise = (
+            torch.rand(images.shape, generator=generator) * 2 - 1
+            if norm == "linf"
+            else torch.randn(images.shape, generator=generator)
+        )
+        noise = noise.to(images.device)
+        delta = noise * eps if norm == "linf" else _project(_l2_normalise(noise) * eps * 0.5, norm, eps)
+        delta = ((images + delta).clamp(0, 1) - images).detach()
+    else:
+        delta = torch.zeros_like(images)
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = F.cross_entropy(model(images + delta).logits, labels)
+        loss = -loss if targeted else loss
         (grad,) = torch.autograd.grad(loss, delta)
         step = grad.sign() if norm == "linf" else _l2_normalise(grad)
         delta = _project(delta.detach() + step_size * step, norm, eps)
