@@ -280,7 +280,15 @@ def test_multi_model_tables_compare_one_architecture():
     assert ("ppa", "trapmid", "aa1") in resnet
     with pytest.raises(ValueError, match="architecture 'VGG-19'"):
         paper_values(19, architecture="VGG-19")
-    assert [c.metrics[0] for c in LAYOUTS["table19"]] == ["acc", "robust_acc", "aa1", "aa5", "facenet_dist", "knn_dist", "fid"]
+    assert [c.metrics[0] for c in LAYOUTS["table19"]] == [
+        "acc",
+        "robust_acc",
+        "aa1",
+        "aa5",
+        "facenet_dist",
+        "knn_dist",
+        "fid",
+    ]
     assert [c.metrics[0] for c in LAYOUTS["table20"]] == ["acc", "precision", "recall", "density", "coverage"]
 
 
