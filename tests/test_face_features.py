@@ -123,3 +123,19 @@ def test_offline_effnet_lite0_recognises_a_real_photo_and_gives_a_labelled_fd():
     inputs = _inputs(to_float(random_uint8_images(4, 3)), torch.tensor([0, 1, 1, 0]))
     (m,) = FrechetDistance(FrechetParams(extractor="effnet-lite0", fake_subset="all")).compute(inputs, RunContext())
     assert m.metric == "fd_effnet_lite0" and m.value > 0 and m.details["weights"] == path.name
+
+
+def test_facenet_distance_is_never_set_beside_a_papers_value(facenet_file):
+    # PPA's δ_face re-renders each kept latent unclamped at 160 px and Trap-MID's Table 11 code is not released;
+    # mibench embeds the stored reconstructions, so its records say standard and --compare-paper leaves them alone
+    import types
+
+    from mibench.reporting.compare import measured_protocols
+
+    path, _ = facenet_file
+    inputs = _inputs(to_float(random_uint8_images(2, 3)), torch.tensor([0, 1]))
+    inputs.protocol, inputs.pipeline = "published", "ppa"
+    (m,) = FaceNetDistance(FaceNetDistanceParams(weights=str(path))).compute(inputs, RunContext())
+    assert m.details["protocol"] == "published" and m.details["pipeline"].startswith("standard (")
+    followed = measured_protocols([types.SimpleNamespace(attack="PPA", metric=m.metric, details=m.details)])
+    assert followed == {("PPA", "facenet_dist"): {"standard"}}

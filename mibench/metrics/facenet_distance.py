@@ -20,8 +20,8 @@ from mibench.checkpoints import weights_file
 from mibench.errors import CheckpointError
 from mibench.metrics.frechet import cached_network, network_features
 from mibench.metrics.functional import knn_distance
+from mibench.metrics.published import ProtocolParams
 from mibench.models.inception_resnet_v1 import load_facenet_embedding
-from mibench.params import Params
 from mibench.registry import METRICS
 
 FACENET_WEIGHTS = "20180402-114759-vggface2.pt"
@@ -33,7 +33,12 @@ def facenet_weights_path(explicit: str | None) -> Path:
     return weights_file(explicit, FACENET_WEIGHTS, "facenet-distance", provenance, "{weights: /path/to/file}")
 
 
-class FaceNetDistanceParams(Params):
+# Why no δ_face record is paired with a paper's: PPA re-renders each kept latent (1024 -> crop 800 -> 160, unclamped)
+# into the embedding, and Trap-MID's Table 11 code is not released; mibench embeds the stored reconstructions.
+NOT_THE_PAPERS_PATH = "standard (the stored reconstructions; the papers' own δ_face paths are not reproduced)"
+
+
+class FaceNetDistanceParams(ProtocolParams):
     """Where the embedding's weights are, and its input size."""
 
     weights: str | None = Field(None, description=f"default: $MIBENCH_WEIGHTS/{FACENET_WEIGHTS}")
@@ -45,6 +50,8 @@ class FaceNetDistance(Metric):
     """Mean squared L2 distance in the FaceNet (VGGFace2) embedding to the nearest same-class private image."""
 
     name: ClassVar[str] = "facenet-distance"
+    # 2: its records say standard under `published` (never set beside the papers' values, which come another way)
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Struppek et al., Plug & Play Attacks, ICML 2022 (feature distance δ_face)"
     Params = FaceNetDistanceParams
     scope: ClassVar[str] = "attack"
@@ -74,5 +81,7 @@ class FaceNetDistance(Metric):
             "input_size": p.input_size,
             "squared": True,
             "n": int(fake.shape[0]),
+            "protocol": p.protocol or inputs.protocol,
+            "pipeline": NOT_THE_PAPERS_PATH,
         }
         return [Measurement("facenet_dist", value, True, "distance", details)]

@@ -81,7 +81,7 @@ LAYOUTS["table19"] = (*LAYOUTS["table1"][:4], Column(("facenet_dist",), "FaceNet
 LAYOUTS["table20"] = tuple(c for c in LAYOUTS["table11"] if c.metrics != ("facenet_dist",))
 
 # Columns whose values depend on the evaluation protocol (standard or published pipelines).
-PROTOCOL_METRICS = {"aa1", "aa5", "knn_dist", "fid", "precision", "recall", "density", "coverage"}
+PROTOCOL_METRICS = {"aa1", "aa5", "knn_dist", "fid", "precision", "recall", "density", "coverage", "facenet_dist"}
 
 # Column headers for metrics that stand in for the layout's own (never call a non-Inception FD "FID").
 STAND_IN_LABELS = {"fd_evaluator": "FD-eval", "fd_inception": "FD-Inception", "fd_effnet_lite0": "FD-EffNetLite0"}
