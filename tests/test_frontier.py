@@ -218,13 +218,15 @@ def test_the_accuracy_card_warns_when_the_evaluator_or_the_target_is_off_the_pap
         update={"attack": None, "defense": None, "details": {"architecture": "facenet"}}
     )
     records = [evaluator, _record("-", 0, "acc", 0.862)]
-    lines, warnings = accuracy_card(records, "table1")
+    celeba = {"data": {"dataset": "celeba"}}
+    lines, warnings = accuracy_card(records, "table1", celeba)
     assert (
         lines[0] == "Evaluation model: 92.00% test accuracy, KED-MI's released FaceNet (Trap-MID Tables 1-18): 95.88%"
     )
     assert len(warnings) == 1 and "-3.88 points" in warnings[0]  # the target (86.20 vs 86.21) is within a point
     assert lines[1] == "Undefended target: 86.20% test accuracy, the paper's 86.21%"
     close = [evaluator.model_copy(update={"value": 0.955}), _record("-", 0, "acc", 0.80)]
-    lines, warnings = accuracy_card(close, "table1")
+    lines, warnings = accuracy_card(close, "table1", celeba)
     assert len(warnings) == 1 and "Table 1" in warnings[0] and "-6.21 points" in warnings[0]
-    assert accuracy_card(records, "frontier") == ([], [])  # not a paper table: no card
+    assert accuracy_card(records, "frontier", celeba) == ([], [])  # not a paper table: no card
+    assert accuracy_card(records, "table1", {"data": {"dataset": "mnist"}}) == ([], [])  # not the paper's data

@@ -30,9 +30,14 @@ def paper_table_number(layout: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def accuracy_card(records: list[Record], layout: str | None) -> tuple[list[str], list[str]]:
-    """(caption sentences, warnings): the evaluator's and the undefended target's accuracy against the paper's."""
-    number = paper_table_number(layout)
+def accuracy_card(records: list[Record], layout: str | None, suite: dict | None) -> tuple[list[str], list[str]]:
+    """(caption sentences, warnings): the evaluator's and the undefended target's accuracy against the paper's.
+
+    Only for a paper suite: a paper table's layout on the paper's private data (CelebA); other runs compare
+    nothing with the paper.
+    """
+    dataset = ((suite or {}).get("data") or {}).get("dataset")
+    number = paper_table_number(layout) if dataset == "celeba" else None
     lines, warnings = [], []
     evaluator = next((r for r in records if r.metric == "evaluator_acc" and r.value is not None), None)
     if number is not None and evaluator is not None:

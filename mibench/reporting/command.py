@@ -73,7 +73,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         text = render_latex(table) if fmt == "latex" else render_markdown(table)
     else:
         table = build_table(records, layout, caption, planned_seeds=planned)
-        card, warnings = accuracy_card(records, layout)
+        card, warnings = accuracy_card(records, layout, suite)
         if card:  # the evaluator's and the undefended target's accuracy beside the paper's
             table.caption = f"{table.caption.rstrip('.')}. {'. '.join(card)}."
         for warning in warnings:
