@@ -66,3 +66,10 @@ def test_a_target_trains_with_erased_images(defense_data, monkeypatch):
     trained = DefenseStack([RandomErasing(RandomErasingParams())]).fit(tiny_model(), defense_data, spec, RunContext())
     assert seen and all(s[0] == 32 for s in seen)  # every training batch, after the other augmentations
     assert trained.test_accuracy > 1 / defense_data.num_classes
+
+
+def test_a_recipe_without_erasing_dumps_as_before_the_field_existed():
+    # cache keys hash the dumped recipe: adding the field must not move the keys of every existing target
+    assert "erasing" not in TrainSpec().model_dump(mode="json")
+    erasing = TrainSpec(erasing={"scale": (0.1, 0.8)}).model_dump(mode="json")["erasing"]
+    assert erasing["scale"] == [0.1, 0.8] and TrainSpec.model_validate(TrainSpec().model_dump()).erasing is None
