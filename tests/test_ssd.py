@@ -66,3 +66,16 @@ def test_ssd_is_deploy_only_and_releases_log_probabilities_of_its_output():
     expected = shield(model(x).logits.softmax(1), extras["class_means"], SSDParams(), torch.Generator().manual_seed(2))
     torch.testing.assert_close(out.logits.softmax(1), expected)
     torch.testing.assert_close(out.features, model(x).features)
+
+
+def test_white_box_attacks_differentiate_through_the_post_processing():
+    # the smoke suite's white-box attacks against SSD: gradients reach the input (zero where p* is q_y), no error
+    from tests.conftest import tiny_model
+
+    model = tiny_model().eval()
+    means = (torch.rand(5, 5, generator=torch.Generator().manual_seed(0)) + 2 * torch.eye(5)).softmax(1)
+    released = SSD(SSDParams())
+    released.restore(model, {"class_means": means})
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    released.deploy(model, torch.Generator().manual_seed(1))(x).logits.logsumexp(1).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

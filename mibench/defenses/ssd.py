@@ -84,7 +84,7 @@ def water_fill(f: torch.Tensor, q: torch.Tensor, budget: torch.Tensor) -> torch.
 
 def shield(probs: torch.Tensor, means: torch.Tensor, p: SSDParams, generator: torch.Generator) -> torch.Tensor:
     """SSD's post-processed probabilities of a batch of probability vectors (module docstring)."""
-    drawn = torch.multinomial((probs / p.temperature).softmax(1).cpu(), 1, generator=generator).view(-1)
+    drawn = torch.multinomial((probs.detach() / p.temperature).softmax(1).cpu(), 1, generator=generator).view(-1)
     q = means.to(probs.device)[drawn.to(probs.device)]
     entropy = -(probs * probs.clamp_min(1e-38).log()).sum(1)
     return water_fill(probs, q, p.epsilon * entropy)
@@ -92,8 +92,6 @@ def shield(probs: torch.Tensor, means: torch.Tensor, p: SSDParams, generator: to
 
 class ShieldedClassifier(nn.Module):
     """The released model: the target's features, and logits log p* of SSD's post-processed probabilities."""
-
-    outside_target = True
 
     def __init__(self, target: nn.Module, means: torch.Tensor, params: SSDParams, generator: torch.Generator):
         super().__init__()
@@ -103,10 +101,13 @@ class ShieldedClassifier(nn.Module):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
-        """Post-processed logits; no gradient reaches the input through the draw and the clipping's choice."""
+        """Post-processed logits, differentiable for white-box attackers.
+
+        The gradient flows where p* follows f (unclipped coordinates and the clipping levels) and is zero where p*
+        is q_y; the class draw is not differentiated.
+        """
         out = self.target(x)
-        with torch.no_grad():
-            probs = shield(out.logits.float().softmax(1), self.means, self.params, self.generator)
+        probs = shield(out.logits.float().softmax(1), self.means, self.params, self.generator)
         return out._replace(logits=probs.clamp_min(1e-38).log())
 
 
