@@ -79,3 +79,11 @@ def test_white_box_attacks_differentiate_through_the_post_processing():
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
     released.deploy(model, torch.Generator().manual_seed(1))(x).logits.logsumexp(1).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_a_non_finite_query_passes_through_and_the_others_are_shielded():
+    means = torch.full((3, 3), 0.2) + 0.4 * torch.eye(3)
+    f = torch.tensor([[0.7, 0.2, 0.1], [float("nan")] * 3])
+    p = shield(f, means, SSDParams(), torch.Generator().manual_seed(0))
+    assert torch.isnan(p[1]).all() and torch.isfinite(p[0]).all()
+    torch.testing.assert_close(p[:1], shield(f[:1], means, SSDParams(), torch.Generator().manual_seed(0)))

@@ -84,10 +84,13 @@ def water_fill(f: torch.Tensor, q: torch.Tensor, budget: torch.Tensor) -> torch.
 
 def shield(probs: torch.Tensor, means: torch.Tensor, p: SSDParams, generator: torch.Generator) -> torch.Tensor:
     """SSD's post-processed probabilities of a batch of probability vectors (module docstring)."""
-    drawn = torch.multinomial((probs.detach() / p.temperature).softmax(1).cpu(), 1, generator=generator).view(-1)
+    # A non-finite query (a diverged attack's image) passes through unchanged: there is nothing to draw from.
+    finite = torch.isfinite(probs).all(1, keepdim=True)
+    weights = torch.where(finite, probs.detach() / p.temperature, torch.zeros_like(probs)).softmax(1)
+    drawn = torch.multinomial(weights.cpu(), 1, generator=generator).view(-1)
     q = means.to(probs.device)[drawn.to(probs.device)]
     entropy = -(probs * probs.clamp_min(1e-38).log()).sum(1)
-    return water_fill(probs, q, p.epsilon * entropy)
+    return torch.where(finite, water_fill(probs, q, p.epsilon * entropy), probs)
 
 
 class ShieldedClassifier(nn.Module):
