@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,32 +144,18 @@ class TargetOracle:
         """
         self._require(Access.WHITE_BOX, "train-mode confidence scores")
         self._count(x)
-        model = self.__model
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        model.train()
-        try:
-            logits = functional_call(model, buffers, (x,)).logits
-        finally:
-            model.eval()
-        return torch.softmax(logits.detach(), dim=1)
+        return torch.softmax(_train_mode_on_buffer_copies(self.__model, x).logits.detach(), dim=1)
 
     def train_mode_body_features(self, x: torch.Tensor) -> torch.Tensor:
         """The target's body output in training mode, with gradients to `x` (white-box only).
 
         The architecture's `bottleneck_input` (VGG16: the raw flattened 2,048-d conv output, before the BN1d head;
         elsewhere the penultimate feature) on each batch's own BatchNorm statistics, as SecretGen's stage 1 reads a
-        target it never puts in eval mode. The running statistics the pass updates are restored afterwards, so no
-        other query or job sees them.
+        target it never puts in eval mode. As `train_mode_probabilities`, on copies of the running statistics.
         """
         self._require(Access.WHITE_BOX, "train-mode features")
         self._count(x)
-        body = _BodyOutput(self.__model)
-        buffers = {f"model.{name}": b.clone() for name, b in self.__model.named_buffers()}
-        body.train()
-        try:
-            return functional_call(body, buffers, (x,))
-        finally:
-            body.eval()
+        return _train_mode_on_buffer_copies(_BodyOutput(self.__model), x)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax scores, detached (probabilities access or more)."""
@@ -226,6 +213,20 @@ class TargetOracle:
             images = select_private(train, test, indices[start : start + batch_size]).images
             out.append(torch.softmax(self._scores(to_float(images, device), Access.PROBABILITIES), dim=1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+
+
+def _train_mode_on_buffer_copies(module: nn.Module, x: torch.Tensor) -> Any:
+    """`module(x)` in training mode on copies of its buffers.
+
+    The running statistics the pass updates reach no other query or job; the module goes back to eval mode, the
+    target's resting mode.
+    """
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    module.train()
+    try:
+        return functional_call(module, buffers, (x,))
+    finally:
+        module.eval()
 
 
 class _BodyOutput(nn.Module):
