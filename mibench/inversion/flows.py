@@ -97,13 +97,19 @@ class ClassFlows(nn.Module):
     @torch.no_grad()
     def initialise_actnorms(self, samples: torch.Tensor) -> None:
         """Set every actnorm from one encode pass of `samples` (C x n x dim), as Glow's first forward call does."""
-        x = samples.to(self.bias.device, self.bias.dtype)
+        self._encode(samples.to(self.bias.device, self.bias.dtype), initialise=True)
+
+    def _encode(self, x: torch.Tensor, initialise: bool = False) -> torch.Tensor:
+        """The encode direction x -> eps; `initialise` first sets each actnorm from the data reaching it."""
         for k in range(self.steps):
-            bias, log_scale = actnorm_from_data(x)
-            self.bias[k].copy_(bias)
-            self.log_scale[k].copy_(log_scale)
+            if initialise:
+                bias, log_scale = actnorm_from_data(x)
+                self.bias[k].copy_(bias)
+                self.log_scale[k].copy_(log_scale)
             x = self._permute((x + self.bias[k]) * self.log_scale[k].exp(), self.permutations[:, k])
-            x = torch.cat([x[..., : self.split], x[..., self.split :] + self._shift(k, x[..., : self.split], True)], -1)
+            given, changed = x[..., : self.split], x[..., self.split :]
+            x = torch.cat([given, changed + self._shift(k, given, initialise)], dim=-1)
+        return x
 
     def _shift(self, k: int, given: torch.Tensor, initialise: bool = False) -> torch.Tensor:
         """The coupling network of step k (`get_block` on a 1 x 1 image); `initialise` sets its hidden actnorms."""
@@ -137,11 +143,7 @@ class ClassFlows(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log q(x) of points x (C x n x dim), by the encode direction (the official `logp`)."""
-        for k in range(self.steps):
-            x = self._permute((x + self.bias[k]) * self.log_scale[k].exp(), self.permutations[:, k])
-            given, changed = x[..., : self.split], x[..., self.split :]
-            x = torch.cat([given, changed + self._shift(k, given)], dim=-1)
-        return standard_normal_log_prob(x) + self.log_determinant()
+        return standard_normal_log_prob(self._encode(x)) + self.log_determinant()
 
     def sample(self, n: int, generators, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """N points per class (C x n x dim) with their log q, eps drawn from `generators(c)` per class."""
