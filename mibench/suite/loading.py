@@ -19,7 +19,7 @@ from mibench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, METRICS
 from mibench.suite.checks import missing_packages, pairing_problems
 from mibench.suite.resolved import ResolvedDefense, ResolvedMethod, ResolvedSuite
 from mibench.suite.schema import DataSpec, DefenseSpec, MethodSpec, ModelSpec, Suite, scale_budget
-from mibench.suite.sweeps import apply_setting, point_label, sweep_settings
+from mibench.suite.sweeps import apply_setting, expand_sweep
 from mibench.suite.text import bounded_yaml, expand_env, pydantic_problems
 
 
@@ -52,15 +52,14 @@ def _sweep_points(spec: DefenseSpec, where: str, problems: list[str]) -> list[tu
     """(label, values) of each row a defense entry gives: itself, or one per value of its `sweep`."""
     if spec.sweep is None:
         return [(spec.display, {})]
-    knobs = DEFENSES.get(spec.name).strength if spec.name in DEFENSES else ()
-    settings, bad = sweep_settings(spec.sweep, knobs, where)
+    points, bad = expand_sweep(spec.name, spec.display, spec.sweep, where)
     problems += bad
     if spec.stack is not None:
         members = {m.name for m in spec.stack}
-        for key in settings[0] if settings else {}:
+        for key in points[0].setting if points else {}:
             if key.split(".")[0] not in members:
                 problems.append(f"{where}.sweep: {key!r} names no stack member; use member.param ({sorted(members)})")
-    return [(point_label(spec.display, setting), setting) for setting in settings]
+    return [(point.label, point.setting) for point in points]
 
 
 def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mibench.registry import DEFENSES
+
 MAX_SWEEP_VALUES = 64
 
 
@@ -90,21 +92,23 @@ def apply_setting(params: dict[str, Any], setting: dict[str, Any], member: str |
     return out
 
 
+def expand_sweep(name: str | None, family: str, sweep: Any, where: str) -> tuple[list[SweepPoint], list[str]]:
+    """The rows a defense entry's `sweep` gives (a plain list sweeps `name`'s strength knob), and problems."""
+    knobs = DEFENSES.get(name).strength if name in DEFENSES else ()
+    settings, problems = sweep_settings(sweep, knobs, where)
+    return [SweepPoint(point_label(family, setting), setting, family) for setting in settings], problems
+
+
 def sweep_rows(suite: dict[str, Any]) -> dict[str, SweepPoint]:
     """Label -> its family and values, for every row a (dumped) suite's defense sweeps expand into.
 
     Reports read this from the run's plan.json, so a family's rows can be drawn as one curve.
     """
-    from mibench.registry import DEFENSES
-
     rows = {}
     for entry in suite.get("defenses", []):
         if not isinstance(entry, dict) or entry.get("sweep") is None:
             continue
         name = entry.get("name")
         family = entry.get("label") or name or "+".join(m.get("name", "?") for m in entry.get("stack") or [])
-        knobs = DEFENSES.get(name).strength if name in DEFENSES else ()
-        settings, _ = sweep_settings(entry["sweep"], knobs, "")
-        for setting in settings:
-            rows[point_label(family, setting)] = SweepPoint(point_label(family, setting), setting, family)
+        rows.update((point.label, point) for point in expand_sweep(name, family, entry["sweep"], "")[0])
     return rows
