@@ -121,11 +121,17 @@ class MirrorEvaluationRenders(StyleGANPrior):
         self, prior: nn.Module | None, reconstructions: Reconstructions, size: int | tuple[int, int], ctx: RunContext
     ) -> torch.Tensor:
         """Fresh clamped renders of the kept w (truncated at render) at the evaluator's input size."""
+        return self.renders(self.style_generator(prior, ctx), reconstructions.latents, size, ctx.device)
+
+    def renders(self, generator: nn.Module, latents: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+        """Clamped renders of w (N x w_dim) at `size`, truncated at render, on the CPU.
+
+        The reconstructions (at the target's size) and the evaluator's fresh renders (at its own) alike.
+        """
         p = self.params
-        generator = self.style_generator(prior, ctx)
         to_ws = lambda w: truncated_ws(generator, w, p.truncation_psi, p.truncation_cutoff)  # noqa: E731
         batch = getattr(p, "batch_size", p.gan.batch_size)  # the black-box search renders in GAN-sized batches
-        return render_latents(generator, reconstructions.latents, to_ws, size, p.center_crop, batch, ctx.device)
+        return render_latents(generator, latents, to_ws, size, p.center_crop, batch, device)
 
 
 @ATTACKS.register
@@ -187,8 +193,7 @@ class MirrorBlackBox(MirrorEvaluationRenders, GenerativeAttack):
         keep = min(p.keep, n)
         latents = result.populations[:, :keep].reshape(-1, pool.shape[1])
         labels = classes.repeat_interleave(keep)
-        with torch.no_grad():
-            images = torch.cat([draw(latents[c].to(ctx.device)).cpu() for c in in_chunks(len(latents), batch)])
+        images = self.renders(generator, latents, size, ctx.device)
         stats = {
             "mean_generations": float(result.generations.float().mean()),
             "mean_elite_confidence": float(result.fitness[:, 0].exp().mean()),

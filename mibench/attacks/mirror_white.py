@@ -36,7 +36,7 @@ from mibench.api.oracle import Access, TargetOracle
 from mibench.attacks.mirror import MirrorEvaluationRenders, mirror_renderer, p_space_bounds, pool_log_confidence
 from mibench.gan.style_prior import StyleGANParams, sample_pool
 from mibench.inversion.losses import cross_entropy_identity
-from mibench.inversion.search import in_chunks, zero_nonfinite_grads
+from mibench.inversion.search import zero_nonfinite_grads
 from mibench.params import Params
 from mibench.registry import ATTACKS
 
@@ -123,8 +123,7 @@ class MirrorWhiteBox(MirrorEvaluationRenders, GenerativeAttack):
                     rows = better.repeat_interleave(n).to(device)
                     best[rows] = w[rows]
                 advance(1)
-        with torch.no_grad():
-            images = torch.cat([draw(best[c]).cpu() for c in in_chunks(len(best), p.batch_size)])
+        images = self.renders(generator, best, oracle.image_shape[-1], device)
         stats = {"target_queries": float(oracle.queries), "mean_best_loss": float(best_loss.mean())}
         restarts = torch.arange(n).repeat(len(classes))
         return Reconstructions(images, labels.cpu(), restarts, best.cpu(), stats)
