@@ -49,12 +49,12 @@ class RobustAccuracy(Metric):
         count = len(test) if p.max_images is None else min(p.max_images, len(test))
         model, device = inputs.target, inputs.device
         generator = ctx.generator("robust-accuracy")
-        correct, blocked = 0, False
+        correct, blocked = 0, None
         for idx in iterate_batches(count, p.batch_size):
             x, y = to_float(test.images[idx], device), test.labels[idx].to(device)
             with torch.enable_grad():
-                probe = x.clone().requires_grad_(True)
-                blocked |= not model(probe).logits.requires_grad  # a wrapper that detaches its output
+                if blocked is None:  # once: a deployed wrapper that detaches its output gives no input gradient
+                    blocked = not model(x.clone().requires_grad_(True)).logits.requires_grad
                 adversarial = x if blocked else pgd_attack(
                     model, x, y, norm="linf", eps=p.eps, steps=p.steps, step_size=p.step_size, generator=generator
                 )  # fmt: skip
