@@ -177,11 +177,12 @@ def run_page(
     planned = len(suite.get("seeds", [])) or None
     paper = paper_values(paper_table, architecture=architecture) if paper_table else None
     sections = []
-    if preferred == "frontier" or (suite and sweep_rows(suite)):
+    rows = sweep_rows(suite) if suite else {}
+    if preferred == "frontier" or rows:
         from mibench.reporting.frontier import baseline_label, frontier_table
 
         try:
-            table = frontier_table(records, sweep_rows(suite), baseline_label(suite))
+            table = frontier_table(records, rows, baseline_label(suite))
             sections.append(("Matched accuracy (frontier)", table_html(table, None)))
         except MibenchError as exc:  # no undefended row or accuracy: the page says why instead of failing
             sections.append(("Matched accuracy (frontier)", f'<p class="caption">{html.escape(str(exc))}</p>'))

@@ -285,22 +285,21 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
         return _finish_on_base(job, ws, ctx)
     data = ws.data(p["data"], job.runtime)
     defense = defense_stack(p["defense"])
-    if p.get("checkpoint"):  # a released target: load it (strictly) instead of training
+    suite_spec = None if p.get("checkpoint") else TrainSpec(**p["train"])
+    if suite_spec is None:  # a released target: load it (strictly) instead of training
         model = defense.wrap(build_network(p["architecture"], data))
         path = job.runtime["checkpoint_path"]
         load_strict(model, released_state(model, path, "target checkpoint", p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
         trained = TrainedTarget(model, acc, 0.0)
     else:
-        trained = defense.fit(build_network(p["architecture"], data), data, TrainSpec(**p["train"]), ctx)
-    precision = precision_label(TrainSpec(**p["train"]), ws.device) if not p.get("checkpoint") else "checkpoint"
+        trained = defense.fit(build_network(p["architecture"], data), data, suite_spec, ctx)
+    precision = "checkpoint" if suite_spec is None else precision_label(suite_spec, ws.device)
     details = {"device": str(ws.device), "precision": precision}
     if trained.recipe:  # the effective recipe (after the defenses' own) and where the weights started
         start = p["architecture"]["params"].get("pretrained")
         details["recipe"] = {**trained.recipe, "initialisation": Path(start).name if start else "random"}
-        details["recipe_source"] = (
-            "suite" if trained.recipe == TrainSpec(**p["train"]).model_dump(mode="json") else ("defense")
-        )
+        details["recipe_source"] = "suite" if trained.recipe == suite_spec.model_dump(mode="json") else "defense"
     values = [Measurement("train_time_s", trained.wall_time_s, False, "seconds", details)]
     values += trained.stats
     files = {"model.pt": trained.model.state_dict(), "extras.pt": trained.extras}
