@@ -153,12 +153,13 @@ def flip_fixed_point(
     return decode_fixed_point(words, exponent, bits, values.dtype).to(values.device)
 
 
-def approximate_memory_tensors(model: nn.Module, layers: str) -> list[tuple[str, torch.Tensor]]:
+def approximate_memory_tensors(model: nn.Module, layers: str, used: set[str] | None) -> list[tuple[str, torch.Tensor]]:
     """The (name, tensor) pairs stored in approximate memory, in module order.
 
     The weights and biases of the fully connected layers, or (`all`) of the fully connected and convolutional layers,
     as the deep notebook's per-layer conv study corrupts them (normalisation layers stay exact). Layers the logits
-    never depend on (a backbone's own head under MID's bottleneck) are not part of the deployed network.
+    never depend on (a backbone's own head under MID's bottleneck) are not part of the deployed network: `used` names
+    the parameters they do depend on (`parameters_reaching_logits`; None keeps every one).
     """
     kinds = (nn.Linear,) if layers == "linear" else (nn.Linear, nn.modules.conv._ConvNd)
     tensors = [
@@ -167,7 +168,6 @@ def approximate_memory_tensors(model: nn.Module, layers: str) -> list[tuple[str,
         if isinstance(module, kinds)
         for pname, p in module.named_parameters(recurse=False)
     ]
-    used = parameters_reaching_logits(model)
     return [(name, t) for name, t in tensors if used is None or name in used]
 
 
@@ -195,12 +195,13 @@ def parameters_reaching_logits(model: nn.Module) -> set[str] | None:
 def corrupt_once(model: nn.Module, params: MIDASParams, generator: torch.Generator) -> nn.Module:
     """A copy of `model` whose approximate-memory tensors hold one draw of fixed-point bit errors (one trial)."""
     corrupted = clone_model(model)
-    tensors = approximate_memory_tensors(corrupted, params.layers)
+    used = parameters_reaching_logits(corrupted)
+    tensors = approximate_memory_tensors(corrupted, params.layers, used)
     if not tensors:
         raise ValueError(f"MIDAS: the model has no {params.layers!r} layers to store in approximate memory")
     # The step comes from the first FC weight matrix the network uses (the notebooks' W1), also when every layer is
     # corrupted.
-    linear = approximate_memory_tensors(corrupted, "linear")
+    linear = approximate_memory_tensors(corrupted, "linear", used)
     reference = next(t for name, t in linear or tensors if name.endswith("weight"))
     exponent = fixed_point_exponent(reference.detach(), params.bits)
     with torch.no_grad():
