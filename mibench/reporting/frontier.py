@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mibench.api.records import Record
 from mibench.errors import MibenchError
@@ -121,7 +121,7 @@ def frontiers(
             family = rows[label].family if label in rows else label
             points.append(Point(label, family, acc_mean, acc_std, aa_mean, aa_std, len(seeds)))
         front = pareto_front([(p.acc, p.attack_accuracy) for p in points])
-        points = [Point(**{**p.__dict__, "on_front": f}) for p, f in zip(points, front, strict=True)]
+        points = [replace(p, on_front=f) for p, f in zip(points, front, strict=True)]
         matched: dict[str, dict[float, tuple]] = {}
         families = dict.fromkeys(p.family for p in points if p.label != baseline)
         base_seeds = sorted(acc[baseline])
