@@ -142,6 +142,14 @@ class Defense:
     def __init__(self, params: Params):
         self.params = params
 
+    @classmethod
+    def architecture_problem(cls, architecture: type) -> str | None:
+        """Why the defense cannot apply to the target `architecture` (a Classifier class), or None (default).
+
+        Checked with the suite, before any work runs (RoLSS needs skip connections to remove).
+        """
+        return None
+
     def attackers_train_before_deployment(self) -> bool:
         """Whether attacks train target-dependent priors on the model as it was before this deploy-only defense.
 

@@ -76,6 +76,10 @@ class Classifier(nn.Module):
         """Modules whose outputs are the hidden representations dependency-based defenses regularise (BiDO)."""
         return []
 
+    def residual_stages(self) -> list[list[nn.Module]]:
+        """Blocks with an additive skip connection (a `skip_scale`), per stage front to back (empty: none; RoLSS)."""
+        return []
+
     def transfer_layers(self) -> list[nn.Module]:
         """The front-to-back layers TL-DMI's `freeze_layers` index counts (empty: TL-DMI is not defined here)."""
         return []

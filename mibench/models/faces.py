@@ -17,6 +17,7 @@ from torch import nn
 
 from mibench.checkpoints import load_part, read_state_dict
 from mibench.models.base import Classifier, ClassifierOutput
+from mibench.models.skips import with_skip
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES
 
@@ -86,6 +87,8 @@ def _as_prefixed(state: dict[str, torch.Tensor], old: str, new: str) -> dict[str
 class BottleneckIR(nn.Module):
     """face.evoLVe's IR unit: BN, conv3x3, PReLU, conv3x3 (stride s), BN; shortcut max-pool or conv1x1 + BN."""
 
+    skip_scale: float = 1.0  # the shortcut's factor (RoLSS / SSF: `mibench.models.skips`)
+
     def __init__(self, in_channels: int, depth: int, stride: int):
         super().__init__()
         if in_channels == depth:
@@ -103,8 +106,8 @@ class BottleneckIR(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shortcut plus residual."""
-        return self.shortcut_layer(x) + self.res_layer(x)
+        """Shortcut (times `skip_scale`) plus residual."""
+        return with_skip(self.res_layer(x), self.shortcut_layer, x, self.skip_scale)
 
 
 IR_UNITS = {50: (3, 4, 14, 3), 152: (3, 8, 36, 3)}
@@ -189,6 +192,15 @@ class IRNet(Classifier):
     def transfer_stem(self) -> nn.Module | None:
         """The input layer (conv, BN, PReLU) before the body."""
         return self.feature.input_layer
+
+    def residual_stages(self) -> list[list[nn.Module]]:
+        """The IR units of each of the four stages."""
+        units, start = list(self.feature.body.children()), 0
+        stages = []
+        for count in IR_UNITS[self.depth]:
+            stages.append(units[start : start + count])
+            start += count
+        return stages
 
     def hidden_layers(self) -> list[nn.Module]:
         """The last unit of each of the four stages."""

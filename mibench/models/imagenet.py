@@ -87,6 +87,10 @@ class _ResNet(_TorchvisionClassifier):
         """The four residual stages."""
         return [self.body.layer1, self.body.layer2, self.body.layer3, self.body.layer4]
 
+    def residual_stages(self) -> list[list[nn.Module]]:
+        """The blocks of `layer1` .. `layer4`."""
+        return [list(stage) for stage in self.hidden_layers()]
+
 
 class DenseNetParams(ImageNetParams):
     """ImageNetParams, and whether the head reads the pooled feature or the flattened feature map."""

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from mibench.models.base import Classifier, ClassifierOutput
+from mibench.models.skips import with_skip
 from mibench.params import Params
 from mibench.registry import ARCHITECTURES
 
@@ -72,6 +73,8 @@ class TinyResNetParams(Params):
 
 
 class _ResidualBlock(nn.Module):
+    skip_scale: float = 1.0  # the shortcut's factor (RoLSS / SSF: `mibench.models.skips`)
+
     def __init__(self, channels: int):
         super().__init__()
         self.branch = nn.Sequential(
@@ -83,7 +86,7 @@ class _ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.branch(x)
+        return with_skip(self.branch(x), None, x, self.skip_scale)
 
 
 @ARCHITECTURES.register
@@ -114,6 +117,10 @@ class TinyResNet(Classifier):
     def transfer_layers(self) -> list[nn.Module]:
         """The stem, then each residual block (TL-DMI freezes the stem: mibench's split)."""
         return [self.stem, *self.blocks]
+
+    def residual_stages(self) -> list[list[nn.Module]]:
+        """One stage: every residual block (no downsampling between them)."""
+        return [list(self.blocks)]
 
     def hidden_layers(self) -> list[nn.Module]:
         """The stem and every residual block."""

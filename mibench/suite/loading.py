@@ -138,6 +138,13 @@ def resolve_suite(raw: Any, source: str = "<suite>") -> ResolvedSuite:
             if a.cls(a.params).needs_public_identities()
         ]
     target_arch = resolve_arch(suite.target, "target.architecture")
+    if target_arch is not None:
+        problems += [
+            f"defenses ({d.label}): {problem}"
+            for d in defenses
+            for m in d.members
+            if (problem := m.cls.architecture_problem(target_arch.cls)) is not None
+        ]
     evaluator_arch = resolve_arch(suite.evaluator, "evaluator.architecture")
     evaluator_dataset = None
     if suite.target.dataset_params is not None:
