@@ -4,19 +4,27 @@ Official MI checkpoints are `{'state_dict': DataParallel_model.state_dict()}` wi
 official attack scripts load them with `strict=False`, so a key mismatch silently leaves random weights (spec §3).
 mibench reads with `weights_only=True`, unwraps and strips prefixes, then loads strictly: a missing, unexpected or
 mis-shaped key is an error that names it.
+
+Released files the field shares (KED-MI's FaceNet evaluator and targets, torchvision's ImageNet weights, the FID
+Inception) are listed in `mibench/reference/released_checkpoints.json` by file name: a file read under a listed name
+must have the listed SHA-256 (or torch.hub's 8-hex prefix in its name), and a released classifier must reach its
+published clean accuracy on the suite's test split before anything reads it (`check_released_accuracy`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,10 +124,56 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint", sha256: str |
     sha256 = sha256 or planned_sha256(path)
     if sha256 is not None:
         source = io.BytesIO(read_verified_bytes(path, sha256, what))
+    check_released_digest(path, sha256 or file_sha256(path), what)
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+
+
+# A released classifier whose clean accuracy on the suite's test split falls this far below the published one is
+# loaded wrongly (a loader, normalisation, resolution or split error reads as chance accuracy), not just on other
+# data.
+ACCURACY_TOLERANCE = 0.10
+
+
+@cache
+def released_checkpoints() -> dict[str, dict[str, Any]]:
+    """The released weight files mibench knows, by file name (`reference/released_checkpoints.json`)."""
+    text = (resources.files("mibench") / "reference" / "released_checkpoints.json").read_text()
+    return json.loads(text)["files"]
+
+
+def check_released_digest(path: Path, sha256: str, what: str) -> None:
+    """A file under a released name must be the released file: its SHA-256, or torch.hub's prefix of it."""
+    entry = released_checkpoints().get(path.name)
+    if entry is None:
+        return
+    full, prefix = entry.get("sha256"), entry.get("sha256_prefix")
+    if (full and sha256 != full) or (prefix and not sha256.startswith(prefix)):
+        raise CheckpointError(
+            f"{what} {path}: SHA-256 {sha256[:12]}... is not that of the released {path.name} "
+            f"({(full or prefix)[:12]}..., {entry['source']}): a different or damaged file under the released name"
+        )
+
+
+def check_released_accuracy(path: str | Path, accuracy: float, images: int, what: str) -> str | None:
+    """A released classifier's clean test accuracy against its published one, before anything reads it.
+
+    Far below (more than `ACCURACY_TOLERANCE`): a CheckpointError naming both numbers. Returns the published value's
+    description for the record (None for files the manifest does not list or gives no accuracy for).
+    """
+    entry = released_checkpoints().get(Path(path).name)
+    if entry is None or "accuracy" not in entry:
+        return None
+    published = entry["accuracy"]
+    if accuracy < published - ACCURACY_TOLERANCE:
+        raise CheckpointError(
+            f"{what} {Path(path).name}: {100 * accuracy:.2f}% clean test accuracy on this suite's test split "
+            f"({images} images), published {100 * published:.2f}% ({entry['source']}): a wrong loader, "
+            "normalisation, resolution or split; nothing that reads it runs"
+        )
+    return f"{100 * published:.2f}% ({entry['accuracy_source']})"
 
 
 def require_planned(path: Path, found: str, planned: str | None, what: str) -> None:

@@ -177,3 +177,22 @@ def test_released_checkpoints_replace_training(tmp_path, tiny_suite):
     paths["evaluator"].unlink()
     with pytest.raises(DataError, match=r"evaluator\.checkpoint: checkpoint file not found"):
         run(write_suite(tmp_path / "s.yaml", tiny_suite), tmp_path / "cache", tmp_path / "run")
+
+
+def test_a_released_checkpoint_far_below_its_published_accuracy_stops_what_reads_it(tmp_path, tiny_suite):
+    """An untrained network saved under the released evaluator's name (a wrong loader reads like this: chance
+    accuracy) fails its job with both numbers; no measurement reads it (a released target's check, the same
+    function, stops the attacks on it)."""
+    from mibench.models.base import build_classifier
+
+    torch.manual_seed(7)
+    model = build_classifier("tiny-resnet", {}, num_classes=6, in_channels=3, image_size=16)
+    path = tmp_path / "FaceNet_95.88.tar"
+    torch.save({"state_dict": model.state_dict()}, path)
+    tiny_suite["evaluator"]["checkpoint"] = str(path)
+    tiny_suite["seeds"] = [0]
+    summary = run(write_suite(tmp_path / "s.yaml", tiny_suite), tmp_path / "cache", tmp_path / "run")
+    ((job, error),) = summary.failed.items()
+    assert job.startswith("evaluator/")
+    assert "FaceNet_95.88.tar" in error and "published 95.88%" in error and "nothing that reads it runs" in error
+    assert not any(j.startswith("measure/") for j in summary.ran) and summary.skipped

@@ -106,9 +106,9 @@ def test_pretrained_backbone_initialisation(tmp_path):
     imagenet = torchvision.models.vgg16_bn(weights=None)
     # the convolutional part only: the file's 120M-parameter classifier is never read, and saving it is slow
     convolutional = {k: v for k, v in imagenet.state_dict().items() if k.startswith("features.")}
-    torch.save(convolutional, tmp_path / "vgg16_bn-6c64b313.pth")
+    torch.save(convolutional, tmp_path / "vgg16_bn-imagenet.pth")
     vgg = build_classifier(
-        "vgg16", {"pretrained": str(tmp_path / "vgg16_bn-6c64b313.pth")}, num_classes=10, in_channels=3, image_size=64
+        "vgg16", {"pretrained": str(tmp_path / "vgg16_bn-imagenet.pth")}, num_classes=10, in_channels=3, image_size=64
     )
     torch.testing.assert_close(vgg.feature[0].weight, imagenet.features[0].weight)
     torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pth")

@@ -74,8 +74,8 @@ def test_old_densenet_key_names_are_remapped(tmp_path):
         if not k.endswith("num_batches_tracked")
     }
     assert "features.denseblock1.denselayer1.norm.1.weight" in old
-    torch.save(old, tmp_path / "densenet121-a639ec97.pth")
-    params = {"pretrained": str(tmp_path / "densenet121-a639ec97.pth")}
+    torch.save(old, tmp_path / "densenet121-old-keys.pth")
+    params = {"pretrained": str(tmp_path / "densenet121-old-keys.pth")}
     model = build_classifier("densenet121", params, num_classes=4, in_channels=3, image_size=64)
     torch.testing.assert_close(
         model.body.features.denseblock2.denselayer3.norm1.weight,

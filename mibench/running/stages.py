@@ -26,7 +26,7 @@ from mibench.api.metric import MeasureInputs, Measurement
 from mibench.api.oracle import DefenderKnowledge, TargetOracle
 from mibench.api.progress import Reporter
 from mibench.api.recipe import TrainSpec
-from mibench.checkpoints import load_strict, planned_files, read_state_dict
+from mibench.checkpoints import check_released_accuracy, load_strict, planned_files, read_state_dict
 from mibench.data.base import DataBundle, ImageSet, to_float
 from mibench.errors import DataError
 from mibench.hashing import content_key, derive_seed
@@ -265,7 +265,9 @@ def run_evaluator(job: Job, ws: Workspace, ctx: RunContext) -> None:
         path = job.runtime["checkpoint_path"]
         load_strict(model, released_state(model, path, "evaluator checkpoint", p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
-        values = [Measurement("evaluator_acc", acc, None, "fraction", {**details, "checkpoint": p["checkpoint"]})]
+        published = check_released_accuracy(path, acc, len(data.private_test), "evaluator checkpoint")
+        details = {**details, "checkpoint": p["checkpoint"], **({"published_acc": published} if published else {})}
+        values = [Measurement("evaluator_acc", acc, None, "fraction", details)]
         _publish(ws, job, {"model.pt": model.state_dict()}, values, 0.0)
         return
     spec = TrainSpec(**p["train"])
@@ -291,6 +293,8 @@ def run_target(job: Job, ws: Workspace, ctx: RunContext) -> None:
         path = job.runtime["checkpoint_path"]
         load_strict(model, released_state(model, path, "target checkpoint", p["checkpoint"]["sha256"]), path)
         acc = evaluate_accuracy(model.to(ws.device), data.private_test, ws.device)
+        if len(defense.defenses) == 1 and defense.defenses[0].name == "none":  # released as undefended targets
+            check_released_accuracy(path, acc, len(data.private_test), "target checkpoint")
         trained = TrainedTarget(model, acc, 0.0)
     else:
         trained = defense.fit(build_network(p["architecture"], data), data, suite_spec, ctx)
