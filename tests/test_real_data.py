@@ -74,12 +74,14 @@ def test_celeba_official_lists(celeba_root, tmp_path):
     (celeba_root / "celeba_trainset.txt").write_text("000001.jpg 0\n000002.jpg 0\n000011.jpg 1\n")
     (celeba_root / "celeba_testset.txt").write_text("000003.jpg 0\n000012.jpg 1\n")
     (celeba_root / "celeba_ganset.txt").write_text("000031.jpg\n000035.jpg\n")
-    bundle = CelebA(CelebAParams()).load(celeba_root, 8, tmp_path / "cache")
+    with pytest.raises(DataError, match=r"celeba_trainset\.txt: not the released KED-MI split list .*27,018 lines"):
+        CelebA(CelebAParams()).load(celeba_root, 8, tmp_path / "cache")
+    bundle = CelebA(CelebAParams(verify_lists=False)).load(celeba_root, 8, tmp_path / "cache")
     assert bundle.private_train.labels.tolist() == [0, 0, 1] and bundle.num_classes == 2
     assert len(bundle.public) == 2
     assert bundle.public_identities.tolist() == [0, 1]  # 000031 is identity 4, 000035 identity 5
     (celeba_root / "identity_CelebA.txt").unlink()
-    assert CelebA(CelebAParams()).load(celeba_root, 8, tmp_path / "cache").public_identities is None
+    assert CelebA(CelebAParams(verify_lists=False)).load(celeba_root, 8, tmp_path / "cache").public_identities is None
 
 
 def test_celeba_missing_files_are_named(celeba_root, tmp_path):
@@ -136,3 +138,11 @@ def test_bundled_digits_follow_gmi_protocol(cls):
     assert len(bundle.private_test) == pytest.approx(0.2 * n_private, abs=5)
     # Grey digits expanded to RGB.
     assert torch.equal(bundle.private_train.images[:, 0], bundle.private_train.images[:, 2])
+
+
+def test_the_released_list_check_leaves_cache_keys_as_they_were():
+    """Verification never changes the data it lets through: the default dumps without the field (stable keys);
+    turning it off is part of the key."""
+    assert "verify_lists" not in CelebAParams().model_dump(mode="json")
+    off = CelebAParams(verify_lists=False).model_dump(mode="json")
+    assert off["verify_lists"] is False and CelebAParams.model_validate(off).verify_lists is False

@@ -10,12 +10,13 @@ released split lists (`celeba_trainset.txt`, `celeba_testset.txt`, `celeba_ganse
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from mibench.data.base import UNLABELLED, DataBundle, Dataset, ImageSet
 from mibench.data.files import cached_sets, load_images, require_dir, require_file
@@ -26,21 +27,55 @@ from mibench.registry import DATASETS
 CELEBA_BOX = (35, 55, 143, 163)  # left, top, right, bottom: 108 x 108 at (55, 35) of a 178 x 218 image
 FFHQ_BOX = (20, 20, 108, 108)  # 88 x 88 at (20, 20) of a 128 x 128 thumbnail
 _SPLIT_HINT = "the KED-MI split lists ship in PLG-MI-Attack/data_files and Trap-MID/data; put them in the CelebA root"
+# The released KED-MI split lists (LetheSec/PLG-MI-Attack @ 3cf8735 `data_files/`, identical in Trap-MID's `data/`):
+# SHA-256 and line count of each. The lists themselves are the authors' files and are not shipped; these digests make
+# every run on the official split provably the same split.
+KED_MI_LISTS = {
+    "celeba_trainset.txt": ("fd758026dab640c7217797f12e713436b23278087ffd2a70e88a7255259eabf7", 27018),
+    "celeba_testset.txt": ("b67ef7f4770fa3606817392f01ae185f1534c38243987928ab881464cb09c434", 3009),
+    "celeba_ganset.txt": ("1c2173015bfb2951b117eeb766b4da310be9b82bddf8801b8b531bf80e6b8f49", 30000),
+}
 
 
 class CelebAParams(Params):
     """File layout and split protocol."""
+
+    @model_serializer(mode="wrap")
+    def _without_default_verification(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Verification never changes the data it lets through: params that keep it on dump as they did before the
+        # field existed, so cache keys stay what they were.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("verify_lists") is True:
+            data.pop("verify_lists")
+        return data
 
     images_dir: str = "img_align_celeba"
     split: Literal["official", "protocol"] = "official"
     train_list: str = "celeba_trainset.txt"
     test_list: str = "celeba_testset.txt"
     public_list: str = "celeba_ganset.txt"
+    verify_lists: bool = Field(
+        True, description="official: lists under the released names must be the released KED-MI lists (SHA-256)"
+    )
     identity_file: str = "identity_CelebA.txt"
     num_private: int = Field(1000, ge=2, description="protocol: identities with the most images")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="protocol: share of each identity's images for test")
     public_size: int = Field(30000, ge=1, description="protocol: public images from the other identities")
     seed: int = 0
+
+
+def verify_released_list(path: Path) -> None:
+    """A list under a released name must be the released list: its SHA-256 (`KED_MI_LISTS`)."""
+    expected = KED_MI_LISTS.get(path.name)
+    if expected is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected[0]:
+        raise DataError(
+            f"{path}: not the released KED-MI split list (SHA-256 {digest[:12]}..., released {expected[0][:12]}..., "
+            f"{expected[1]:,} lines): use the file from PLG-MI-Attack/data_files, or data.params.verify_lists: false "
+            "for a split of your own (its numbers are then not the papers')"
+        )
 
 
 def read_list(path: Path) -> list[tuple[str, int]]:
@@ -140,10 +175,12 @@ class CelebA(Dataset):
     def _split(self, root: Path) -> dict[str, list[tuple[str, int]]]:
         p: CelebAParams = self.params
         if p.split == "official":
-            rows = {
-                part: read_list(require_file(root / name, f"CelebA {part} split list", _SPLIT_HINT))
-                for part, name in (("train", p.train_list), ("test", p.test_list), ("public", p.public_list))
-            }
+            rows = {}
+            for part, name in (("train", p.train_list), ("test", p.test_list), ("public", p.public_list)):
+                path = require_file(root / name, f"CelebA {part} split list", _SPLIT_HINT)
+                if p.verify_lists:
+                    verify_released_list(path)
+                rows[part] = read_list(path)
             rows["public"] = [(f, UNLABELLED) for f, _ in rows["public"]]
             return rows
         identity_file = require_file(
