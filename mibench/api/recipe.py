@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from mibench.params import Params
 
@@ -25,13 +25,8 @@ class RandomErasingSpec(Params):
 class TrainSpec(Params):
     """Classifier training hyperparameters; defaults are the KED-MI/Trap-MID VGG16 recipe (spec §3)."""
 
-    @model_serializer(mode="wrap")
-    def _without_unset_erasing(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Specs without erasing dump as they did before the field existed, so cache keys stay what they were.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("erasing") is None:
-            data.pop("erasing", None)
-        return data
+    # Specs without erasing dump as they did before the field existed, so cache keys stay what they were.
+    added_later: ClassVar[dict[str, Any]] = {"erasing": None}
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(64, ge=1)

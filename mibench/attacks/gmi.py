@@ -8,7 +8,7 @@ restarts.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -20,6 +20,7 @@ from mibench.api.oracle import Access, TargetOracle
 from mibench.data.base import ImageSet
 from mibench.gan.networks import DCGANGenerator, GANPrior, WGANCritic
 from mibench.gan.wgan_gp import WGANGPParams, train_wgan_gp
+from mibench.inversion.alignment import AlignmentParams, aligned_loss
 from mibench.inversion.search import in_chunks, momentum_search, per_sample_normal
 from mibench.models.base import freeze
 from mibench.params import Params
@@ -42,6 +43,11 @@ class GMIParams(Params):
     # "best_logit": keep the restart with the highest target logit for its class (original GMI repo, with its
     # score[i, i] indexing bug fixed to score[i, y_i]).
     selection: Literal["all", "best_logit"] = "all"
+    alignment: AlignmentParams = Field(
+        default_factory=AlignmentParams,
+        description="AlignMI's gradient alignment of the identity loss (mode: paa or taa; Peng et al. NeurIPS 2025)",
+    )
+    added_later: ClassVar[dict[str, Any]] = {"alignment": AlignmentParams()}
 
 
 def build_gmi_gan(info: DataInfo, p: WGANGPParams) -> GANPrior:
@@ -93,7 +99,7 @@ class GMI(UsesGMIGAN, GenerativeAttack):
         gan = self.generative_prior(prior)
         generator = freeze(gan.generator).to(device)
         critic = freeze(gan.discriminator).to(device)
-        identity = self.identity_loss(oracle, prior, ctx)
+        identity = aligned_loss(self.identity_loss(oracle, prior, ctx), p.alignment, ctx.generator("alignment"))
         labels = classes.repeat(p.restarts)
         restarts = torch.arange(p.restarts).repeat_interleave(classes.numel())
         keys = [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)]

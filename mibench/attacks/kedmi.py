@@ -10,7 +10,7 @@ samples per class. Minibatch discrimination couples the samples of a batch, so t
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -22,6 +22,7 @@ from mibench.api.oracle import Access, TargetOracle
 from mibench.data.base import ImageSet
 from mibench.gan.networks import DCGANGenerator, GANPrior, KEDMIDiscriminator
 from mibench.gan.semi_supervised import KEDGANParams, real_fake_loss, train_kedmi_gan
+from mibench.inversion.alignment import AlignmentParams, aligned_loss
 from mibench.inversion.search import distributional_search, in_chunks, per_sample_normal
 from mibench.models.base import freeze
 from mibench.params import Params
@@ -38,6 +39,11 @@ class KEDMIParams(Params):
     samples: int = Field(5, ge=1, description="reconstructions drawn per class from its learnt Gaussian")
     clip_z: Literal["none", "in_graph"] = "none"
     group_size: int = Field(60, ge=1, description="classes per minibatch-discrimination group (official batch)")
+    alignment: AlignmentParams = Field(
+        default_factory=AlignmentParams,
+        description="AlignMI's gradient alignment of the identity loss (mode: paa or taa; Peng et al. NeurIPS 2025)",
+    )
+    added_later: ClassVar[dict[str, Any]] = {"alignment": AlignmentParams()}
 
 
 def kedmi_prior(info: DataInfo, p: KEDGANParams) -> GANPrior:
@@ -81,7 +87,8 @@ class KEDMI(GenerativeAttack):
         gan = self.generative_prior(prior)
         generator = freeze(gan.generator).to(ctx.device)
         disc = freeze(gan.discriminator).to(ctx.device)
-        mus, log_vars = search_gaussians(generator, disc, self.identity_loss(oracle, prior, ctx), classes, p, ctx)
+        identity = aligned_loss(self.identity_loss(oracle, prior, ctx), p.alignment, ctx.generator("alignment"))
+        mus, log_vars = search_gaussians(generator, disc, identity, classes, p, ctx)
         labels = classes.repeat(p.samples)
         restarts = torch.arange(p.samples).repeat_interleave(classes.numel())
         eps = per_sample_normal(ctx, [(int(c), int(r)) for c, r in zip(labels, restarts, strict=True)], p.gan.z_dim)

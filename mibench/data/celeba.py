@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from mibench.data.base import UNLABELLED, DataBundle, Dataset, ImageSet
 from mibench.data.files import cached_sets, load_images, require_dir, require_file
@@ -40,14 +40,8 @@ KED_MI_LISTS = {
 class CelebAParams(Params):
     """File layout and split protocol."""
 
-    @model_serializer(mode="wrap")
-    def _without_default_verification(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Verification never changes the data it lets through: params that keep it on dump as they did before the
-        # field existed, so cache keys stay what they were.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("verify_lists") is True:
-            data.pop("verify_lists")
-        return data
+    # Verification never changes the data it lets through: keeping it on dumps as before the field existed.
+    added_later: ClassVar[dict[str, Any]] = {"verify_lists": True}
 
     images_dir: str = "img_align_celeba"
     split: Literal["official", "protocol"] = "official"
