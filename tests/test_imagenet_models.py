@@ -104,8 +104,8 @@ def test_inception_trains_its_auxiliary_classifier_as_ppa(tmp_path):
     assert model.eval()(x).aux_logits is None
     # an ImageNet file initialises the auxiliary classifier's convolutions, not its new 5-class head
     reference = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
-    torch.save(reference.state_dict(), tmp_path / "inception_v3_google-0cc3c7bd.pth")
-    params = {"pretrained": str(tmp_path / "inception_v3_google-0cc3c7bd.pth")}
+    torch.save(reference.state_dict(), tmp_path / "inception_v3_test.pth")
+    params = {"pretrained": str(tmp_path / "inception_v3_test.pth")}
     loaded = build_classifier("inception-v3", params, num_classes=5, in_channels=3, image_size=299)
     torch.testing.assert_close(loaded.body.AuxLogits.conv1.conv.weight, reference.AuxLogits.conv1.conv.weight)
     assert loaded.body.AuxLogits.fc.out_features == 5
