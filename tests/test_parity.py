@@ -85,3 +85,5 @@ def test_each_golden_was_made_from_the_official_commit_the_method_declares():
 def test_fidelity_md_carries_the_parity_table_of_the_manifest():
     text = (Path(__file__).parents[1] / "FIDELITY.md").read_text()
     assert table.render(MANIFEST) in text, "FIDELITY.md's parity table is stale: python -m parity.table"
+    # the table is one block between one pair of markers (splicing it in beside the old markers once left copies)
+    assert text.count(table.BEGIN) == 1 and text.count(table.END) == 1
