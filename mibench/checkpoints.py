@@ -129,7 +129,7 @@ def read_checkpoint(
     if sha256 is not None:
         source = io.BytesIO(read_verified_bytes(path, sha256, what))
     if released_check:
-        check_released_digest(path, sha256 or file_sha256(path), what)
+        check_released_digest(path, sha256, what)
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
@@ -149,11 +149,15 @@ def released_checkpoints() -> dict[str, dict[str, Any]]:
     return json.loads(text)["files"]
 
 
-def check_released_digest(path: Path, sha256: str, what: str) -> None:
-    """A file under a released name must be the released file: its SHA-256, or torch.hub's prefix of it."""
+def check_released_digest(path: Path, sha256: str | None, what: str) -> None:
+    """A file under a released name must be the released file: its SHA-256, or torch.hub's prefix of it.
+
+    `sha256`: the digest already known (the plan's); otherwise the file is hashed, and only when its name is listed.
+    """
     entry = released_checkpoints().get(path.name)
     if entry is None or entry["kind"] == "metric":  # metrics label a non-released file's number as a stand-in
         return
+    sha256 = sha256 or file_sha256(path)
     full, prefix = entry.get("sha256"), entry.get("sha256_prefix")
     if (full and sha256 != full) or (prefix and not sha256.startswith(prefix)):
         raise CheckpointError(

@@ -153,6 +153,17 @@ def compiled(path: Path, name: str, namespace: dict) -> object:
     return namespace[name]
 
 
+class Call(nn.Module):
+    """A function as a module: stand-in networks the official code calls (`.eval()`, `.cuda()`) and mibench wraps."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
 def seeded_state(layout: list, seed: int) -> dict[str, torch.Tensor]:
     """Values for every [name, shape, is-float] of a layout in order: N(0, 1/fan-in), BatchNorm variances in
     [0.5, 1.5), integer buffers 0. Large official weights are regenerated from this, never stored in a golden."""

@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parity._harness import compiled, largest_difference, official_checkout, on_cpu, replaced, seeded, write_golden
+from parity._harness import (
+    Call,
+    compiled,
+    largest_difference,
+    official_checkout,
+    on_cpu,
+    replaced,
+    seeded,
+    write_golden,
+)
 
 REPO, COMMIT = "LetheSec/PLG-MI-Attack", "3cf8735"
 CLASSES, ITERATIONS, SEEDS, Z = 6, 12, 2, 100
@@ -50,15 +59,6 @@ class Nets(nn.Module):
     def classify(self, images: torch.Tensor):
         logits = images.flatten(1) @ self.t
         return (images.flatten(1), logits) if self.official else logits
-
-
-class Call(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 def inputs() -> dict[str, torch.Tensor]:

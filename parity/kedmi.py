@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parity._harness import compiled, largest_difference, official_checkout, on_cpu, seeded, write_golden
+from parity._harness import Call, compiled, largest_difference, official_checkout, on_cpu, seeded, write_golden
 
 REPO, COMMIT = "SCccc21/Knowledge-Enriched-DMI", "1ec92f4"
 CLASSES, ITERATIONS, Z, SEED = 6, 10, 100, 31
@@ -47,15 +47,6 @@ class Nets:
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         return images.flatten(1) @ self.t
-
-
-class Call(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
 
 
 def inputs() -> dict[str, torch.Tensor]:

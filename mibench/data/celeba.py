@@ -10,7 +10,6 @@ released split lists (`celeba_trainset.txt`, `celeba_testset.txt`, `celeba_ganse
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -18,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from mibench.checkpoints import file_sha256
 from mibench.data.base import UNLABELLED, DataBundle, Dataset, ImageSet
 from mibench.data.files import cached_sets, load_images, require_dir, require_file
 from mibench.errors import DataError
@@ -63,7 +63,7 @@ def verify_released_list(path: Path) -> None:
     expected = KED_MI_LISTS.get(path.name)
     if expected is None:
         return
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     if digest != expected[0]:
         raise DataError(
             f"{path}: not the released KED-MI split list (SHA-256 {digest[:12]}..., released {expected[0][:12]}..., "

@@ -36,7 +36,7 @@ from mibench.api.context import RunContext
 from mibench.api.defense import Defense, RecipeParams, TrainedTarget, TrainingSetup
 from mibench.api.metric import Measurement
 from mibench.data.base import DataBundle
-from mibench.models.base import ClassifierOutput
+from mibench.models.base import ClassifierOutput, probe_width
 from mibench.params import Params
 from mibench.registry import DEFENSES
 from mibench.training.classifier import train_classifier
@@ -112,13 +112,7 @@ class LoFt(Defense):
     def wrap(self, model: nn.Module) -> nn.Module:
         """Replace the head by the neck (its input width read from the model's own feature)."""
         p: LoFtParams = self.params
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            side = model.image_size
-            height, width = (side, side) if isinstance(side, int) else side
-            feature_dim = model(torch.zeros(1, model.in_channels, height, width)).features.shape[1]
-            model.train(was_training)
+        feature_dim = probe_width(model, lambda net, x: net(x).features)
         return LowRankHead(model, feature_dim, model.num_classes, p.rank, p.activation)
 
     def configure(self, setup: TrainingSetup) -> TrainingSetup:

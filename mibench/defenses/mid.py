@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from mibench.api.defense import Defense, RecipeParams, TrainingSetup
-from mibench.models.base import ClassifierOutput
+from mibench.models.base import ClassifierOutput, probe_width
 from mibench.params import Params
 from mibench.registry import DEFENSES
 
@@ -102,12 +102,7 @@ class MID(Defense):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Replace the head with the bottleneck (sizes read from the model's own bottleneck input)."""
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            probe = torch.zeros(1, model.in_channels, model.image_size, model.image_size)
-            feature_dim = bottleneck_input(model, probe).shape[1]
-            model.train(was_training)
+        feature_dim = probe_width(model, bottleneck_input)
         k = self.params.bottleneck or getattr(model, "vib_bottleneck", None) or max(1, feature_dim // 2)
         return VIBClassifier(model, feature_dim, model.num_classes, k, self.params.sample_at_test)
 

@@ -47,6 +47,8 @@ from mibench.params import Params
 from mibench.registry import DEFENSES
 from mibench.training.classifier import train_classifier
 
+PAPER = "Koh, Ho, Nguyen, Cheung, On the Vulnerability of Skip Connections to Model Inversion Attacks ({}), ECCV 2024"
+
 
 class RoLSSParams(Params):
     """Shortcut factors per stage (the released configs' `skip`), and the TTS first stage."""
@@ -73,10 +75,7 @@ class RoLSS(Defense):
     """Remove (or scale) the last stage's skip connections of a residual target."""
 
     name: ClassVar[str] = "rolss"
-    paper: ClassVar[str] = (
-        "Koh, Ho, Nguyen, Cheung, On the Vulnerability of Skip Connections to Model Inversion Attacks (RoLSS), "
-        "ECCV 2024"
-    )
+    paper: ClassVar[str] = PAPER.format("RoLSS")
     official: ClassVar[str | None] = "Pillowkoh/RoLSS @ 304b147"
     Params = RoLSSParams
     strength: ClassVar[tuple[str, ...]] = ("last_stage_scale",)
@@ -151,9 +150,7 @@ class SSF(RoLSS):
     """Scale the last stage's skip connections by a factor below 1."""
 
     name: ClassVar[str] = "ssf"
-    paper: ClassVar[str] = (
-        "Koh, Ho, Nguyen, Cheung, On the Vulnerability of Skip Connections to Model Inversion Attacks (SSF), ECCV 2024"
-    )
+    paper: ClassVar[str] = PAPER.format("SSF")
     Params = SSFParams
 
 
@@ -168,7 +165,5 @@ class TTS(RoLSS):
     """Train with every skip, then remove the last stage's and train on from those weights."""
 
     name: ClassVar[str] = "tts"
-    paper: ClassVar[str] = (
-        "Koh, Ho, Nguyen, Cheung, On the Vulnerability of Skip Connections to Model Inversion Attacks (TTS), ECCV 2024"
-    )
+    paper: ClassVar[str] = PAPER.format("TTS")
     Params = TTSParams

@@ -74,9 +74,9 @@ def transformed_copy(x: torch.Tensor, p: AlignmentParams, generator: torch.Gener
     height, width = x.shape[-2:]
     area = height * width
     top, left, h, w = 0, 0, height, width
+    log_ratio = torch.log(torch.tensor(p.crop_ratio))
     for _ in range(10):  # RandomResizedCrop.get_params, its draws from `generator`
         target = area * float(torch.empty(1).uniform_(*p.crop_scale, generator=generator))
-        log_ratio = torch.log(torch.tensor(p.crop_ratio))
         aspect = float(torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
         cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < cw <= width and 0 < ch <= height:

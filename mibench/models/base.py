@@ -8,6 +8,7 @@ positionally; VIB models break that convention. mibench makes it a named tuple, 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -152,6 +153,22 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def probe_width(model: Classifier, read: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> int:
+    """Width of what `read(model, x)` returns for one blank input of the model's shape, computed in eval mode.
+
+    Defenses that put a new head on a network (MID's bottleneck, LoFt's neck) size it from the feature it reads;
+    the model's training mode is restored afterwards.
+    """
+    height, width = height_width(model.image_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return read(model, torch.zeros(1, model.in_channels, height, width)).shape[1]
+    finally:
+        model.train(was_training)
 
 
 def pixel_count(image_size: int | tuple[int, int]) -> int:

@@ -204,8 +204,7 @@ class IRNet(Classifier):
 
     def hidden_layers(self) -> list[nn.Module]:
         """The last unit of each of the four stages."""
-        ends = list(torch.tensor(IR_UNITS[self.depth]).cumsum(0) - 1)
-        return [self.feature.body[int(i)] for i in ends]
+        return [stage[-1] for stage in self.residual_stages()]
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         """512-d features and logits."""
