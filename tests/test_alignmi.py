@@ -72,7 +72,8 @@ def test_gmi_with_paa_succeeds_on_a_tiny_target_and_pays_its_queries(attack_sett
     params = attack.params.model_copy(update={"alignment": AlignmentParams(mode="paa", samples=4), "iterations": 30})
     oracle = white_box(target)
     recon = GMI(params).invert(prior, oracle, torch.arange(6), RunContext(seed=3))
-    assert hit_rate(target, recon.images, recon.labels) >= 0.6  # GMI alone: 0.67-1.0 at 60 iterations
+    # seeds 3-6 of this setting give 0.67-0.78 (12-14 of 18); GMI alone gives 0.67-1.0 at 60 iterations
+    assert hit_rate(target, recon.images, recon.labels) >= 0.6
     # every step queries the clean images once and each of the 4 copies once (18 latents, 30 steps)
     assert recon.stats["target_queries"] == 18 * 30 * (1 + 4)
     assert F.mse_loss(recon.images, recon.images.clamp(0, 1)) == 0
